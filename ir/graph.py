@@ -1,0 +1,288 @@
+"""Values, nodes and graphs: the IR's data model."""
+from __future__ import annotations
+
+import math
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .types import TensorType
+
+AttrValue = Any  # int | float | bool | str | None | tuple[AttrValue, ...]
+
+
+def freeze_attr(value, key: str = "?") -> AttrValue:
+    """Normalise an attribute value to plain immutable Python (lists become tuples)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze_attr(v, key) for v in value)
+    if isinstance(value, np.ndarray) and value.ndim <= 1 and value.size <= 64:
+        return tuple(freeze_attr(v, key) for v in value.tolist()) if value.ndim else freeze_attr(value.item(), key)
+    raise TypeError(f"attribute {key!r}: {type(value).__name__} is not a plain value "
+                    "(int, float, bool, str, None or tuples of them)")
+
+
+class Attrs(Mapping):
+    """An immutable, hashable, sorted mapping of attribute name to plain value."""
+
+    __slots__ = ("_items", "_dict")
+
+    def __init__(self, items: Mapping | Iterable = ()):
+        d = dict(items)
+        self._items = tuple(sorted((k, freeze_attr(v, k)) for k, v in d.items()))
+        self._dict = dict(self._items)
+
+    def __getitem__(self, key):
+        return self._dict[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple((k, _hashable(v)) for k, v in self._items))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Attrs):
+            return _attr_key(self._items) == _attr_key(other._items)
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"Attrs({self._dict!r})"
+
+    def set(self, **changes) -> "Attrs":
+        """A copy with some attributes replaced (None values remove the key)."""
+        d = dict(self._dict)
+        for k, v in changes.items():
+            if v is None:
+                d.pop(k, None)
+            else:
+                d[k] = v
+        return Attrs(d)
+
+
+def _hashable(v):
+    # NaN != NaN would make equal attrs unequal; hash/compare by repr for floats.
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    if isinstance(v, tuple):
+        return tuple(_hashable(x) for x in v)
+    return v
+
+
+def _attr_key(items):
+    return tuple((k, _hashable(v), type(v).__name__) for k, v in items)
+
+
+@dataclass(frozen=True)
+class Value:
+    """An SSA value (or a reference to a param): a name and a tensor type."""
+
+    name: str
+    type: TensorType
+
+    @property
+    def shape(self):
+        return self.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.type.dtype
+
+    def __repr__(self) -> str:
+        return f"Value({self.name!r}: {self.type})"
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One operation: ``outputs = op(inputs) {attrs}`` with optional regions (sub-graphs)."""
+
+    op: str
+    inputs: tuple[Value, ...]
+    outputs: tuple[Value, ...]
+    attrs: Attrs = field(default_factory=Attrs)
+    regions: tuple["Graph", ...] = ()
+    loc: str = ""  # where it came from: "model.py:12 (fn)", an ONNX node name
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if not isinstance(self.attrs, Attrs):
+            object.__setattr__(self, "attrs", Attrs(self.attrs))
+
+    @property
+    def output(self) -> Value:
+        """The single output (raises if the node has several)."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"{self.op} has {len(self.outputs)} outputs")
+        return self.outputs[0]
+
+    @property
+    def name(self) -> str:
+        """The node's printed name: its first output's name."""
+        return self.outputs[0].name if self.outputs else self.op
+
+    @property
+    def body(self) -> "Graph":
+        """The first region (a composite's body)."""
+        return self.regions[0]
+
+    def replace(self, **changes) -> "Node":
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        outs = ", ".join(f"%{v.name}" for v in self.outputs)
+        ins = ", ".join(f"%{v.name}" for v in self.inputs)
+        return f"<Node {outs} = {self.op}({ins})>"
+
+
+def _freeze_param(name: str, array) -> np.ndarray:
+    if getattr(array, "abstract", False):  # a declared-but-unloaded param (see parser)
+        return array
+    arr = np.asarray(array)
+    if arr.dtype == object:
+        raise TypeError(f"param {name!r}: object arrays are not tensors")
+    if arr.flags.writeable:
+        # Own a read-only copy: the caller's array must never change through us, and
+        # passes must not edit weights in place.
+        arr = arr.copy()
+        arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A topologically ordered list of nodes with inputs, outputs and a params table."""
+
+    name: str
+    inputs: tuple[Value, ...]
+    outputs: tuple[Value, ...]
+    nodes: tuple[Node, ...]
+    params: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        frozen = {k: _freeze_param(k, v) for k, v in self.params.items()}
+        object.__setattr__(self, "params", types.MappingProxyType(frozen))
+
+    # --- queries ---------------------------------------------------------------------
+    def is_param(self, v: Value | str) -> bool:
+        """True if the value names an entry of ``params``."""
+        return (v if isinstance(v, str) else v.name) in self.params
+
+    def param(self, name: str) -> Value:
+        """The value that refers to param ``name``."""
+        arr = self.params[name]
+        return Value(name, TensorType.of(arr))
+
+    @cached_property
+    def producers(self) -> dict[str, Node]:
+        """Value name -> the node that defines it."""
+        return {o.name: n for n in self.nodes for o in n.outputs}
+
+    @cached_property
+    def users(self) -> dict[str, list[Node]]:
+        """Value name -> the nodes that read it (in order; a node appears once per use)."""
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for v in n.inputs:
+                out.setdefault(v.name, []).append(n)
+        return out
+
+    def num_uses(self, v: Value) -> int:
+        """Reads of ``v`` by nodes plus its appearances among graph outputs."""
+        return len(self.users.get(v.name, ())) + sum(o.name == v.name for o in self.outputs)
+
+    def producer(self, v: Value) -> Node | None:
+        return self.producers.get(v.name)
+
+    def walk(self) -> Iterator[Node]:
+        """All nodes, including those inside regions, depth-first in order."""
+        for n in self.nodes:
+            yield n
+            for r in n.regions:
+                yield from r.walk()
+
+    @cached_property
+    def value_names(self) -> set[str]:
+        names = {v.name for v in self.inputs} | set(self.params)
+        for n in self.walk():
+            names.update(o.name for o in n.outputs)
+        for n in self.nodes:
+            for r in n.regions:
+                names.update(v.name for v in r.inputs)
+        return names
+
+    def namer(self, prefix: str = "") -> "Namer":
+        """A generator of fresh value names that do not clash with this graph's names."""
+        return Namer(self.value_names, prefix)
+
+    # --- construction ----------------------------------------------------------------
+    def replace(self, **changes) -> "Graph":
+        """A new graph with some fields replaced (nodes, params, ...); arrays are shared."""
+        return replace(self, **changes)
+
+    def with_params(self, updates: Mapping[str, np.ndarray], drop: Iterable[str] = ()) -> "Graph":
+        """A new graph whose params table has entries added/replaced/dropped."""
+        params = dict(self.params)
+        for k in drop:
+            params.pop(k, None)
+        params.update(updates)
+        return replace(self, params=params)
+
+    def to_text(self) -> str:
+        """The IR text form (see ``ir.parse`` for the way back)."""
+        from .printer import print_graph
+        return print_graph(self)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return (f"<Graph @{self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, "
+                f"{len(self.params)} params>")
+
+
+_NUMERIC = re.compile(r"^(.*?)(\d+)$")
+
+
+class Namer:
+    """Hands out value names unused so far: ``%12``, ``%13`` ... or ``prefix0`` ..."""
+
+    def __init__(self, taken: Iterable[str], prefix: str = ""):
+        self.taken = set(taken)
+        self.prefix = prefix
+        nums = [int(m.group(2)) for t in self.taken
+                if (m := _NUMERIC.match(t)) and m.group(1) == prefix]
+        self.next = max(nums, default=-1) + 1
+
+    def __call__(self, hint: str | None = None) -> str:
+        if hint and hint not in self.taken:
+            self.taken.add(hint)
+            return hint
+        while f"{self.prefix}{self.next}" in self.taken:
+            self.next += 1
+        name = f"{self.prefix}{self.next}"
+        self.next += 1
+        self.taken.add(name)
+        return name
+
+    def reserve(self, name: str) -> None:
+        self.taken.add(name)

@@ -1,0 +1,272 @@
+"""Parse the IR text form back into a Graph (the inverse of printer.py); no eval."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .graph import Attrs, Graph, Node, Value
+from .types import TensorType, numpy_dtype
+
+
+class ParseError(ValueError):
+    """The text is not valid IR; the message names the line and what was expected."""
+
+
+class AbstractParam(np.ndarray):
+    """A param declared in text whose weights were not loaded: shape and dtype only."""
+
+    abstract = True
+    note: str = "not loaded"
+
+
+def _abstract(t: TensorType, note: str) -> AbstractParam:
+    a = np.broadcast_to(np.zeros((), numpy_dtype(t.dtype)),
+                        tuple(d if isinstance(d, int) else 1 for d in t.shape)).view(AbstractParam)
+    a.note = note
+    return a
+
+
+_NAME = r'(?:[A-Za-z0-9_./\-]+|"(?:[^"\\]|\\.)*")'
+_NUM = re.compile(r"-?(?:inf|nan|\d+\.\d*(?:e[-+]?\d+)?|\d+e[-+]?\d+|\d+)(?![A-Za-z0-9_])")
+_TYPE = re.compile(r"([a-z][a-z0-9]*)\[([^\]]*)\]")
+
+
+class _Line:
+    """A cursor over one line of text."""
+
+    def __init__(self, text: str, lineno: int):
+        self.s, self.pos, self.lineno = text, 0, lineno
+
+    def error(self, what: str) -> ParseError:
+        return ParseError(f"line {self.lineno}: expected {what} at column {self.pos + 1}: "
+                          f"{self.s.strip()!r}")
+
+    def ws(self) -> None:
+        while self.pos < len(self.s) and self.s[self.pos] in " \t":
+            self.pos += 1
+
+    def peek(self, tok: str) -> bool:
+        self.ws()
+        return self.s.startswith(tok, self.pos)
+
+    def eat(self, tok: str) -> bool:
+        if self.peek(tok):
+            self.pos += len(tok)
+            return True
+        return False
+
+    def expect(self, tok: str) -> None:
+        if not self.eat(tok):
+            raise self.error(repr(tok))
+
+    def regex(self, pat, what: str):
+        self.ws()
+        m = (pat if isinstance(pat, re.Pattern) else re.compile(pat)).match(self.s, self.pos)
+        if not m:
+            raise self.error(what)
+        self.pos = m.end()
+        return m
+
+    def name(self) -> str:
+        tok = self.regex(_NAME, "a name").group(0)
+        return _unquote(tok) if tok.startswith('"') else tok
+
+    def ident(self) -> str:
+        return self.regex(r"[A-Za-z_][A-Za-z0-9_.]*", "an identifier").group(0)
+
+    def type(self) -> TensorType:
+        m = self.regex(_TYPE, "a type like f32[N,8]")
+        dims = [d.strip() for d in m.group(2).split(",")] if m.group(2).strip() else []
+        try:
+            return TensorType(tuple(int(d) if d.isdigit() else d for d in dims), m.group(1))
+        except (ValueError, TypeError) as e:
+            raise ParseError(f"line {self.lineno}: {e}") from None
+
+    def comment(self) -> str | None:
+        self.ws()
+        if self.pos < len(self.s) and self.s[self.pos] == "#":
+            text = self.s[self.pos + 1:].strip()
+            self.pos = len(self.s)
+            return text
+        return None
+
+    def at_end(self) -> bool:
+        self.ws()
+        return self.pos >= len(self.s)
+
+    def attr_value(self):
+        self.ws()
+        if self.eat("("):
+            items = []
+            while not self.eat(")"):
+                items.append(self.attr_value())
+                if not self.eat(","):
+                    self.expect(")")
+                    break
+            return tuple(items)
+        if self.peek('"'):
+            return _unquote(self.regex(r'"(?:[^"\\]|\\.)*"', "a string").group(0))
+        for word, val in (("true", True), ("false", False), ("none", None)):
+            if re.match(word + r"(?![A-Za-z0-9_])", self.s[self.pos:]):
+                self.pos += len(word)
+                return val
+        tok = self.regex(_NUM, "an attribute value").group(0)
+        if tok.lstrip("-").isdigit():
+            return int(tok)
+        return float(tok)
+
+
+def _unquote(tok: str) -> str:
+    body = tok[1:-1]
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), body)
+
+
+class _Parser:
+    def __init__(self, text: str, params: dict | None):
+        self.lines = [(i + 1, l) for i, l in enumerate(text.splitlines()) if l.strip()]
+        self.i = 0
+        self.arrays = params
+
+    def line(self) -> _Line:
+        if self.i >= len(self.lines):
+            raise ParseError("unexpected end of text")
+        no, text = self.lines[self.i]
+        return _Line(text, no)
+
+    def graph(self) -> Graph:
+        ln = self.line()
+        ln.expect("graph")
+        ln.expect("@")
+        name = ln.name()
+        env: dict[str, Value] = {}
+        inputs = self.typed_list(ln, env, ")")
+        ln.expect("{")
+        self.i += 1
+        params: dict[str, np.ndarray] = {}
+        while self.line().peek("param "):
+            ln = self.line()
+            ln.expect("param")
+            ln.expect("@")
+            pname = ln.name()
+            ln.expect(":")
+            t = ln.type()
+            note = ln.comment() or "not loaded"
+            if self.arrays is not None:
+                if pname not in self.arrays:
+                    raise ParseError(f"line {ln.lineno}: param @{pname} has no array in the weights")
+                arr = self.arrays[pname]
+                if TensorType.of(arr) != t:
+                    raise ParseError(f"line {ln.lineno}: param @{pname} is declared {t} but its "
+                                     f"array is {TensorType.of(arr)}")
+                params[pname] = arr
+            else:
+                params[pname] = _abstract(t, note)
+            env[pname] = Value(pname, t)
+            self.i += 1
+        nodes, outputs = self.body(env)
+        self.line().expect("}")
+        self.i += 1
+        return Graph(name, inputs, outputs, nodes, params)
+
+    def typed_list(self, ln: _Line, env: dict, close: str) -> list[Value]:
+        ln.expect("(")
+        vals: list[Value] = []
+        while not ln.eat(close):
+            ln.expect("%")
+            name = ln.name()
+            ln.expect(":")
+            v = Value(name, ln.type())
+            env[name] = v
+            vals.append(v)
+            if not ln.eat(","):
+                ln.expect(close)
+                break
+        return vals
+
+    def ref(self, ln: _Line, env: dict) -> Value:
+        if not (ln.eat("%") or ln.eat("@")):
+            raise ln.error("a value reference (%name or @param)")
+        name = ln.name()
+        if name not in env:
+            raise ParseError(f"line {ln.lineno}: use of undefined value {name!r}")
+        return env[name]
+
+    def body(self, env: dict) -> tuple[list[Node], list[Value]]:
+        nodes: list[Node] = []
+        while True:
+            ln = self.line()
+            if ln.eat("return"):
+                outs = []
+                if not ln.at_end():
+                    outs.append(self.ref(ln, env))
+                    while ln.eat(","):
+                        outs.append(self.ref(ln, env))
+                self.i += 1
+                return nodes, outs
+            nodes.append(self.node(ln, env))
+
+    def node(self, ln: _Line, env: dict) -> Node:
+        outs: list[Value] = []
+        while True:
+            ln.expect("%")
+            name = ln.name()
+            ln.expect(":")
+            outs.append(Value(name, ln.type()))
+            if not ln.eat(","):
+                break
+        ln.expect("=")
+        op = ln.ident()
+        ln.expect("(")
+        ins: list[Value] = []
+        while not ln.eat(")"):
+            ins.append(self.ref(ln, env))
+            if not ln.eat(","):
+                ln.expect(")")
+                break
+        attrs = {}
+        if ln.peek("{") and re.match(r"\{\s*[A-Za-z_][A-Za-z0-9_]*\s*=", ln.s[ln.pos:]):
+            ln.expect("{")
+            while not ln.eat("}"):
+                key = ln.ident()
+                ln.expect("=")
+                attrs[key] = ln.attr_value()
+                if not ln.eat(","):
+                    ln.expect("}")
+                    break
+        regions: list[Graph] = []
+        has_regions = ln.eat("{")
+        loc = ln.comment() or ""
+        if not ln.at_end():
+            raise ln.error("end of line")
+        self.i += 1
+        if has_regions:
+            while not self.line().peek("}"):
+                rl = self.line()
+                rl.expect("^")
+                rname = rl.name()
+                renv = {k: v for k, v in env.items() if k in self.param_names}
+                rins = self.typed_list(rl, renv, ")")
+                rl.expect(":")
+                self.i += 1
+                rnodes, routs = self.body(renv)
+                regions.append(Graph(rname, rins, routs, rnodes, {}))
+            self.i += 1
+        for v in outs:
+            env[v.name] = v
+        return Node(op, ins, outs, Attrs(attrs), regions, loc)
+
+    param_names: set = set()
+
+
+def parse(text: str, params: dict | None = None) -> Graph:
+    """Parse IR text; ``params`` supplies weight arrays (else params are declared only)."""
+    p = _Parser(text, params)
+    # Collect param names first so regions may refer to the root graph's params.
+    p.param_names = set(re.findall(r"^\s*param @(" + _NAME + r")", text, re.M))
+    p.param_names = {_unquote(n) if n.startswith('"') else n for n in p.param_names}
+    g = p.graph()
+    if p.i != len(p.lines):
+        no, rest = p.lines[p.i]
+        raise ParseError(f"line {no}: unexpected text after the graph: {rest.strip()!r}")
+    return g
