@@ -38,9 +38,14 @@ define_op("dot_general", _dot_general, arity=2, flops=_dot_flops,
           doc="General tensor contraction; output is batch dims, lhs free dims, rhs free dims.")
 
 
-def conv_spatial(spec: str) -> list[int]:
-    """Positions of the spatial dims in a layout string ('NHWC' -> [1, 2])."""
-    return [i for i, c in enumerate(spec) if c not in "NCOI"]
+def conv_spatial(spec: str, kernel_spec: str | None = None) -> list[int]:
+    """Positions of the spatial dims in a layout ('NHWC' -> [1, 2]), in the kernel's order.
+
+    Spatial dims pair up across the three layouts by letter; their order (which one
+    window_strides[0] means) is the order the letters have in the kernel layout, as in lax.
+    """
+    letters = [c for c in (kernel_spec or spec) if c not in "NCOI"]
+    return [spec.index(c) for c in letters]
 
 
 def _conv(types, attrs):
@@ -63,7 +68,10 @@ def _conv(types, attrs):
         require(c == i * groups, f"conv: input channels {c} != kernel in-channels {i} x groups {groups}")
     if isinstance(o, int):
         require(o % (groups * bgroups) == 0, f"conv: out channels {o} not divisible by groups")
-    lsp, rsp = conv_spatial(lspec), conv_spatial(rspec)
+    require(sorted(c for c in lspec if c not in 'NC') == sorted(c for c in rspec if c not in 'OI')
+            == sorted(c for c in ospec if c not in 'NC'),
+            f"conv: spatial letters differ across layouts {attrs['dimension_numbers']}")
+    lsp, rsp = conv_spatial(lspec, rspec), conv_spatial(rspec)
     out_sp = []
     for k in range(nsp):
         x, w = lhs.shape[lsp[k]], rhs.shape[rsp[k]]
@@ -76,9 +84,9 @@ def _conv(types, attrs):
         out_sp.append(size // strides[k] + 1)
     dims = {"N": n if bgroups == 1 else (n // bgroups if isinstance(n, int) else n), "C": o}
     out = [None] * lhs.rank
-    it = iter(out_sp)
-    for pos, ch in enumerate(ospec):
-        out[pos] = dims[ch] if ch in "NC" else next(it)
+    out[ospec.index("N")], out[ospec.index("C")] = dims["N"], dims["C"]
+    for pos, size in zip(conv_spatial(ospec, rspec), out_sp):
+        out[pos] = size
     dtype = attrs.get("preferred_element_type") or same_dtype(types, "conv")
     return [TensorType(tuple(out), dtype)]
 

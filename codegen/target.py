@@ -1,0 +1,67 @@
+"""Targets: jit on a backend present on this host, or lower with jax.export for one that is not."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import jax
+
+from ..ir import Graph, numpy_dtype
+from ..ir.types import dim_symbols
+from .interpreter import to_jax
+
+TARGETS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
+"""Target name -> the platform name jax.export records."""
+
+
+class TargetError(ValueError):
+    """An unknown target, or a request that the target cannot serve on this host."""
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        from ..ir.registry import did_you_mean
+        raise TargetError(f"unknown target {target!r}{did_you_mean(target, TARGETS)}; "
+                          f"choose one of {', '.join(TARGETS)}")
+    return target
+
+
+@lru_cache(maxsize=None)
+def host_has(target: str) -> bool:
+    """Whether this host has devices for ``target`` (so it can run, not only export)."""
+    try:
+        return len(jax.devices(target)) > 0
+    except RuntimeError:
+        return False
+
+
+def input_specs(graph: Graph) -> list[jax.ShapeDtypeStruct]:
+    """Abstract inputs for lowering; symbolic dims become jax.export symbols in one scope."""
+    symbols = sorted({s for v in graph.inputs for d in v.type.shape for s in dim_symbols(d)})
+    env = {}
+    if symbols:
+        dims = jax.export.symbolic_shape(",".join(symbols))
+        env = dict(zip(symbols, dims))
+    from ..ir.types import eval_dim
+    return [jax.ShapeDtypeStruct(tuple(eval_dim(d, env) for d in v.type.shape),
+                                 numpy_dtype(v.type.dtype)) for v in graph.inputs]
+
+
+def param_specs(graph: Graph) -> tuple:
+    return tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in graph.params.values())
+
+
+def jit_graph(graph: Graph, target: str, wrap=None):
+    """The graph as a jitted ``fn(params, *inputs)`` placed on ``target``'s first device."""
+    fn = to_jax(graph)
+    if wrap is not None:
+        fn = wrap(fn)
+    return jax.jit(fn)
+
+
+def export_graph(graph: Graph, platforms, wrap=None) -> "jax.export.Exported":
+    """Lower the graph with jax.export for the given platforms (shape-polymorphic)."""
+    fn = to_jax(graph)
+    if wrap is not None:
+        fn = wrap(fn)
+    return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
+        param_specs(graph), *input_specs(graph))

@@ -1,0 +1,188 @@
+"""CompiledModel: the result of compile(): callable, inspectable, exportable."""
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+
+import jax
+import numpy as np
+
+from . import codegen
+from .codegen.target import TARGETS, TargetError, host_has, input_specs
+from .ir import Graph
+from .ir.serialize import atomic_write, pack_arrays, unpack_arrays
+
+EXPORT_FORMAT = "tensorsmith-export/1"
+
+
+class ExportOnlyError(RuntimeError):
+    """The model was lowered for a target this host does not have; it can only be exported."""
+
+
+def _structured(fn, in_tree, out_tree):
+    """Wrap a flat graph function so it takes and returns the user's pytrees."""
+    def wrapped(params, *args):
+        flat = jax.tree_util.tree_leaves(args)
+        outs = fn(params, *flat)
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+    return wrapped
+
+
+class CompiledModel:
+    """A model after tracing, passes and codegen for one target."""
+
+    def __init__(self, graph: Graph, source: Graph, *, target: str, in_tree, out_tree,
+                 history=(), pipeline: str = "", example_args: tuple = ()):
+        self.graph, self.source, self.target = graph, source, target
+        self.history = history
+        self.pipeline = pipeline
+        self._in_tree, self._out_tree = in_tree, out_tree
+        self._example = example_args
+        self._fn = _structured(codegen.to_jax(graph), in_tree, out_tree)
+        self.runnable = host_has(target)
+        self._exported = None
+        if self.runnable:
+            device = jax.devices(target)[0]
+            self._params = tuple(jax.device_put(np.asarray(a), device)
+                                 for a in graph.params.values())
+            self._jitted = jax.jit(self._fn)
+        else:  # lower now, so a target without hardware here still fails early if it can't
+            self._exported = self._export()
+
+    # --- running -----------------------------------------------------------------------
+    def __call__(self, *args):
+        if not self.runnable:
+            raise ExportOnlyError(
+                f"this model was compiled for target={self.target!r}, which this host does not "
+                f"have (devices: {', '.join(sorted({d.platform for d in jax.devices()}))}); it is "
+                f"export-only. Call .export(path) and run it on a {self.target} host with "
+                f"tensorsmith.load(path)(*args), or compile with target='cpu' to run here.")
+        return self._jitted(self._params, *args)
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return (TARGETS[self.target],)
+
+    # --- inspection --------------------------------------------------------------------
+    def ir(self) -> str:
+        """Text of the final IR."""
+        return self.graph.to_text()
+
+    def _lowered(self):
+        specs = self._arg_specs(concrete=True)
+        p_specs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in self.graph.params.values())
+        return self._jitted.lower(p_specs, *specs)
+
+    def _arg_specs(self, concrete: bool):
+        flat = input_specs(self.graph)
+        if concrete:
+            ex = jax.tree_util.tree_leaves(self._example) if self._example else None
+            flat = [jax.ShapeDtypeStruct(np.shape(e) if ex else tuple(
+                        d if isinstance(d, int) else 1 for d in v.type.shape), s.dtype)
+                    for v, s, e in zip(self.graph.inputs, flat, ex or [None] * len(flat))]
+        return jax.tree_util.tree_unflatten(self._in_tree, flat)
+
+    def stablehlo(self) -> str:
+        """The StableHLO module XLA receives."""
+        if self._exported is not None:
+            return self._exported.mlir_module()
+        return self._lowered().as_text()
+
+    def hlo(self) -> str:
+        """XLA's optimized HLO for this host's backend."""
+        if self._exported is not None:
+            raise ExportOnlyError(f"XLA's optimized HLO for {self.target} needs a {self.target} "
+                                  "host; stablehlo() shows what XLA receives")
+        return self._lowered().compile().as_text()
+
+    def diff(self, pass_name, context: int = 3) -> str:
+        """Unified diff of the IR text across a pass (by name or index in the pipeline)."""
+        return self.history.find(pass_name).diff(context)
+
+    def source_diff(self) -> str:
+        """Unified diff from the traced IR to the final IR."""
+        return "".join(difflib.unified_diff(self.source.to_text().splitlines(True),
+                                            self.graph.to_text().splitlines(True),
+                                            "source", "final"))
+
+    # --- export ------------------------------------------------------------------------
+    def _export(self):
+        flat_specs = input_specs(self.graph)
+        specs = jax.tree_util.tree_unflatten(self._in_tree, flat_specs)
+        p_specs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in self.graph.params.values())
+        return jax.export.export(jax.jit(self._fn), platforms=self.platforms)(p_specs, *specs)
+
+    def export(self, path) -> Path:
+        """Write a self-contained artifact (StableHLO + weights + IR) that tensorsmith.load reads."""
+        exported = self._exported or self._export()
+        meta = {"format": EXPORT_FORMAT, "target": self.target, "platforms": list(exported.platforms),
+                "pipeline": self.pipeline, "graph": self.graph.name,
+                "inputs": [str(v.type) for v in self.graph.inputs],
+                "outputs": [str(v.type) for v in self.graph.outputs]}
+        arrays = [np.frombuffer(bytes(exported.serialize()), np.uint8),
+                  np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                  np.frombuffer(self.graph.to_text().encode(), np.uint8),
+                  *self.graph.params.values()]
+        path = Path(path)
+        atomic_write(path, pack_arrays(arrays))
+        return path
+
+    def __repr__(self) -> str:
+        mode = "runnable" if self.runnable else "export-only"
+        return (f"<CompiledModel @{self.graph.name} target={self.target} ({mode}), "
+                f"{len(self.graph.nodes)} nodes, {len(self.graph.params)} params>")
+
+
+class LoadedModel:
+    """An exported model read back: callable on a host of one of its platforms."""
+
+    def __init__(self, exported, meta: dict, graph: Graph | None, params: tuple, path: str):
+        self.exported, self.meta, self.graph, self.path = exported, meta, graph, path
+        self._params = params
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(self.exported.platforms)
+
+    def __call__(self, *args):
+        here = jax.default_backend()
+        here = {"gpu": "cuda"}.get(here, here)
+        if here not in self.platforms:
+            raise ExportOnlyError(f"{self.path} was exported for {', '.join(self.platforms)}; this "
+                                  f"host runs {here}. Run it on a {self.meta.get('target')} host.")
+        return self.exported.call(self._params, *args)
+
+    def __repr__(self) -> str:
+        return f"<LoadedModel {self.path} platforms={self.platforms}>"
+
+
+def load_export(path) -> LoadedModel:
+    """Read an artifact written by CompiledModel.export (no pickle)."""
+    from .ir import parse
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported model at {str(path)!r}")
+    try:
+        with np.load(str(path), allow_pickle=False) as z:
+            n = len(z.files)
+            head = [z[f"p{i}"] for i in range(3)]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{str(path)!r} is not a tensorsmith export: {e}") from None
+    meta = json.loads(bytes(head[1]).decode())
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{str(path)!r} has format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    text = bytes(head[2]).decode()
+    decl = parse(text)
+    dtypes = ["u8", "u8", "u8"] + [decl.param(k).dtype for k in decl.params]
+    if len(dtypes) != n:
+        raise ValueError(f"{str(path)!r}: weights do not match the IR it carries")
+    arrays = unpack_arrays(str(path), dtypes, repr(str(path)))
+    params = dict(zip(decl.params, arrays[3:]))
+    graph = parse(text, params)
+    exported = jax.export.deserialize(bytearray(arrays[0].tobytes()))
+    return LoadedModel(exported, meta, graph, tuple(arrays[3:]), str(path))
+
+
+__all__ = ["CompiledModel", "ExportOnlyError", "LoadedModel", "TargetError", "load_export"]

@@ -1,0 +1,1 @@
+"""Frontends: one module per source format, each turning a model into IR."""

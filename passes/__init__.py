@@ -1,0 +1,13 @@
+"""Passes: the registry, pipelines, the pattern-rewrite driver and the pass manager."""
+from .context import MissingPassData, PassContext, Remark
+from .manager import History, PassError, PassRecord, run_pipeline
+from .pipeline import Step, format_pipeline, parse_pipeline
+from .registry import PASSES, PIPELINES, Option, PassInfo, PassOptionError, get_pass, register_pass, register_pipeline
+from .rewrite import Pattern, Rewriter, apply_patterns, pattern, remove_dead
+
+from . import cleanup as _cleanup  # noqa: F401,E402  (registers the clean-up passes)
+
+__all__ = ["History", "MissingPassData", "Option", "PASSES", "PIPELINES", "PassContext", "PassError",
+           "PassInfo", "PassOptionError", "PassRecord", "Pattern", "Remark", "Rewriter", "Step",
+           "apply_patterns", "format_pipeline", "get_pass", "parse_pipeline", "pattern",
+           "register_pass", "register_pipeline", "remove_dead", "run_pipeline"]

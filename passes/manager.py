@@ -1,0 +1,109 @@
+"""The pass manager: runs a pipeline, verifies between passes, records what each pass did."""
+from __future__ import annotations
+
+import difflib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..ir import Graph, graph_stats, verify
+from ..ir.stats import GraphStats
+from ..ir.verify import VerificationError
+from .context import PassContext, Remark
+from .pipeline import Step, parse_pipeline
+from .registry import get_pass
+
+
+@dataclass
+class PassRecord:
+    """What one pass did: options, time, counts before/after, IR before/after, remarks."""
+
+    index: int
+    name: str
+    options: dict
+    seconds: float
+    verify_seconds: float
+    before: GraphStats
+    after: GraphStats
+    ir_before: str
+    ir_after: str
+    remarks: list[Remark] = field(default_factory=list)
+    graph: Graph | None = field(default=None, repr=False)  # the graph after this pass
+
+    @property
+    def changed(self) -> bool:
+        return self.ir_before != self.ir_after
+
+    def diff(self, context: int = 3) -> str:
+        """Unified diff of the IR text across this pass."""
+        return "".join(difflib.unified_diff(
+            self.ir_before.splitlines(keepends=True), self.ir_after.splitlines(keepends=True),
+            fromfile=f"before {self.name}", tofile=f"after {self.name}", n=context))
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "options": self.options,
+                "seconds": self.seconds, "verify_seconds": self.verify_seconds,
+                "before": self.before.as_dict(), "after": self.after.as_dict(),
+                "changed": self.changed, "remarks": [r.as_dict() for r in self.remarks]}
+
+
+class PassError(RuntimeError):
+    """A pass failed or left broken IR; names the pass."""
+
+
+class History(list):
+    """The records of a pipeline run, in order; look one up by pass name or index."""
+
+    def find(self, key) -> PassRecord:
+        if isinstance(key, int):
+            return self[key]
+        matches = [r for r in self if r.name == key]
+        if not matches:
+            from ..ir.registry import did_you_mean
+            names = [r.name for r in self]
+            raise KeyError(f"no pass {key!r} in this pipeline{did_you_mean(key, names)}; "
+                           f"ran: {', '.join(names) or 'nothing'}")
+        return matches[0]
+
+
+def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, verify_ir: bool = True,
+                 print_ir_after: Sequence[str] | bool = (), out=None) -> tuple[Graph, History]:
+    """Run the pipeline on ``graph`` (never modified); returns the final graph and history."""
+    steps: list[Step] = parse_pipeline(pipeline)  # all names and options checked up front
+    ctx = ctx or PassContext()
+    for s in steps:
+        for need in get_pass(s.name).needs:
+            ctx.pass_name = s.name
+            ctx.require(need)
+    out = out or sys.stdout
+    history = History()
+    current = graph
+    before_stats, before_text = graph_stats(current), current.to_text()
+    for i, step in enumerate(steps, start=1):
+        info = get_pass(step.name)
+        ctx.pass_name = step.name
+        n_remarks = len(ctx.remarks)
+        t0 = time.perf_counter()
+        try:
+            result = info.fn(current, ctx, **step.options)
+        except (VerificationError, PassError):
+            raise
+        except Exception as e:
+            raise PassError(f"pass '{step.name}' (step {i}) failed: {type(e).__name__}: {e}") from e
+        seconds = time.perf_counter() - t0
+        if not isinstance(result, Graph):
+            raise PassError(f"pass '{step.name}' returned {type(result).__name__}, not a Graph")
+        t1 = time.perf_counter()
+        if verify_ir:
+            verify(result, context=f"after pass '{step.name}' (step {i})")
+        vsec = time.perf_counter() - t1
+        after_stats, after_text = graph_stats(result), result.to_text()
+        rec = PassRecord(i, step.name, dict(step.options), seconds, vsec, before_stats, after_stats,
+                         before_text, after_text, ctx.remarks[n_remarks:], result)
+        history.append(rec)
+        if print_ir_after is True or step.name in (print_ir_after or ()):
+            print(f"// ----- IR after {step.name} (step {i}) -----", file=out)
+            print(after_text, file=out)
+        current, before_stats, before_text = result, after_stats, after_text
+    return current, history

@@ -1,0 +1,162 @@
+"""The one pattern-rewrite driver: patterns match a node and replace its outputs, to a fixpoint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..ir import Graph, Node, TensorType, Value, make_node
+from .context import PassContext
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A named local rewrite: ``fn(rw, node)`` returns True after calling ``rw.replace``."""
+
+    name: str
+    fn: Callable[["Rewriter", Node], bool | None]
+    ops: frozenset[str] | None = None  # root ops to try (None: every node)
+
+
+def pattern(name: str, ops: Iterable[str] | str | None = None):
+    """Decorator form: ``@pattern("fold-mul-one", ops="mul") def f(rw, node): ...``."""
+    root = frozenset([ops] if isinstance(ops, str) else ops) if ops is not None else None
+    return lambda fn: Pattern(name, fn, root)
+
+
+class Rewriter:
+    """The view a pattern gets of the graph while the driver sweeps it."""
+
+    def __init__(self, graph: Graph, ctx: PassContext | None):
+        self.graph = graph
+        self.ctx = ctx
+        self.namer = graph.namer()
+        self.params = dict(graph.params)
+        self.new_nodes: list[Node] = []
+        self.subst: dict[str, Value] = {}
+        self.producers: dict[str, Node] = {}
+        self.users = graph.users
+        self.outputs = {v.name for v in graph.outputs}
+        self.changed = False
+        self.current_pattern = ""
+
+    # --- queries -----------------------------------------------------------------------
+    def producer(self, v: Value) -> Node | None:
+        """The node defining ``v`` (None for inputs and params)."""
+        return self.producers.get(v.name)
+
+    def num_uses(self, v: Value) -> int:
+        return len(self.users.get(v.name, ())) + (v.name in self.outputs)
+
+    def is_param(self, v: Value) -> bool:
+        return v.name in self.params
+
+    def param_array(self, v: Value) -> np.ndarray | None:
+        return self.params.get(v.name)
+
+    def constant_value(self, v: Value):
+        """The scalar of a ``constant`` node or a single-valued param, else None."""
+        n = self.producer(v)
+        if n is not None and n.op == "constant":
+            return n.attrs["value"]
+        arr = self.params.get(v.name)
+        if arr is not None and arr.size and not getattr(arr, "abstract", False):
+            flat = arr.reshape(-1)
+            if (flat == flat[0]).all():
+                return flat[0].item()
+        return None
+
+    # --- edits -------------------------------------------------------------------------
+    def op(self, op: str, *inputs: Value, regions: Sequence[Graph] = (), loc: str = "", **attrs):
+        """Create a node placed before the node being rewritten; returns its output(s)."""
+        n = make_node(op, inputs, self.namer, regions=regions, loc=loc, **attrs)
+        self.new_nodes.append(n)
+        self.producers.update({o.name: n for o in n.outputs})
+        return n.outputs[0] if len(n.outputs) == 1 else n.outputs
+
+    def add_param(self, array: np.ndarray, hint: str = "const") -> Value:
+        """A new weight (e.g. a folded constant); returns a value referring to it."""
+        from ..ir.graph import Namer
+        name = Namer(self.namer.taken, hint)() if hint in self.namer.taken or hint == "const" else hint
+        self.namer.reserve(name)
+        self.params[name] = array
+        return Value(name, TensorType.of(array))
+
+    def replace(self, node: Node, values: Sequence[Value] | Value) -> bool:
+        """Route every use of ``node``'s outputs to ``values`` (same types required)."""
+        values = [values] if isinstance(values, Value) else list(values)
+        if len(values) != len(node.outputs):
+            raise ValueError(f"{self.current_pattern}: replacing %{node.name} needs "
+                             f"{len(node.outputs)} values, got {len(values)}")
+        for old, new in zip(node.outputs, values):
+            if old.type != new.type:
+                raise ValueError(f"pattern '{self.current_pattern}' replaced %{old.name}: {old.type} "
+                                 f"with %{new.name}: {new.type}")
+            self.subst[old.name] = new
+        self.changed = True
+        return True
+
+    def remark(self, kind: str, message: str, node: Node | None = None, **data) -> None:
+        if self.ctx is not None:
+            self.ctx.remark(kind, message, node, pattern=self.current_pattern, **data)
+
+    def resolve(self, v: Value) -> Value:
+        while v.name in self.subst:
+            v = self.subst[v.name]
+        return v
+
+
+def _remap(n: Node, rw: Rewriter) -> Node:
+    ins = tuple(rw.resolve(v) for v in n.inputs)
+    return n if ins == n.inputs else n.replace(inputs=ins)
+
+
+def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None) -> tuple[Graph, bool]:
+    """One pass over the nodes in order, trying each pattern on each node once."""
+    rw = Rewriter(graph, ctx)
+    out: list[Node] = []
+    for n in graph.nodes:
+        n = _remap(n, rw)
+        rw.new_nodes = []
+        fired = False
+        for p in patterns:
+            if p.ops is not None and n.op not in p.ops:
+                continue
+            rw.current_pattern = p.name
+            if p.fn(rw, n):
+                fired = True
+                break
+        out.extend(rw.new_nodes)
+        if not fired:
+            out.append(n)
+            rw.producers.update({o.name: n for o in n.outputs})
+    outputs = tuple(rw.resolve(v) for v in graph.outputs)
+    return graph.replace(nodes=tuple(out), outputs=outputs, params=rw.params), rw.changed
+
+
+def remove_dead(graph: Graph) -> Graph:
+    """Drop nodes whose outputs nothing uses, and params nothing references."""
+    live = {v.name for v in graph.outputs}
+    keep: list[Node] = []
+    for n in reversed(graph.nodes):
+        if any(o.name in live for o in n.outputs):
+            keep.append(n)
+            live.update(v.name for v in n.inputs)
+            for r in n.regions:
+                for m in r.walk():
+                    live.update(v.name for v in m.inputs)
+    params = {k: v for k, v in graph.params.items() if k in live}
+    return graph.replace(nodes=tuple(reversed(keep)), params=params)
+
+
+def apply_patterns(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None = None,
+                   max_sweeps: int = 20) -> Graph:
+    """Apply patterns until none fires (or max_sweeps), then drop what became dead."""
+    changed_any = False
+    for _ in range(max_sweeps):
+        graph, changed = sweep(graph, patterns, ctx)
+        changed_any |= changed
+        if not changed:
+            break
+    return remove_dead(graph) if changed_any else graph
