@@ -57,12 +57,14 @@ def _flat_calibration(calibration, in_tree) -> list[tuple] | None:
 
 def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             batch_dim=None, calibration=None, data: dict | None = None, verify: bool = True,
-            print_ir_after: Sequence[str] | bool = (), name: str | None = None) -> CompiledModel:
+            print_ir_after: Sequence[str] | bool = (), name: str | None = None,
+            dump_ir=None) -> CompiledModel:
     """Trace/import ``model``, run the pass pipeline, and lower it for ``target``.
 
     ``passes``: a pipeline string (``"canonicalize,dce"``), a list, or ``"default"``.
     ``calibration``: example argument tuples for passes that run the model.
     ``data``: other named inputs a pass documents that it needs.
+    ``dump_ir``: a folder for ``00-source.tsir``, ``01-<pass>.tsir``, ... (with weights).
     """
     check_target(target)
     steps = parse_pipeline(passes)  # refuse bad names/options before doing any work
@@ -72,6 +74,9 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                       data=dict(data or {}))
     graph, history = (run_pipeline(source, steps, ctx, verify_ir=verify,
                                    print_ir_after=print_ir_after) if steps else (source, History()))
+    if dump_ir is not None:  # before codegen, so the dumps exist even if lowering fails
+        from .report import dump_ir as write_dumps
+        write_dumps(source, history, dump_ir)
     return CompiledModel(graph, source, target=target, in_tree=in_tree, out_tree=out_tree,
                          history=history, pipeline=format_pipeline(steps),
                          example_args=example_args)

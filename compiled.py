@@ -101,6 +101,16 @@ class CompiledModel:
         """Unified diff of the IR text across a pass (by name or index in the pipeline)."""
         return self.history.find(pass_name).diff(context)
 
+    def report(self, path) -> Path:
+        """Write a self-contained HTML report of the pipeline (tables, remarks, IR diffs)."""
+        from .report import write_report
+        return write_report(self, path)
+
+    def dump_ir(self, directory) -> list[Path]:
+        """Write the IR (with weights) before the first pass and after each pass into a folder."""
+        from .report import dump_ir
+        return dump_ir(self.source, self.history, directory)
+
     def source_diff(self) -> str:
         """Unified diff from the traced IR to the final IR."""
         return "".join(difflib.unified_diff(self.source.to_text().splitlines(True),

@@ -20,8 +20,12 @@ class TargetError(ValueError):
 def check_target(target: str) -> str:
     if target not in TARGETS:
         from ..ir.registry import did_you_mean
-        raise TargetError(f"unknown target {target!r}{did_you_mean(target, TARGETS)}; "
-                          f"choose one of {', '.join(TARGETS)}")
+        # A platform name (cuda, rocm) is not a target, but the user meant the target for it.
+        platform_of = {"cuda": "gpu", "rocm": "gpu", "host": "cpu"}
+        key = str(target).lower()
+        hint = (f" (did you mean {platform_of.get(key, key)!r}?)" if key in platform_of or key in TARGETS
+                else did_you_mean(key, TARGETS))
+        raise TargetError(f"unknown target {target!r}{hint}; choose one of {', '.join(TARGETS)}")
     return target
 
 

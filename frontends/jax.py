@@ -64,6 +64,25 @@ def source_line(source_info) -> str:
     return ""
 
 
+_CALL_MACHINERY = ("source_info_util.py", "partial_eval.py", "core.py", "pjit.py",
+                   "traceback_util.py", "api.py", "linear_util.py", "api_util.py")
+
+
+def called_from_jax(source_info) -> bool:
+    """Whether a call equation (a nested jit) was made by JAX's own library code.
+
+    ``jnp.where`` runs a jitted ``_where``: such helpers are implementation detail, not a
+    named call of the user's, so they are inlined rather than kept as composites.
+    """
+    frames = getattr(getattr(source_info, "traceback", None), "frames", None) or []
+    for fr in frames:  # innermost first: skip the call machinery, look at the caller
+        path = fr.file_name.replace(os.sep, "/")
+        if "/jax/_src/" in path and path.rsplit("/", 1)[-1] in _CALL_MACHINERY:
+            continue
+        return "/jax/_src/" in path and not path.endswith("nn/functions.py")
+    return False
+
+
 def nn_call(source_info):
     """(jax.nn function name, call site) if the equation comes from a public jax.nn call."""
     tb = getattr(source_info, "traceback", None)
@@ -87,6 +106,9 @@ class Converter:
         self.namer = namer
         self.params = params  # name -> array (root graph); consts of inner jaxprs land here too
         self.nodes: list[Node] = []
+        # Where the enclosing call was made: equations JAX traced lazily (the body of a
+        # custom_jvp such as jax.nn.relu) carry no user frame, so they inherit this one.
+        self.outer_loc = ""
 
     # --- values ------------------------------------------------------------------------
     def literal(self, lit) -> Value:
@@ -106,7 +128,7 @@ class Converter:
         return Value(name, TensorType.of(arr))
 
     def emit(self, op: str, inputs, *, regions=(), loc: str = "", **attrs):
-        n = make_node(op, inputs, self.namer, regions=regions, loc=loc, **attrs)
+        n = make_node(op, inputs, self.namer, regions=regions, loc=loc or self.outer_loc, **attrs)
         self.nodes.append(n)
         return n.outputs[0] if len(n.outputs) == 1 else n.outputs
 
@@ -155,11 +177,21 @@ class Converter:
     def eqn(self, e, env, read) -> None:
         name = e.primitive.name
         ins = [read(v) for v in e.invars]
-        loc = source_line(e.source_info)
+        loc = source_line(e.source_info) or self.outer_loc
+        outer_loc, self.outer_loc = self.outer_loc, loc
+        try:
+            self._eqn(e, env, ins, loc, name)
+        finally:
+            self.outer_loc = outer_loc
+
+    def _eqn(self, e, env, ins, loc, name) -> None:
         if name in IDENTITY:
             outs = ins[: len(e.outvars)]
         elif name in INLINE:
             sub, consts = INLINE[name](e.params)
+            outs = self.run(sub, consts, ins)
+        elif name in COMPOSITE and called_from_jax(e.source_info):
+            sub, consts = COMPOSITE[name](e.params)
             outs = self.run(sub, consts, ins)
         elif name in COMPOSITE:
             sub, consts = COMPOSITE[name](e.params)
@@ -223,7 +255,7 @@ class Converter:
             body = Graph(name, body_in, [inner_env[v] for v in outputs], self.nodes, {})
         finally:
             self.nodes = outer
-        loc = source_line(eqns[0].source_info)
+        loc = source_line(eqns[0].source_info) or self.outer_loc
         outs = self.emit("composite", ins, regions=[body], loc=loc, name=name)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
         env.update(zip(outputs, outs))
@@ -246,9 +278,15 @@ def _is_literal(v) -> bool:
     return hasattr(v, "val") and not hasattr(v, "count") and type(v).__name__ == "Literal"
 
 
+def _canonical_dtype(x) -> np.dtype:
+    """The dtype JAX computes ``x`` in (float64 -> float32 unless x64 is on; Python scalars)."""
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
 def _abstract(x, batch_symbol):
     shape = tuple(np.shape(x))
-    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    dtype = _canonical_dtype(x)
     if batch_symbol and shape:
         shape = (batch_symbol,) + shape[1:]
     return shape, np.dtype(dtype)
@@ -285,12 +323,14 @@ def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
         if batch_symbol and shape:
             shape = (sym,) + shape[1:]
         specs.append(jax.ShapeDtypeStruct(shape, dtype))
-    p_specs = [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype if not hasattr(x, "dtype")
-                                    else x.dtype) for _, x in p_leaves]
+    # Weights are stored as JAX computes with them: a float64 numpy array or a Python float
+    # becomes float32 (unless x64 is on), as it would under jax.jit.
+    p_specs = [jax.ShapeDtypeStruct(np.shape(x), _canonical_dtype(x)) for _, x in p_leaves]
     closed = jax.make_jaxpr(flat_fn)(p_specs, *specs)
 
     namer = Namer(p_names)
-    graph_params = {n: np.asarray(x) for n, (_, x) in zip(p_names, p_leaves)}
+    graph_params = {n: np.asarray(x, dtype=spec.dtype)
+                    for n, (_, x), spec in zip(p_names, p_leaves, p_specs)}
     conv = Converter(namer, graph_params)
     top_names = _arg_names(fn, len(example_args), has_params)
     arg_leaf_names = []

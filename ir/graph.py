@@ -157,12 +157,31 @@ def _freeze_param(name: str, array) -> np.ndarray:
     arr = np.asarray(array)
     if arr.dtype == object:
         raise TypeError(f"param {name!r}: object arrays are not tensors")
-    if arr.flags.writeable:
+    if _mutable_from_outside(arr):
         # Own a read-only copy: the caller's array must never change through us, and
         # passes must not edit weights in place.
         arr = arr.copy()
         arr.flags.writeable = False
     return arr
+
+
+def _mutable_from_outside(arr: np.ndarray) -> bool:
+    """Whether someone could still write ``arr``'s memory (it, or a base it views, is writable).
+
+    A read-only view of a writable array would change under us when the owner writes it,
+    so only arrays whose whole base chain is read-only are shared without a copy.
+    """
+    a = arr
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return True
+        a = a.base
+    if a is None:
+        return False
+    try:
+        return not memoryview(a).readonly
+    except TypeError:  # a buffer owner we cannot inspect: copy to be safe
+        return True
 
 
 @dataclass(frozen=True, eq=False)

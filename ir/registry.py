@@ -15,6 +15,14 @@ class OpTypeError(ValueError):
     """An op's type rule rejected its inputs or attributes."""
 
 
+class OpAttrError(OpTypeError):
+    """A node's attributes do not fit its op's schema (unknown, missing or wrong kind)."""
+
+
+class UnknownOpError(OpTypeError):
+    """A node names an op that is not registered."""
+
+
 @dataclass(frozen=True)
 class Cost:
     """Work of one node: floating/integer operations and bytes moved (inputs + outputs)."""
@@ -66,16 +74,19 @@ class OpDef:
         return attrs.set(**missing) if missing else attrs
 
     def check_attrs(self, attrs: Attrs) -> None:
-        """Raise OpTypeError for unknown or missing attributes."""
+        """Raise OpAttrError for unknown, missing or wrongly-kinded attributes."""
         known = {a.name for a in self.attrs}
         if "any" not in self.traits:
             for k in attrs:
                 if k not in known:
-                    raise OpTypeError(f"unknown attribute {k!r} for op {self.name!r}"
+                    raise OpAttrError(f"unknown attribute {k!r} for op {self.name!r}"
                                       f"{did_you_mean(k, known)}")
         for a in self.attrs:
             if a.required and a.name not in attrs:
-                raise OpTypeError(f"op {self.name!r} requires attribute {a.name!r}")
+                raise OpAttrError(f"op {self.name!r} requires attribute {a.name!r}")
+            if a.name in attrs and attrs[a.name] is not None and not _kind_ok(a.kind, attrs[a.name]):
+                raise OpAttrError(f"attribute {a.name!r} of op {self.name!r} must be "
+                                  f"{_KIND_TEXT.get(a.kind, a.kind)}, got {attrs[a.name]!r}")
 
     def infer(self, types: Sequence[TensorType], attrs: Attrs) -> tuple[TensorType, ...]:
         """Output types for these input types, raising OpTypeError naming the rule broken."""
@@ -84,7 +95,16 @@ class OpDef:
             want = f"{lo}" if lo == hi else f"{lo}..{'' if hi is None else hi}"
             raise OpTypeError(f"op {self.name!r} takes {want} inputs, got {len(types)}")
         self.check_attrs(attrs)
-        return tuple(self.type_rule(list(types), attrs))
+        try:
+            return tuple(self.type_rule(list(types), attrs))
+        except OpTypeError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as e:
+            # A rule tripping over odd input (an attr of the right kind but wrong structure)
+            # must still surface as a type error naming the op, not a bare Python crash.
+            raise OpTypeError(f"op {self.name!r} rejects inputs "
+                              f"({', '.join(str(t) for t in types)}) with attributes "
+                              f"{dict(attrs)}: {type(e).__name__}: {e}") from None
 
     def cost(self, ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Attrs,
              symbols: dict | None = None) -> Cost:
@@ -96,6 +116,35 @@ class OpDef:
             return Cost(sum(t.numel(symbols) for t in outs), moved)
         return Cost(0, moved)
 
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_dim(v) -> bool:  # shapes may hold symbolic dims such as "N"
+    return _is_int(v) or isinstance(v, str)
+
+
+def _kind_ok(kind: str, v) -> bool:
+    """Whether attribute value ``v`` has the declared ``kind`` (unknown kinds accept anything)."""
+    from .types import DTYPES
+    checks = {
+        "int": _is_int,
+        "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+        "bool": lambda x: isinstance(x, bool),
+        "str": lambda x: isinstance(x, str),
+        "dtype": lambda x: isinstance(x, str) and x in DTYPES,
+        "ints": lambda x: _is_int(x) or (isinstance(x, tuple) and all(_is_dim(i) for i in x)),
+        "floats": lambda x: isinstance(x, tuple) and all(
+            isinstance(i, (int, float)) and not isinstance(i, bool) for i in x),
+    }
+    check = checks.get(kind)
+    return check is None or check(v)
+
+
+_KIND_TEXT = {"int": "an int", "float": "a number", "bool": "true or false", "str": "a string",
+              "dtype": "an element type name (f32, i8, ...)", "ints": "a tuple of ints",
+              "floats": "a tuple of numbers"}
 
 OPS: dict[str, OpDef] = {}
 
@@ -124,4 +173,4 @@ def get_op(name: str) -> OpDef:
     try:
         return OPS[name]
     except KeyError:
-        raise OpTypeError(f"unknown op {name!r}{did_you_mean(name, OPS)}") from None
+        raise UnknownOpError(f"unknown op {name!r}{did_you_mean(name, OPS)}") from None

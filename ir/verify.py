@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .graph import Graph, Node, Value
-from .registry import OPS, OpTypeError, did_you_mean
+from .registry import OPS, OpAttrError, OpTypeError, UnknownOpError, did_you_mean
 from .types import TensorType, dims_equal
 
 
@@ -31,7 +31,7 @@ def node_output_types(n: Node) -> tuple[TensorType, ...]:
     """The output types an op's rule gives for this node (composites: the body's)."""
     od = OPS.get(n.op)
     if od is None:
-        raise OpTypeError(f"unknown op {n.op!r}{did_you_mean(n.op, OPS)}")
+        raise UnknownOpError(f"unknown op {n.op!r}{did_you_mean(n.op, OPS)}")
     if "region" in od.traits and n.op == "composite":
         od.check_attrs(n.attrs)
         if len(n.regions) != 1:
@@ -43,6 +43,9 @@ def node_output_types(n: Node) -> tuple[TensorType, ...]:
                               f"({', '.join(str(v.type) for v in body.inputs)}) do not match the "
                               f"node's inputs ({', '.join(str(v.type) for v in n.inputs)})")
         return tuple(v.type for v in body.outputs)
+    if "region_typed" in od.traits:  # cond, while_loop, scan: the rule also reads the regions
+        od.check_attrs(n.attrs)
+        return tuple(od.type_rule([v.type for v in n.inputs], n.attrs, n.regions))
     return od.infer([v.type for v in n.inputs], n.attrs)
 
 
@@ -82,7 +85,8 @@ def _verify_body(g: Graph, env: dict[str, Value], params: set[str], prefix: str,
         try:
             inferred = node_output_types(n)
         except OpTypeError as e:
-            fail(str(e), n, "type")
+            rule = "op" if isinstance(e, UnknownOpError) else "attr" if isinstance(e, OpAttrError) else "type"
+            fail(str(e), n, rule)
         if len(inferred) != len(n.outputs):
             fail(f"declares {len(n.outputs)} outputs but {n.op} gives {len(inferred)}", n, "arity")
         for v, t in zip(n.outputs, inferred):
@@ -97,3 +101,6 @@ def _verify_body(g: Graph, env: dict[str, Value], params: set[str], prefix: str,
     for v in g.outputs:
         if v.name not in env:
             fail(f"graph output %{v.name} is not defined", rule="defined")
+        if not types_match(env[v.name].type, v.type):
+            fail(f"graph output %{v.name} is declared {v.type} where it is defined as "
+                 f"{env[v.name].type}", rule="use-type")

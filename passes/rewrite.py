@@ -28,9 +28,13 @@ def pattern(name: str, ops: Iterable[str] | str | None = None):
 class Rewriter:
     """The view a pattern gets of the graph while the driver sweeps it."""
 
-    def __init__(self, graph: Graph, ctx: PassContext | None):
+    def __init__(self, graph: Graph, ctx: PassContext | None, seen_remarks: set | None = None):
         self.graph = graph
         self.ctx = ctx
+        self.state: dict = {}  # scratch space patterns may keep for one sweep (e.g. CSE's table)
+        # Shared by the sweeps of one apply_patterns call, so a near-miss is reported once,
+        # not once per sweep to the fixpoint.
+        self.seen_remarks = set() if seen_remarks is None else seen_remarks
         self.namer = graph.namer()
         self.params = dict(graph.params)
         self.new_nodes: list[Node] = []
@@ -63,7 +67,8 @@ class Rewriter:
         arr = self.params.get(v.name)
         if arr is not None and arr.size and not getattr(arr, "abstract", False):
             flat = arr.reshape(-1)
-            if (flat == flat[0]).all():
+            # Real weights differ early: probe two elements before scanning a big array.
+            if flat[-1] == flat[0] and flat[flat.size // 2] == flat[0] and (flat == flat[0]).all():
                 return flat[0].item()
         return None
 
@@ -83,6 +88,11 @@ class Rewriter:
         self.params[name] = array
         return Value(name, TensorType.of(array))
 
+    def remove_param(self, name: str) -> np.ndarray:
+        """Forget a param (one a pattern made this sweep and no longer needs); frees its name."""
+        self.namer.taken.discard(name)
+        return self.params.pop(name)
+
     def replace(self, node: Node, values: Sequence[Value] | Value) -> bool:
         """Route every use of ``node``'s outputs to ``values`` (same types required)."""
         values = [values] if isinstance(values, Value) else list(values)
@@ -98,7 +108,9 @@ class Rewriter:
         return True
 
     def remark(self, kind: str, message: str, node: Node | None = None, **data) -> None:
-        if self.ctx is not None:
+        key = (kind, message, node.name if node is not None else "")
+        if self.ctx is not None and key not in self.seen_remarks:
+            self.seen_remarks.add(key)
             self.ctx.remark(kind, message, node, pattern=self.current_pattern, **data)
 
     def resolve(self, v: Value) -> Value:
@@ -112,9 +124,10 @@ def _remap(n: Node, rw: Rewriter) -> Node:
     return n if ins == n.inputs else n.replace(inputs=ins)
 
 
-def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None) -> tuple[Graph, bool]:
+def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
+          seen_remarks: set | None = None) -> tuple[Graph, bool]:
     """One pass over the nodes in order, trying each pattern on each node once."""
-    rw = Rewriter(graph, ctx)
+    rw = Rewriter(graph, ctx, seen_remarks)
     out: list[Node] = []
     for n in graph.nodes:
         n = _remap(n, rw)
@@ -127,6 +140,7 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None) ->
             if p.fn(rw, n):
                 fired = True
                 break
+            rw.new_nodes = []  # a pattern that made nodes but did not fire leaves nothing behind
         out.extend(rw.new_nodes)
         if not fired:
             out.append(n)
@@ -154,8 +168,9 @@ def apply_patterns(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext |
                    max_sweeps: int = 20) -> Graph:
     """Apply patterns until none fires (or max_sweeps), then drop what became dead."""
     changed_any = False
+    seen_remarks: set = set()
     for _ in range(max_sweeps):
-        graph, changed = sweep(graph, patterns, ctx)
+        graph, changed = sweep(graph, patterns, ctx, seen_remarks)
         changed_any |= changed
         if not changed:
             break

@@ -9,7 +9,7 @@ from ...ir import numpy_dtype
 from ..lowering import lowering
 
 _UNARY = {
-    "neg": lax.neg, "abs": lax.abs, "sign": lax.sign, "floor": lax.floor, "ceil": lax.ceil,
+    "neg": lax.neg, "sign": lax.sign, "floor": lax.floor, "ceil": lax.ceil,
     "exp": lax.exp, "exp2": lax.exp2, "expm1": lax.expm1, "log": lax.log, "log1p": lax.log1p,
     "sqrt": lax.sqrt, "rsqrt": lax.rsqrt, "cbrt": lax.cbrt, "tanh": lax.tanh,
     "logistic": lax.logistic, "sin": lax.sin, "cos": lax.cos, "tan": lax.tan, "asin": lax.asin,
@@ -30,6 +30,11 @@ def _unary(fn):
 
 for _op, _fn in _UNARY.items():
     lowering(_op)(_unary(_fn))
+
+
+@lowering("abs")
+def _abs(ctx, node, x):
+    return x if jnp.issubdtype(x.dtype, jnp.unsignedinteger) else lax.abs(x)
 
 
 @lowering("relu")

@@ -46,8 +46,16 @@ lowering("argmin")(_argreduce(lax.argmin))
 
 _SCANS = {"cumsum": lax.cumsum, "cumprod": lax.cumprod, "cummax": lax.cummax,
           "cummin": lax.cummin, "cumlogsumexp": lax.cumlogsumexp}
-_IDENTITY = {"cumsum": 0, "cumprod": 1, "cummax": -jnp.inf, "cummin": jnp.inf,
-             "cumlogsumexp": -jnp.inf}
+def _scan_identity(op, dtype):
+    """The value an exclusive scan starts from; integers have no infinities."""
+    if op == "cumsum":
+        return 0
+    if op == "cumprod":
+        return 1
+    if jnp.issubdtype(dtype, jnp.integer):
+        info = jnp.iinfo(dtype)
+        return info.min if op == "cummax" else info.max
+    return jnp.inf if op == "cummin" else -jnp.inf  # cummax, cumlogsumexp
 
 
 def _scan(op, fn):
@@ -64,7 +72,7 @@ def _scan(op, fn):
             start[axis] = 1 if reverse else 0
             limit = list(x.shape)
             limit[axis] = n + 1 if reverse else n
-            y = lax.slice(lax.pad(y, jnp.asarray(_IDENTITY[op], y.dtype), pad), start, limit)
+            y = lax.slice(lax.pad(y, jnp.asarray(_scan_identity(op, y.dtype), y.dtype), pad), start, limit)
         return y
     return rule
 

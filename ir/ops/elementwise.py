@@ -1,8 +1,9 @@
 """Element-wise ops: unary math, binary arithmetic with numpy broadcasting, comparisons."""
 from __future__ import annotations
 
-from ..registry import AttrSpec, define_op
-from ..types import is_float
+from ..registry import AttrSpec, OpTypeError
+from ..registry import define_op as _define_op
+from ..types import COMPLEX_DTYPES, INT_DTYPES, is_float
 from ._rules import broadcast_shapes, require, same_dtype
 
 UNARY_FLOAT = ["exp", "exp2", "expm1", "log", "log1p", "sqrt", "rsqrt", "cbrt", "tanh", "logistic",
@@ -16,6 +17,46 @@ BINARY_BITWISE = ["and", "or", "xor", "shift_left", "shift_right_arithmetic",
                   "shift_right_logical"]
 COMPARE = ["eq", "ne", "lt", "le", "gt", "ge"]
 COMMUTATIVE = {"add", "mul", "max", "min", "and", "or", "xor", "eq", "ne"}
+
+
+# Element types an op takes, where its shape rule alone would accept more: the type rule
+# must reject what no lowering can compute (XLA has no floor of an int, no bitwise or of
+# floats, no erf of a complex), so errors surface at graph build time, naming the op.
+_F, _C, _I, _B = "float", "complex", "int", "bool"
+ACCEPTS = {
+    **{op: (_F, _C, _I) for op in ["neg", "sign", "square", "reciprocal", "integer_pow",
+                                   "add", "sub", "mul", "div", "pow"]},
+    **{op: (_F, _I) for op in ["abs", "relu", "rem", "round"]},
+    **{op: (_F,) for op in ["floor", "ceil", "is_finite", "nextafter", "erf", "erfc", "erf_inv",
+                            "lgamma", "digamma", "cbrt", "atan2", "gelu", "reduce_precision"]},
+    **{op: (_F, _I, _B) for op in ["lt", "le", "gt", "ge"]},
+    **{op: (_I, _B) for op in ["not", "and", "or", "xor"]},
+    **{op: (_I,) for op in ["population_count", "shift_left", "shift_right_arithmetic",
+                            "shift_right_logical"]},
+    **{op: (_C,) for op in ["real", "imag"]},
+}
+
+
+def dtype_kind(dtype: str) -> str:
+    """float | complex | int | bool."""
+    return _C if dtype in COMPLEX_DTYPES else _I if dtype in INT_DTYPES else \
+        _B if dtype == "bool" else _F
+
+
+def _accepting(op, rule, kinds):
+    def checked(types, attrs):
+        for t in types:
+            if dtype_kind(t.dtype) not in kinds:
+                raise OpTypeError(f"{op} takes {' or '.join(kinds)} element types, got {t}")
+        return rule(types, attrs)
+    return checked
+
+
+def define_op(name, type_rule, **kw):
+    """Register an elementwise op, with the element-type check of ``ACCEPTS``."""
+    if name in ACCEPTS:
+        type_rule = _accepting(name, type_rule, ACCEPTS[name])
+    return _define_op(name, type_rule, **kw)
 
 
 def _same(types, attrs):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..registry import AttrSpec, define_op
-from ..types import TensorType, dims_equal
+from ..types import TensorType, dims_equal, eval_dim
 from ._rules import norm_axis, require, same_dtype
 
 
@@ -26,8 +26,7 @@ def _dot_general(types, attrs):
 def _dot_flops(ins, outs, attrs, symbols):
     k = 1
     for a in attrs["contracting_dims"][0]:
-        d = ins[0].shape[a]
-        k *= d if isinstance(d, int) else 1
+        k *= eval_dim(ins[0].shape[a], symbols, default=1)
     return 2 * outs[0].numel(symbols) * k
 
 
@@ -95,8 +94,8 @@ def _conv_flops(ins, outs, attrs, symbols):
     rspec = attrs["dimension_numbers"][1]
     k = 1
     for pos in conv_spatial(rspec):
-        k *= ins[1].shape[pos]
-    k *= ins[1].shape[rspec.index("I")]
+        k *= eval_dim(ins[1].shape[pos], symbols, default=1)
+    k *= eval_dim(ins[1].shape[rspec.index("I")], symbols, default=1)
     return 2 * outs[0].numel(symbols) * k
 
 

@@ -1,10 +1,11 @@
 """Reductions, arg-reductions, scans, sort and top-k."""
 from __future__ import annotations
 
+import functools
 import math
 
 from ..registry import AttrSpec, define_op
-from ..types import TensorType
+from ..types import FLOAT_DTYPES, TensorType, is_int
 from ._rules import norm_axes, norm_axis, require
 
 REDUCTIONS = ["reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
@@ -18,8 +19,14 @@ def _reduced_shape(x: TensorType, axes, keepdims: bool):
     return tuple(d for i, d in enumerate(x.shape) if i not in axes)
 
 
-def _reduce(types, attrs):
+def _reduce(types, attrs, op=""):
     (x,) = types
+    # reduce_and/or/xor are bitwise (ints, bools); sums and products have no bool form in XLA.
+    logical = op in ("reduce_and", "reduce_or", "reduce_xor")
+    if logical:
+        require(x.dtype == "bool" or is_int(x.dtype), f"{op} takes bool or int elements, got {x}")
+    elif op in ("reduce_sum", "reduce_prod"):
+        require(x.dtype != "bool", f"{op} takes numbers, got {x} (convert bools first)")
     return [x.with_shape(_reduced_shape(x, attrs["axes"], attrs.get("keepdims", False)))]
 
 
@@ -28,7 +35,7 @@ def _input_numel(ins, outs, attrs, symbols):
 
 
 for _op in REDUCTIONS:
-    define_op(_op, _reduce, traits=["reduction"], flops=_input_numel,
+    define_op(_op, functools.partial(_reduce, op=_op), traits=["reduction"], flops=_input_numel,
               attrs=[AttrSpec("axes", "ints"), AttrSpec("keepdims", "bool", False)],
               doc=f"{_op[7:]} over axes.")
 
@@ -48,13 +55,16 @@ for _op in ["argmax", "argmin"]:
               doc=f"Index of the {_op[3:]} along axis (first one unless select_last_index).")
 
 
-def _scan(types, attrs):
+def _scan(types, attrs, op=""):
     norm_axis(attrs["axis"], types[0].rank)
+    require(types[0].dtype != "bool", f"{op} takes numbers, got {types[0]}")
+    require(op != "cumlogsumexp" or types[0].dtype in FLOAT_DTYPES,
+            f"cumlogsumexp takes floats, got {types[0]}")
     return [types[0]]
 
 
 for _op in ["cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"]:
-    define_op(_op, _scan, traits=["scan"], flops=_input_numel,
+    define_op(_op, functools.partial(_scan, op=_op), traits=["scan"], flops=_input_numel,
               attrs=[AttrSpec("axis", "int"), AttrSpec("reverse", "bool", False),
                      AttrSpec("exclusive", "bool", False)],
               doc=f"Running {_op[3:]} along axis.")

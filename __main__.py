@@ -1,0 +1,6 @@
+"""`python -m tensorsmith`: the same as the `tensorsmith` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

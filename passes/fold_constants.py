@@ -1,0 +1,156 @@
+"""Constant folding: evaluate nodes whose inputs are all known and keep the results as weights."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..ir import Graph, Node, TensorType
+from ..ir.types import is_float, is_int
+from .context import PassContext
+from .registry import Option, register_pass
+from .rewrite import Rewriter, apply_patterns, pattern
+
+# Producers whose values are known without running the model.
+CONSTANT_SOURCES = frozenset({"constant", "iota"})
+# Never folded themselves: they are already literals (or free to recompute), so folding them
+# only trades a few bytes of IR for a stored array.
+NEVER_FOLD = CONSTANT_SOURCES
+# A folded result may be at most this many times the bytes of the params it reads (a uniform
+# result is exempt: it becomes a `constant` node, which costs nothing). This keeps
+# broadcast_in_dim, pad, outer products and the like from bloating the model.
+MAX_GROWTH = 2
+FOLDED = ".folded"
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def uniform_value(arr: np.ndarray, dtype: str):
+    """The one value every element of ``arr`` has (bit for bit), as a plain scalar; else None."""
+    if arr.size == 0 or arr.dtype.itemsize not in (1, 2, 4, 8) or dtype in ("c64", "c128"):
+        return None
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    bits = flat.view(f"u{arr.dtype.itemsize}")  # bitwise: keeps -0.0 apart from 0.0, NaN equal
+    if not (bits == bits[0]).all():
+        return None
+    if dtype == "bool":
+        return bool(flat[0])
+    if is_int(dtype):
+        return int(flat[0])
+    return float(flat[0]) if is_float(dtype) else None
+
+
+def _name_source(params: dict[str, np.ndarray]) -> str | None:
+    """The param a folded result is named after: the biggest one it reads (a kernel, not a scale)."""
+    return max(params, key=lambda k: params[k].size) if params else None
+
+
+def _known_inputs(rw: Rewriter, node: Node):
+    """(params read, constant/iota producers) when every input is known, else None."""
+    params: dict[str, np.ndarray] = {}
+    sources: list[Node] = []
+    for v in node.inputs:
+        arr = rw.param_array(v)
+        if arr is not None:
+            params[v.name] = arr
+            continue
+        p = rw.producer(v)
+        if p is None or p.op not in CONSTANT_SOURCES:
+            return None
+        if p not in sources:
+            sources.append(p)
+    for r in node.regions:  # a composite body may read root params by name
+        for m in r.walk():
+            params.update({v.name: rw.params[v.name] for v in m.inputs if v.name in rw.params})
+    return params, sources
+
+
+def _fold_pattern(max_bytes: int):
+    @pattern("fold-constants")
+    def fold(rw: Rewriter, node: Node):
+        if node.op in NEVER_FOLD:
+            return None
+        known = _known_inputs(rw, node)
+        if known is None:
+            return None
+        params, sources = known
+        not_loaded = [k for k, a in params.items() if getattr(a, "abstract", False)]
+        if not_loaded:
+            rw.remark("missed", f"did not fold: param @{not_loaded[0]} is declared but not loaded",
+                      node)
+            return None
+        if any(not o.type.is_static for o in node.outputs):
+            return None
+        if rw.ctx is None or rw.ctx.executor is None:
+            rw.remark("missed", "did not fold constants: the pass context has no executor "
+                                "(compile() provides one; else PassContext(executor=...))")
+            return None
+        out_bytes = sum(o.type.nbytes() for o in node.outputs)
+        if out_bytes > max_bytes:
+            rw.remark("missed", f"did not fold: the result ({_human(out_bytes)}) is over "
+                                f"max_bytes={max_bytes}", node)
+            return None
+        in_bytes = sum(TensorType.of(a).nbytes() for a in params.values())
+        grows = out_bytes > MAX_GROWTH * in_bytes
+        why_not = (f"did not fold: its result ({_human(out_bytes)}) would be over {MAX_GROWTH}x "
+                   f"the {_human(in_bytes)} of params it reads")
+        if grows and any(rw.constant_value(v) is None for v in node.inputs):
+            rw.remark("missed", why_not, node)  # non-uniform inputs: the result will not be uniform
+            return None
+        tiny = Graph("fold", (), node.outputs, (*sources, node), params)
+        try:
+            results = rw.ctx.run(tiny)
+        except Exception as e:  # an op codegen cannot run standalone is a miss, not a failure
+            rw.remark("missed", f"did not fold: evaluating it failed: {type(e).__name__}: {e}", node)
+            return None
+        for o, arr in zip(node.outputs, results):
+            if TensorType.of(arr) != o.type:
+                rw.remark("missed", f"did not fold: the executor returned {TensorType.of(arr)} "
+                                    f"for {o.type}", node)
+                return None
+        uniform = [uniform_value(a, o.dtype) for o, a in zip(node.outputs, results)]
+        if grows and any(u is None for u in uniform):
+            rw.remark("missed", why_not, node)
+            return None
+        return rw.replace(node, [_materialize(rw, node, o, arr, u, params)
+                                 for o, arr, u in zip(node.outputs, results, uniform)])
+    return fold
+
+
+def _materialize(rw: Rewriter, node: Node, out, arr: np.ndarray, uniform, params: dict):
+    """The folded value: a constant node when uniform, else a new param named after its source."""
+    if uniform is not None:
+        rw.remark("applied", f"folded {node.op} into the constant {uniform!r} ({out.type})", node)
+        return rw.op("constant", loc=node.loc, value=uniform, dtype=out.dtype,
+                     shape=tuple(out.shape) or None)
+    source = _name_source(params)
+    made: dict = rw.state.setdefault("fold-constants", {})  # param made this sweep -> value it replaced
+    # A chain w -> transpose -> reshape folds one node at a time. When this node is the only
+    # reader of a param folded just before, that param dies now: its name passes on, so the
+    # chain ends as w.folded rather than w.folded3.
+    replaced = made.get(source)
+    if (replaced is not None and replaced not in rw.outputs
+            and all(u.name == node.name for u in rw.users.get(replaced, ()))):
+        rw.remove_param(source)
+        name = source
+    else:
+        name = re.sub(r"\.folded\d*$", "", source) + FOLDED if source else "folded"
+    arr = np.array(arr)  # own it: jax buffers may be shared
+    value = rw.add_param(arr, name)
+    made[value.name] = out.name
+    rw.remark("applied", f"folded {node.op} into @{value.name} ({out.type})", node)
+    return value
+
+
+@register_pass("fold-constants", options=[
+    Option("max_bytes", int, 64 << 20, "largest result (bytes) to materialize as a param",
+           range=(0, None))])
+def fold_constants(graph: Graph, ctx: PassContext, max_bytes: int = 64 << 20) -> Graph:
+    """Evaluate nodes whose inputs are all params or constants; keep the results as params."""
+    return apply_patterns(graph, [_fold_pattern(max_bytes)], ctx)

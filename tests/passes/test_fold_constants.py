@@ -1,0 +1,222 @@
+"""fold-constants: golden IR text for what must fold and what must not, plus numerics."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cleanup_helpers import assert_same_numerics, ir, remarks, run  # noqa: E402
+
+from tensorsmith.codegen import executor  # noqa: E402
+from tensorsmith.ir import parse  # noqa: E402
+from tensorsmith.passes import PassContext, run_pipeline  # noqa: E402
+
+PIPELINE = "fold-constants"
+R = np.random.default_rng(0)
+KERNEL = R.standard_normal((3, 4)).astype(np.float32)
+BIAS = R.standard_normal(3).astype(np.float32)
+
+KERNEL_CHAIN = """
+    graph @main(%x: f32[2,4]) {
+      param @params/Conv_0/kernel: f32[3,4]
+      %0: f32[4,3] = transpose(@params/Conv_0/kernel) {permutation=(1, 0)}
+      %1: f32[] = constant() {dtype="f32", value=2.0}
+      %2: f32[4,3] = mul(%0, %1)
+      %3: f32[2,3] = dot_general(%x, %2) {contracting_dims=((1,), (0,))}
+      return %3
+    }
+    """
+
+
+def test_a_param_chain_folds_into_one_param_named_after_its_source():
+    before, out, ctx = run(KERNEL_CHAIN, PIPELINE, params={"params/Conv_0/kernel": KERNEL})
+    assert out.to_text() == ir("""
+        graph @main(%x: f32[2,4]) {
+          param @params/Conv_0/kernel.folded: f32[4,3]  # 12 elems, 48 B, 0.0% zero
+          %3: f32[2,3] = dot_general(%x, @params/Conv_0/kernel.folded) {contracting_dims=((1,), (0,))}
+          return %3
+        }
+        """)
+    np.testing.assert_array_equal(out.params["params/Conv_0/kernel.folded"], KERNEL.T * 2)
+    assert remarks(ctx) == [
+        "[fold-constants] applied: %0: folded transpose into @params/Conv_0/kernel.folded (f32[4,3])",
+        "[fold-constants] applied: %2: folded mul into @params/Conv_0/kernel.folded (f32[4,3])"]
+    assert_same_numerics(before, out)
+
+
+def test_the_callers_params_are_left_alone():
+    graph = parse(ir(KERNEL_CHAIN), params={"params/Conv_0/kernel": KERNEL})
+    out, _ = run_pipeline(graph, PIPELINE, PassContext(executor=executor))
+    assert list(graph.params) == ["params/Conv_0/kernel"] and len(graph.nodes) == 4
+    np.testing.assert_array_equal(graph.params["params/Conv_0/kernel"], KERNEL)
+    assert list(out.params) == ["params/Conv_0/kernel.folded"]
+
+
+def test_scalars_and_uniform_results_become_constant_nodes():
+    before, out, _ = run("""
+        graph @main(%x: f32[64,64]) {
+          %0: f32[] = constant() {dtype="f32", value=2.0}
+          %1: f32[] = constant() {dtype="f32", value=3.0}
+          %2: f32[] = mul(%0, %1)
+          %3: f32[64,64] = broadcast_in_dim(%2) {broadcast_dimensions=(), shape=(64, 64)}
+          %4: f32[64,64] = add(%x, %3)
+          %5: f32[] = constant() {dtype="f32", value=-0.0}
+          %6: f32[] = neg(%5)
+          %7: f32[64,64] = mul(%4, %6)
+          return %7
+        }
+        """, PIPELINE)
+    assert out.to_text() == ir("""
+        graph @main(%x: f32[64,64]) {
+          %9: f32[64,64] = constant() {dtype="f32", shape=(64, 64), value=6.0}
+          %4: f32[64,64] = add(%x, %9)
+          %10: f32[] = constant() {dtype="f32", value=0.0}
+          %7: f32[64,64] = mul(%4, %10)
+          return %7
+        }
+        """)
+    assert_same_numerics(before, out)
+
+
+BROADCASTS = """
+    graph @main(%x: f32[100,3]) {
+      param @b: f32[3]
+      %0: f32[100,3] = broadcast_in_dim(@b) {broadcast_dimensions=(1,), shape=(100, 3)}
+      %1: f32[1,3] = broadcast_in_dim(@b) {broadcast_dimensions=(1,), shape=(1, 3)}
+      %2: f32[100,3] = add(%x, %0)
+      %3: f32[100,3] = add(%2, %1)
+      return %3
+    }
+    """
+
+
+def test_results_much_bigger_than_their_params_are_not_materialized():
+    before, out, ctx = run(BROADCASTS, PIPELINE, params={"b": BIAS})
+    assert out.to_text() == ir("""
+        graph @main(%x: f32[100,3]) {
+          param @b: f32[3]  # 3 elems, 12 B, 0.0% zero
+          param @b.folded: f32[1,3]  # 3 elems, 12 B, 0.0% zero
+          %0: f32[100,3] = broadcast_in_dim(@b) {broadcast_dimensions=(1,), shape=(100, 3)}
+          %2: f32[100,3] = add(%x, %0)
+          %3: f32[100,3] = add(%2, @b.folded)
+          return %3
+        }
+        """)
+    assert remarks(ctx, "missed") == ["[fold-constants] missed: %0: did not fold: its result "
+                                      "(1.2 KiB) would be over 2x the 12 B of params it reads"]
+    assert_same_numerics(before, out)
+
+
+def test_max_bytes_refuses_big_results():
+    _, out, ctx = run(KERNEL_CHAIN, "fold-constants{max_bytes=16}",
+                      params={"params/Conv_0/kernel": KERNEL})
+    assert out.to_text() == parse(ir(KERNEL_CHAIN), params={"params/Conv_0/kernel": KERNEL}).to_text()
+    assert remarks(ctx) == ["[fold-constants] missed: %0: did not fold: the result (48 B) is over "
+                            "max_bytes=16"]
+
+
+SOURCES = """
+    graph @main(%x: i32[10]) {
+      param @labels: i32[10]
+      param @w: f32[4,4]
+      %0: i32[10] = iota() {axis=0, dtype="i32", shape=(10,)}
+      %1: bool[10] = eq(%0, @labels)
+      %2: i32[10] = add(%0, %x)
+      %3: f32[4,4] = transpose(@w) {permutation=(1, 0)}
+      %4: f32[4,4] = neg(@w)
+      %5: f32[4,4] = add(%3, %4)
+      %8: f32[4,4] = composite(%5) {name="jax.nn.relu"} {
+        ^jax.nn.relu(%6: f32[4,4]):
+          %9: f32[] = constant() {dtype="f32", value=0.0}
+          %7: f32[4,4] = max(%6, %9)
+          return %7
+      }
+      %10: f32[4,2], %11: i32[4,2] = top_k(@w) {k=2}
+      return %1, %2, %3, %8, %10, %11
+    }
+    """
+SOURCE_PARAMS = {"labels": np.arange(10, dtype=np.int32) % 3,
+                 "w": R.standard_normal((4, 4)).astype(np.float32)}
+
+
+def test_iota_composites_and_multi_output_nodes_fold():
+    before, out, ctx = run(SOURCES, PIPELINE, params=SOURCE_PARAMS)
+    # iota itself stays (free to recompute); a param used twice keeps its name for the other use
+    assert out.to_text() == ir("""
+        graph @main(%x: i32[10]) {
+          param @labels.folded: bool[10]  # 10 elems, 10 B, 70.0% zero
+          param @w.folded: f32[4,4]  # 16 elems, 64 B, 0.0% zero
+          param @w.folded1: f32[4,4]  # 16 elems, 64 B, 62.5% zero
+          param @w.folded2: f32[4,2]  # 8 elems, 32 B, 0.0% zero
+          param @w.folded3: i32[4,2]  # 8 elems, 32 B, 25.0% zero
+          %0: i32[10] = iota() {axis=0, dtype="i32", shape=(10,)}
+          %2: i32[10] = add(%0, %x)
+          return @labels.folded, %2, @w.folded, @w.folded1, @w.folded2, @w.folded3
+        }
+        """)
+    w = SOURCE_PARAMS["w"]
+    np.testing.assert_array_equal(out.params["labels.folded"], np.arange(10) == np.arange(10) % 3)
+    np.testing.assert_array_equal(out.params["w.folded1"], np.maximum(w.T - w, 0))
+    assert_same_numerics(before, out)
+
+
+def test_without_an_executor_nothing_folds_and_a_remark_says_why():
+    graph = parse(ir(KERNEL_CHAIN), params={"params/Conv_0/kernel": KERNEL})
+    ctx = PassContext()
+    out, _ = run_pipeline(graph, PIPELINE, ctx)
+    assert out.to_text() == graph.to_text()
+    assert remarks(ctx) == ["[fold-constants] missed: did not fold constants: the pass context has "
+                            "no executor (compile() provides one; else PassContext(executor=...))"]
+
+
+def test_params_declared_without_weights_are_not_folded():
+    _, out, ctx = run(KERNEL_CHAIN, PIPELINE)  # parsed without arrays
+    assert "transpose(@params/Conv_0/kernel)" in out.to_text()
+    assert remarks(ctx) == ["[fold-constants] missed: %0: did not fold: param "
+                            "@params/Conv_0/kernel is declared but not loaded"]
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")
+def test_a_result_of_the_wrong_dtype_is_never_stored():
+    # jax runs without x64 here, so an f64 result comes back as f32: that must not become an
+    # f32 param where the IR says f64 (the verifier in run_pipeline would catch it).
+    p = R.standard_normal(4).astype(np.float32)
+    _, out, ctx = run("""
+        graph @main() {
+          param @p: f32[4]
+          %0: f64[4] = convert(@p) {dtype="f64"}
+          return %0
+        }
+        """, PIPELINE, params={"p": p})
+    folded = {k: a for k, a in out.params.items() if k != "p"}
+    if folded:  # x64 enabled by someone: the fold must then be exact
+        (arr,) = folded.values()
+        assert arr.dtype == np.float64
+        np.testing.assert_array_equal(arr, p.astype(np.float64))
+    else:
+        assert remarks(ctx) == ["[fold-constants] missed: %0: did not fold: the executor returned "
+                                "f32[4] for f64[4]"]
+
+
+def test_nodes_reading_graph_inputs_are_not_folded():
+    text = """
+        graph @main(%x: f32[4]) {
+          param @w: f32[4]
+          %0: f32[4] = mul(%x, @w)
+          %1: f32[] = constant() {dtype="f32", value=1.0}
+          %2: f32[4] = add(%0, %1)
+          return %2
+        }
+        """
+    _, out, ctx = run(text, PIPELINE, params={"w": np.ones(4, np.float32)})
+    assert out.to_text() == parse(ir(text), params={"w": np.ones(4, np.float32)}).to_text()
+    assert ctx.remarks == []
+
+
+def test_max_bytes_must_not_be_negative():
+    from tensorsmith.passes import PassOptionError
+    with pytest.raises(PassOptionError, match="max_bytes"):
+        run(KERNEL_CHAIN, "fold-constants{max_bytes=-1}")
