@@ -96,7 +96,8 @@ class OpDef:
             raise OpTypeError(f"op {self.name!r} takes {want} inputs, got {len(types)}")
         self.check_attrs(attrs)
         try:
-            return tuple(self.type_rule(list(types), attrs))
+            # Rules see declared defaults, so a node may omit any attribute that has one.
+            return tuple(self.type_rule(list(types), self.with_defaults(attrs)))
         except OpTypeError:
             raise
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as e:

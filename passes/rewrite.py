@@ -125,12 +125,25 @@ def _remap(n: Node, rw: Rewriter) -> Node:
 
 
 def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
-          seen_remarks: set | None = None) -> tuple[Graph, bool]:
-    """One pass over the nodes in order, trying each pattern on each node once."""
+          seen_remarks: set | None = None, *, regions: bool = False,
+          parent: Rewriter | None = None) -> tuple[Graph, bool]:
+    """One pass over the nodes in order, trying each pattern on each node once.
+
+    With ``regions``, the bodies of region-carrying nodes (composites) are rewritten first,
+    each to its own fixpoint. ``parent`` is the rewriter of the enclosing graph when ``graph``
+    is a region: params and value names belong to the root graph and are shared.
+    """
     rw = Rewriter(graph, ctx, seen_remarks)
+    if parent is not None:
+        rw.params, rw.namer = parent.params, parent.namer
     out: list[Node] = []
     for n in graph.nodes:
         n = _remap(n, rw)
+        if regions and n.regions:
+            new = tuple(_rewrite_region(r, patterns, ctx, rw) for r in n.regions)
+            if any(a is not b for a, b in zip(new, n.regions)):
+                n = n.replace(regions=new)
+                rw.changed = True
         rw.new_nodes = []
         fired = False
         for p in patterns:
@@ -146,7 +159,22 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
             out.append(n)
             rw.producers.update({o.name: n for o in n.outputs})
     outputs = tuple(rw.resolve(v) for v in graph.outputs)
-    return graph.replace(nodes=tuple(out), outputs=outputs, params=rw.params), rw.changed
+    params = rw.params if parent is None else {}
+    return graph.replace(nodes=tuple(out), outputs=outputs, params=params), rw.changed
+
+
+def _rewrite_region(region: Graph, patterns, ctx, parent: Rewriter, max_sweeps: int = 20) -> Graph:
+    """A region rewritten to its fixpoint (the same object when nothing fired)."""
+    changed_any = False
+    for _ in range(max_sweeps):
+        region, changed = sweep(region, patterns, ctx, parent.seen_remarks, regions=True,
+                                parent=parent)
+        changed_any |= changed
+        if not changed:
+            break
+    if not changed_any:
+        return region
+    return region.replace(nodes=remove_dead(region.replace(params={})).nodes)
 
 
 def remove_dead(graph: Graph) -> Graph:
@@ -165,12 +193,15 @@ def remove_dead(graph: Graph) -> Graph:
 
 
 def apply_patterns(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None = None,
-                   max_sweeps: int = 20) -> Graph:
-    """Apply patterns until none fires (or max_sweeps), then drop what became dead."""
+                   max_sweeps: int = 20, regions: bool = False) -> Graph:
+    """Apply patterns until none fires (or max_sweeps), then drop what became dead.
+
+    ``regions=True`` also rewrites inside composite bodies (and other regions).
+    """
     changed_any = False
     seen_remarks: set = set()
     for _ in range(max_sweeps):
-        graph, changed = sweep(graph, patterns, ctx, seen_remarks)
+        graph, changed = sweep(graph, patterns, ctx, seen_remarks, regions=regions)
         changed_any |= changed
         if not changed:
             break
