@@ -191,7 +191,8 @@ def _json_script(data) -> str:
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330}
-#pipeline{overflow-x:auto}#pipeline td,#pipeline th{padding:3px 7px}
+#pipeline{overflow-x:auto}#pipeline table{font-size:13px}#pipeline td,#pipeline th{padding:3px 6px;white-space:nowrap}
+#pipeline td:last-child{white-space:normal}.opts{color:#5a6477}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dde2ea;padding-bottom:4px}
 h3{font-size:14px;margin:16px 0 6px}.meta{color:#5a6477}code,pre{font:12px/1.4 ui-monospace,Menlo,Consolas,monospace}
 table{border-collapse:collapse;margin:6px 0}th,td{padding:3px 10px;border-bottom:1px solid #e6e9ef;text-align:left;vertical-align:middle}
@@ -209,7 +210,7 @@ _JS = r"""
     var units = unit === 'B' ? [[1073741824, 'Gi'], [1048576, 'Mi'], [1024, 'Ki']]
                              : [[1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'K']];
     for (var i = 0; i < units.length; i++)
-      if (Math.abs(n) >= units[i][0]) return (n / units[i][0]).toFixed(2) + ' ' + units[i][1] + (unit || '');
+      if (Math.abs(n) >= units[i][0]) return (n / units[i][0]).toFixed(1) + ' ' + units[i][1] + (unit || '');
     return String(n) + (unit ? ' ' + unit : '');
   }
   function pct(x) { return (100 * x).toFixed(1) + '%'; }
@@ -241,7 +242,7 @@ _JS = r"""
     return svg;
   }
   function pipelineTable(data) {
-    var cols = ['#', 'pass', 'options', 'time', 'nodes', 'params', 'param bytes', 'FLOPs', 'sparsity', 'remarks'];
+    var cols = ['#', 'pass', 'time', 'nodes', 'params', 'param bytes', 'FLOPs', 'sparsity', 'remarks'];
     var table = el('table', {id: 'pipeline-table'}), head = el('tr');
     cols.forEach(function (c) { head.appendChild(el('th', {}, c)); });
     table.appendChild(el('thead')).appendChild(head);
@@ -250,8 +251,9 @@ _JS = r"""
     data.passes.forEach(function (p) {
       var tr = el('tr', {'class': 'pass-row', 'data-pass': p.name});
       tr.appendChild(el('td', {'class': 'num'}, String(p.index)));
-      tr.appendChild(el('td', {'class': 'name'}, p.name));
-      tr.appendChild(el('td', {'class': 'name'}, p.options));
+      var name = el('td', {'class': 'name'}, p.name);
+      if (p.options) name.appendChild(el('div', {'class': 'opts'}, '{' + p.options + '}'));
+      tr.appendChild(name);
       var t = el('td', {'class': 'num', title: 'pass ' + (1e3 * p.seconds).toFixed(2) +
                         ' ms + verify ' + (1e3 * p.verify_seconds).toFixed(2) + ' ms'},
                  (1e3 * p.seconds).toFixed(2) + ' ms');
@@ -270,7 +272,6 @@ _JS = r"""
     var total = el('tr', {'class': 'total'}), sum = 0;
     data.passes.forEach(function (p) { sum += p.seconds; });
     total.appendChild(el('td')); total.appendChild(el('th', {}, 'source \u2192 final'));
-    total.appendChild(el('td'));
     total.appendChild(el('td', {'class': 'num'}, (1e3 * sum).toFixed(2) + ' ms'));
     total.appendChild(change(data.source.nodes, data.final.nodes, String));
     total.appendChild(change(data.source.params, data.final.params, String));

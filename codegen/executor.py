@@ -9,14 +9,22 @@ import numpy as np
 from ..ir import Graph
 from .interpreter import to_jax
 
+EAGER_MAX_NODES = 8
+"""Graphs this small run op by op: JAX caches each primitive's executable, so a pass that
+evaluates many tiny graphs (constant folding) pays no XLA compile per graph."""
 
-def executor(graph: Graph, target: str = "cpu") -> Callable[..., list]:
-    """``fn(*inputs) -> list[np.ndarray]`` running ``graph`` jitted on ``target``."""
-    jitted = jax.jit(to_jax(graph))
+
+def executor(graph: Graph, target: str = "cpu", jit: bool | None = None) -> Callable[..., list]:
+    """``fn(*inputs) -> list[np.ndarray]`` running ``graph`` on ``target`` (jitted unless tiny)."""
+    fn = to_jax(graph)
+    if jit is None:
+        jit = sum(1 for _ in graph.walk()) > EAGER_MAX_NODES
+    run_fn = jax.jit(fn) if jit else fn
     device = jax.devices(target)[0]
     params = tuple(jax.device_put(np.asarray(a), device) for a in graph.params.values())
 
     def run(*inputs):
-        return [np.asarray(o) for o in jitted(params, *inputs)]
+        with jax.default_device(device):
+            return [np.asarray(o) for o in run_fn(params, *inputs)]
 
     return run

@@ -17,7 +17,13 @@ def bind_symbols(graph: Graph, args: Sequence) -> dict:
                              f"got shape {tuple(shape)}")
         for d, actual in zip(v.type.shape, shape):
             if isinstance(d, str) and d.isidentifier():
-                symbols.setdefault(d, actual)
+                if symbols.setdefault(d, actual) is not actual and symbols[d] != actual:
+                    raise ValueError(f"input %{v.name} ({v.type}) binds {d}={actual}, but an "
+                                     f"earlier input bound {d}={symbols[d]}")
+            elif isinstance(d, int) and isinstance(actual, int) and d != actual:
+                hint = (" (this model was compiled for a fixed batch size: compile with "
+                        "batch_dim=True to accept any)" if d == v.type.shape[0] else "")
+                raise ValueError(f"input %{v.name} expects {v.type}, got shape {tuple(shape)}{hint}")
     return symbols
 
 
