@@ -301,7 +301,8 @@ def _select(disable: str) -> list[Pattern]:
 
 
 @register_pass("canonicalize", options=[
-    Option("disable", str, "", "pattern names to leave out, joined by '+'")])
+    Option("disable", str, "", "pattern names to leave out, joined by '+'",
+           check=lambda v: _select(v) and None)])
 def canonicalize(graph: Graph, ctx: PassContext, disable: str = "") -> Graph:
     """Simplify local patterns: drop no-ops, merge op chains, pick one form for each idiom."""
     return apply_patterns(graph, _select(disable), ctx)

@@ -21,6 +21,8 @@ class Option:
     doc: str = ""
     range: tuple[float | None, float | None] | None = None  # inclusive bounds
     choices: tuple[str, ...] | None = None
+    check: Callable[[object], None] | None = None  # raises PassOptionError for a bad value
+
 
     def parse(self, raw, pass_name: str):
         """Convert and check a value given as text or Python; errors name pass and option."""
@@ -54,11 +56,19 @@ class Option:
         if self.choices is not None and v not in self.choices:
             raise PassOptionError(f"{where}: {v!r} is not one of {', '.join(self.choices)}"
                                   f"{did_you_mean(str(v), self.choices)}")
+        if self.check is not None:
+            self.check(v)
         return v
 
     def describe(self) -> str:
-        allowed = (f" one of {'|'.join(self.choices)}" if self.choices else
-                   f" in [{self.range[0]}, {self.range[1]}]" if self.range else "")
+        if self.choices:
+            allowed = f" one of {'|'.join(self.choices)}"
+        elif self.range:
+            lo, hi = self.range
+            allowed = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+                       f" >= {lo}" if lo is not None else f" <= {hi}")
+        else:
+            allowed = ""
         return f"{self.name}: {self.type.__name__} = {self.default!r}{allowed}  {self.doc}".rstrip()
 
 

@@ -1,0 +1,53 @@
+"""Pipeline strings: parsing, validation before anything runs, and the pass registry."""
+import numpy as np
+import pytest
+
+import tensorsmith
+from tensorsmith.passes import PASSES, PassOptionError, format_pipeline, parse_pipeline
+
+
+def test_pipeline_string_round_trips_through_steps():
+    steps = parse_pipeline("canonicalize,fold-constants{max_bytes=1024},dce")
+    assert [s.name for s in steps] == ["canonicalize", "fold-constants", "dce"]
+    assert steps[1].options["max_bytes"] == 1024
+    assert format_pipeline(steps) == "canonicalize,fold-constants{max_bytes=1024},dce"
+    assert format_pipeline(parse_pipeline(format_pipeline(steps))) == format_pipeline(steps)
+
+
+def test_named_pipeline_expands():
+    assert [s.name for s in parse_pipeline("default")] == \
+        [s.name for s in parse_pipeline(tensorsmith.passes.PIPELINES["default"])]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("canonicalise", "did you mean 'canonicalize'"),
+    ("fold-constants{max_byte=3}", "did you mean 'max_bytes'"),
+    ("fold-constants{max_bytes=-1}", "outside the allowed range"),
+    ("fold-constants{max_bytes=lots}", "not a valid int"),
+    ("canonicalize{disable=sqare}", "did you mean 'square'"),
+    ("cse{params=maybe}", "not a valid bool"),
+    ("dce{", "unbalanced"),
+])
+def test_bad_pipelines_are_refused_with_the_closest_name(spec, message):
+    with pytest.raises(PassOptionError, match=message):
+        parse_pipeline(spec)
+
+
+def test_compile_refuses_a_bad_pipeline_before_tracing():
+    traced = []
+
+    def fn(x):
+        traced.append(1)
+        return x * 2
+
+    with pytest.raises(PassOptionError, match="did you mean 'dce'"):
+        tensorsmith.compile(fn, np.ones(3, np.float32), passes="canonicalize,dcee")
+    assert traced == []  # nothing ran
+
+
+def test_every_pass_documents_itself_and_its_options():
+    for info in PASSES.values():
+        assert info.doc, f"pass {info.name} has no one-line docstring"
+        for opt in info.options:
+            assert opt.doc, f"pass {info.name} option {opt.name} is undocumented"
+            assert opt.parse(opt.default, info.name) == opt.default
