@@ -51,3 +51,27 @@ def test_every_pass_documents_itself_and_its_options():
         for opt in info.options:
             assert opt.doc, f"pass {info.name} option {opt.name} is undocumented"
             assert opt.parse(opt.default, info.name) == opt.default
+
+
+def test_pass_data_reaches_the_pass_and_missing_data_is_refused_up_front():
+    from tensorsmith.passes import MissingPassData, register_pass
+    seen = {}
+
+    if "test-needs-calibration" not in PASSES:
+        @register_pass("test-needs-calibration", needs=("calibration",))
+        def _needs(graph, ctx):
+            """Test-only pass: records the calibration batches it was given."""
+            seen["batches"] = ctx.require("calibration")
+            seen["outputs"] = ctx.run(graph, *ctx.calibration[0])
+            return graph
+
+    def fn(x):
+        return x * 3.0
+
+    x = np.arange(4, dtype=np.float32)
+    with pytest.raises(MissingPassData, match="calibration=") as e:
+        tensorsmith.compile(fn, x, passes="dce,test-needs-calibration")
+    assert "test-needs-calibration" in str(e.value)
+    tensorsmith.compile(fn, x, passes="test-needs-calibration", calibration=[(x,), (x + 1,)])
+    assert len(seen["batches"]) == 2
+    np.testing.assert_allclose(seen["outputs"][0], x * 3.0)
