@@ -6,7 +6,7 @@ pytree work). Both sides get the same device-resident params and inputs, are war
 then timed in interleaved rounds (alternating which goes first) so that host noise hits
 both alike; the reported ratio is the median of the per-round ratios.
 
-  python benchmarks/overhead.py [--quick] [--rounds 30] [--calls 200] [--max-ratio 1.05]
+  python benchmarks/overhead.py [--quick] [--target cpu|gpu] [--rounds 30] [--calls 200] [--max-ratio 1.05]
                                 [--out benchmarks/results/overhead.json]
 
 Exit status 1 when a model's median ratio exceeds --max-ratio.
@@ -82,12 +82,13 @@ def build_times(fn, params, args, repeats: int) -> dict:
     }
 
 
-def latency(fn, params, args, rounds: int, calls: int, warmup: int) -> dict:
+def latency(fn, params, args, rounds: int, calls: int, warmup: int, target: str = "cpu") -> dict:
     """Median per-call seconds of each side and the median per-round ratio ours / jax.jit."""
-    cm = tensorsmith.compile(fn, *args, params=params, passes=None)
+    cm = tensorsmith.compile(fn, *args, params=params, passes=None, target=target)
     base = jax.jit(fn)
-    p_dev = jax.device_put(params)
-    a_dev = tuple(jax.device_put(a) for a in args)
+    device = jax.devices(target)[0]
+    p_dev = jax.device_put(params, device)
+    a_dev = tuple(jax.device_put(a, device) for a in args)
     sides = {"tensorsmith": lambda: cm(*a_dev), "jax_jit": lambda: base(p_dev, *a_dev)}
     # the same numbers, or the comparison is meaningless
     np.testing.assert_allclose(np.asarray(sides["tensorsmith"]()), np.asarray(sides["jax_jit"]()),
@@ -117,6 +118,8 @@ def latency(fn, params, args, rounds: int, calls: int, warmup: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds/calls (CI smoke run)")
+    ap.add_argument("--target", default="cpu", choices=["cpu", "gpu", "tpu"],
+                    help="device to time on (gpu/tpu need that hardware on this host)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (30)")
     ap.add_argument("--calls", type=int, default=None, help="calls per round (200)")
     ap.add_argument("--max-ratio", type=float, default=1.05,
@@ -137,11 +140,13 @@ def main(argv=None) -> int:
             ap.error(f"unknown model {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                      + f"; choose from {', '.join(ZOO)}")
         fn, params, example = ZOO[name]()
-        results[name] = {**latency(fn, params, example, rounds, calls, warmup=max(20, calls // 4)),
+        results[name] = {**latency(fn, params, example, rounds, calls, warmup=max(20, calls // 4),
+                                 target=args.target),
                          **build_times(fn, params, example, build_repeats)}
 
     report = {
         "benchmark": "overhead", "baseline": "jax.jit(fn)", "max_ratio": args.max_ratio,
+        "target": args.target,
         "rounds": rounds, "calls_per_round": calls,
         "host": {"machine": platform.machine(), "python": platform.python_version(),
                  "jax": jax.__version__, "backend": jax.default_backend(),
