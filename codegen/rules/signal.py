@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from ..lowering import lowering
 
-_FFT = {"fft": jnp.fft.fft, "ifft": jnp.fft.ifft, "rfft": jnp.fft.rfft}
+_FFT = {"fft": jnp.fft.fft, "ifft": jnp.fft.ifft, "rfft": jnp.fft.rfft, "irfft": jnp.fft.irfft}
 
 
 @lowering("fft")

@@ -97,7 +97,12 @@ class Importer:
             scope.value_info[v.name] = v
         scope.convert_nodes(g.node)
         self.raise_problems()
-        outputs = [scope.output_value(o.name) for o in g.output]
+        try:
+            outputs = [scope.output_value(o.name) for o in g.output]
+        except _Reported:
+            self.raise_problems()
+            raise OnnxImportError(f"{self.label}: a graph output depends on a node that failed "
+                                  "without a report (frontend bug)") from None
         self.raise_problems()
         graph = Graph(_graph_name(name or g.name), inputs, outputs, scope.nodes, self.params)
         graph = eliminate_dead_code(graph)
@@ -108,12 +113,12 @@ class Importer:
         return graph
 
     def raise_problems(self) -> None:
-        if self.problems:
-            extra = [UnsupportedNode(n.name, n.op_type, n.domain, n.opset,
-                                     f"needs graph input values {n.reason}") for n in self.need_nodes]
-            raise UnsupportedNodesError(self.label, self.problems + extra)
+        # Needed values first: binding them may well resolve the other problems.
         if self.needed:
-            raise NeedsInputValuesError(self.label, tuple(sorted(self.needed)), self.need_nodes)
+            raise NeedsInputValuesError(self.label, tuple(sorted(self.needed)), self.need_nodes,
+                                        self.problems)
+        if self.problems:
+            raise UnsupportedNodesError(self.label, self.problems)
 
 
 def _graph_name(name: str) -> str:
@@ -230,6 +235,8 @@ class Scope:
             return None
         if name in self.values:
             return self.values[name]
+        if self.is_poisoned(name):  # its producer failed (and is reported): fail quietly
+            raise _Reported()
         if name in self.known:
             v = self.literal(self.known.pop(name), _hint(name, self.namer))
             self.values[name] = v

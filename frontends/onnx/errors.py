@@ -48,16 +48,24 @@ class UnsupportedNodesError(OnnxImportError, NotImplementedError):
                          f"{'s' if len(self.nodes) != 1 else ''}:\n{lines}")
 
 
-class NeedsInputValuesError(OnnxImportError):
+class NeedsInputValuesError(UnsupportedNodesError):
     """Some nodes need graph inputs' values at import time (shape-like inputs).
 
     Retry with ``import_onnx(model, input_values={name: array})``: the graph is then
     specialized to those values, and ``guard_specialized`` checks them at call time.
+    ``nodes`` lists the nodes that need values first, then any other unsupported nodes
+    (which may only fail because those values were unknown).
     """
 
-    def __init__(self, label: str, inputs: tuple[str, ...], nodes: list[UnsupportedNode]):
-        self.inputs, self.nodes = tuple(inputs), list(nodes)
-        lines = "\n".join(f"  - {n}" for n in self.nodes)
-        super().__init__(f"{label}: nodes need the values of graph input(s) "
-                         f"{', '.join(repr(i) for i in self.inputs)} at import time; pass "
-                         f"input_values={{name: array}} to specialize:\n{lines}")
+    def __init__(self, label: str, inputs: tuple[str, ...], needing: list[UnsupportedNode],
+                 others: list[UnsupportedNode] = ()):
+        self.inputs = tuple(inputs)
+        self.nodes = list(needing) + list(others)
+        lines = "\n".join(f"  - {n}" for n in needing)
+        more = "\n".join(f"  - {n}" for n in others)
+        msg = (f"{label}: nodes need the values of graph input(s) "
+               f"{', '.join(repr(i) for i in self.inputs)} at import time; pass "
+               f"input_values={{name: array}} to specialize:\n{lines}")
+        if others:
+            msg += f"\nand {len(others)} other unsupported node(s), perhaps because of them:\n{more}"
+        OnnxImportError.__init__(self, msg)

@@ -56,10 +56,11 @@ def schema_function(node: NodeProto, opset: int, input_types: Sequence[TypeProto
                 data = schema.get_function_with_opset_version(max(versions))
         if data is None and schema.has_context_dependent_function:
             versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
-            if versions and all(t is not None for t in input_types):
+            # an omitted optional input ('') is passed as an empty type, as onnx does itself
+            if versions and all(t is not None or not name for t, name in zip(input_types, node.input)):
                 data = schema.get_context_dependent_function_with_opset_version(
                     max(versions), node.SerializeToString(),
-                    [t.SerializeToString() for t in input_types])
+                    [(t or TypeProto()).SerializeToString() for t in input_types])
     except Exception:  # the builder rejected this node (unsupported attribute combination)
         return None
     if not data:

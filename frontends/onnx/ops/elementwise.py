@@ -51,7 +51,9 @@ def _mod(ctx, a, b):
 
 @onnx_op("BitShift")
 def _bitshift(ctx, x, y):
-    op = "shift_left" if ctx.attr("direction") == "LEFT" else "shift_right_logical"
+    # The spec types BitShift as unsigned; for signed inputs right shifts are arithmetic.
+    op = ("shift_left" if ctx.attr("direction") == "LEFT"
+          else "shift_right_logical" if x.dtype.startswith("u") else "shift_right_arithmetic")
     return binary(ctx, op, x, y)
 
 
@@ -98,6 +100,22 @@ def cast(ctx, x, dtype: str, saturate: bool = True):
 @onnx_op("Cast")
 def _cast(ctx, x):
     return cast(ctx, x, ir_dtype(ctx.attr("to"), "Cast target"), bool(ctx.attr("saturate", 1)))
+
+
+@onnx_op("BitCast", since=26)
+def _bitcast(ctx, x):
+    dtype = ir_dtype(ctx.attr("to"), "BitCast target")
+    if x.dtype == dtype:
+        return x
+    if "bool" in (x.dtype, dtype):  # a bool is one byte holding 0 or 1
+        return cast(ctx, x, dtype)
+    return ctx.op("bitcast_convert", x, dtype=dtype)
+
+
+@onnx_op("Binarizer", domain="ai.onnx.ml")
+def _binarizer(ctx, x):
+    above = ctx.op("gt", x, ctx.scalar(ctx.attr("threshold", 0.0), x))
+    return ctx.op("select", above, ctx.scalar(1, x), ctx.scalar(0, x))
 
 
 @onnx_op("CastLike")

@@ -11,8 +11,9 @@ from ....ir import numpy_dtype
 from ....ir.types import is_int
 from .. import folding
 from ..registry import onnx_op
+from ._dims import known_ints, static_dim
 from ._util import norm_axis
-from .shape import known_ints, slice_axis, static_dim
+from .shape import slice_axis
 
 
 # --- index normalisation ----------------------------------------------------------------------------
@@ -34,7 +35,8 @@ def wrap_negative(ctx, idx, dims):
     if not is_int(idx.dtype):
         idx = ctx.convert(idx, "i64")
     zero = ctx.scalar(0, idx)
-    shift = ctx.const(dims_arr.astype(numpy_dtype(idx.dtype))) if dims_arr.ndim else ctx.scalar(int(dims_arr), idx)
+    shift = (ctx.const(dims_arr.astype(numpy_dtype(idx.dtype))) if dims_arr.ndim
+             else ctx.scalar(int(dims_arr), idx))
     return ctx.op("select", ctx.op("lt", idx, zero), ctx.op("add", idx, shift), idx)
 
 
@@ -53,7 +55,15 @@ def coordinates(ctx, idx, axis: int):
 @onnx_op("Gather")
 def _gather(ctx, x, idx):
     axis = norm_axis(ctx.attr("axis", 0), x.type.rank)
-    return ctx.op("take", x, wrap_negative(ctx, idx, x.shape[axis]), axis=axis)
+    known = ctx.known(idx)
+    d = x.shape[axis]
+    if known is not None and known.ndim <= 1 and known.size and isinstance(d, int):
+        # constant x[..., i, ...] or x[..., a:b, ...]: a slice, which passes see through
+        k = np.where(known < 0, known + d, known).reshape(-1)
+        if (k >= 0).all() and (k < d).all() and (np.diff(k) == 1).all():
+            y = slice_axis(ctx, x, axis, int(k[0]), int(k[-1]) + 1)
+            return ctx.op("squeeze", y, axes=(axis,)) if known.ndim == 0 else y
+    return ctx.op("take", x, wrap_negative(ctx, idx, d), axis=axis)
 
 
 def _fit_non_axis(ctx, x, like, axis):

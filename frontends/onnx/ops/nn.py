@@ -1,10 +1,11 @@
 """Neural-network ONNX ops: MatMul, Gemm, Conv, ConvTranspose, pooling, softmax, dropout."""
 from __future__ import annotations
 
+import itertools
 import math
 
 from ..registry import onnx_op
-from ._util import broadcast_shapes, norm_axis
+from ._util import broadcast_shapes, is_float, norm_axis
 
 
 # --- matrix products ------------------------------------------------------------------------
@@ -181,12 +182,51 @@ def _window(kind, x, kernel, strides, dilations, padding, ctx):
 
 @onnx_op("MaxPool")
 def _max_pool(ctx, x):
-    if ctx.output_used(1):
-        ctx.unsupported("MaxPool's Indices output is not supported")
-    if ctx.attr("storage_order", 0):
-        ctx.unsupported("storage_order=1 is not supported")
     kernel, strides, dilations, padding = _pool_geometry(ctx, x)
+    if ctx.output_used(1):
+        return _max_pool_with_indices(ctx, x, kernel, strides, dilations, padding)
     return _window("max", x, kernel, strides, dilations, padding, ctx)
+
+
+def _max_pool_with_indices(ctx, x, kernel, strides, dilations, padding):
+    """MaxPool plus the flat index of each maximum: a running max over the kernel offsets."""
+    nsp = len(kernel)
+    if not is_float(x.dtype):
+        ctx.unsupported("MaxPool indices of a non-float input")
+    shape = tuple(x.shape)
+    if not all(isinstance(d, int) for d in shape):
+        ctx.unsupported("MaxPool indices need static shapes")
+    lo = (0, 0) + tuple(p[0] for p in padding)
+    hi = (0, 0) + tuple(p[1] for p in padding)
+    xp = ctx.op("pad", x, ctx.scalar(float("-inf"), x), low=lo, high=hi)
+    out_sp = [(n + p[0] + p[1] - ((k - 1) * d + 1)) // s + 1
+              for n, p, k, d, s in zip(shape[2:], padding, kernel, dilations, strides)]
+    out_shape = shape[:2] + tuple(out_sp)
+    # flat index (row-major, or column-major over spatial dims with storage_order=1)
+    sizes = shape[2:]
+    col_major = bool(ctx.attr("storage_order", 0))
+    best = best_idx = None
+    for offs in itertools.product(*(range(k) for k in kernel)):
+        start = (0, 0) + tuple(o * d for o, d in zip(offs, dilations))
+        limit = out_shape[:2] + tuple(st + (o - 1) * s + 1 for st, o, s in zip(start[2:], out_sp, strides))
+        cand = ctx.op("slice", xp, start=start, limit=limit, strides=(1, 1) + tuple(strides))
+        idx = ctx.op("mul", ctx.op("iota", dtype="i64", shape=out_shape, axis=0),
+                     ctx.scalar(math.prod(shape[1:]), "i64"))
+        idx = ctx.op("add", idx, ctx.op("mul", ctx.op("iota", dtype="i64", shape=out_shape, axis=1),
+                                        ctx.scalar(math.prod(sizes), "i64")))
+        for i in range(nsp):
+            pos = ctx.op("add", ctx.op("mul", ctx.op("iota", dtype="i64", shape=out_shape, axis=2 + i),
+                                       ctx.scalar(strides[i], "i64")),
+                         ctx.scalar(offs[i] * dilations[i] - padding[i][0], "i64"))
+            stride = (math.prod(sizes[:i]) if col_major else math.prod(sizes[i + 1:]))
+            idx = ctx.op("add", idx, ctx.op("mul", pos, ctx.scalar(stride, "i64")))
+        if best is None:
+            best, best_idx = cand, idx
+        else:
+            better = ctx.op("gt", cand, best)  # strict: the first maximum wins, as in the spec
+            best = ctx.op("select", better, cand, best)
+            best_idx = ctx.op("select", better, idx, best_idx)
+    return best, best_idx
 
 
 @onnx_op("AveragePool")
@@ -377,9 +417,10 @@ for _onnx, _ir in {"Softmax": "softmax", "LogSoftmax": "log_softmax"}.items():
 # --- inference-only ops -------------------------------------------------------------------
 @onnx_op("Dropout")
 def _dropout(ctx, x, ratio=None, training=None):
-    if training is not None:
-        t = ctx.known(training)
-        if t is None or bool(t):
+    if training is not None and bool(ctx.require_known(training, "training_mode")):
+        # training with ratio 0 keeps everything; any other ratio draws random numbers
+        r = ctx.require_known(ratio, "ratio") if ratio is not None else 0.5
+        if float(r) != 0.0:
             ctx.unsupported("Dropout in training mode is random")
     if ctx.output_used(1):
         mask = ctx.op("constant", value=True, dtype="bool", shape=tuple(x.shape))

@@ -16,8 +16,8 @@ import numpy as np
 from ....ir import numpy_dtype
 from ....ir.types import is_float
 from ..registry import onnx_op
+from ._dims import static_dim
 from ._util import norm_axis
-from .shape import static_dim
 
 
 # --- per-axis weights --------------------------------------------------------------------------

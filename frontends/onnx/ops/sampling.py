@@ -13,7 +13,7 @@ import numpy as np
 
 from ....ir import numpy_dtype
 from ..registry import onnx_op
-from .shape import known_ints, static_dim
+from ._dims import known_ints, static_dim
 
 
 # --- GridSample ---------------------------------------------------------------------------------
@@ -39,46 +39,40 @@ def _reflect(ctx, v, lo: float, hi: float):
                   ctx.op("select", ctx.op("gt", v, ctx.scalar(hi, v)), above, v))
 
 
-def _cubic_weights(ctx, t, a: float = -0.75):
-    """Keys cubic weights of the 4 taps floor(x)-1 .. floor(x)+2 for t = x - floor(x)."""
-    def poly(coeffs, s):  # Horner: ((c0*s + c1)*s + c2)*s + c3
-        acc = ctx.scalar(coeffs[0], t)
+def _cubic_kernel(ctx, s, a: float = -0.75):
+    """Keys' cubic convolution kernel of distances ``s`` >= 0 (zero from 2 on)."""
+    def poly(coeffs):  # Horner: ((c0*s + c1)*s + c2)*s + c3
+        acc = ctx.scalar(coeffs[0], s)
         for c in coeffs[1:]:
-            acc = ctx.op("add", ctx.op("mul", acc, s), ctx.scalar(c, t))
+            acc = ctx.op("add", ctx.op("mul", acc, s), ctx.scalar(c, s))
         return acc
-    near = (a + 2, -(a + 3), 0.0, 1.0)      # |s| <= 1
-    far = (a, -5 * a, 8 * a, -4 * a)        # 1 < |s| < 2
-    one = ctx.scalar(1, t)
-    return [poly(far, ctx.op("add", t, one)), poly(near, t),
-            poly(near, ctx.op("sub", one, t)), poly(far, ctx.op("sub", ctx.scalar(2, t), t))]
+    near = poly((a + 2, -(a + 3), 0.0, 1.0))   # |s| <= 1
+    far = poly((a, -5 * a, 8 * a, -4 * a))      # 1 < |s| < 2
+    return ctx.op("select", ctx.op("le", s, ctx.scalar(1, s)), near, far)
 
 
 def _taps(ctx, v, d: int, mode: str, padding: str, lo: float, hi: float):
-    """[(index, weight)] of one spatial dim: the taps a sample at ``v`` reads."""
+    """``(index, weight)`` [n, q, T] of one spatial dim: the T taps a sample at ``v`` [n, q]
+    reads and their weights (weight None: 1)."""
+    rank = v.type.rank
     if mode == "nearest":
-        base, offsets = v, [0]
-        weights = [None]
+        i, w = ctx.op("expand_dims", v, axes=(rank,)), None
     else:
         base = ctx.op("floor", v)
-        t = ctx.op("sub", v, base)
-        if mode == "linear":
-            offsets, weights = [0, 1], [ctx.op("sub", ctx.scalar(1, t), t), t]
-        else:
-            offsets, weights = [-1, 0, 1, 2], _cubic_weights(ctx, t)
-    taps = []
-    for off, w in zip(offsets, weights):
-        i = ctx.op("add", base, ctx.scalar(off, v)) if off else base
-        if padding == "zeros":
-            inside = ctx.op("and", ctx.op("ge", i, ctx.scalar(0, v)), ctx.op("le", i, ctx.scalar(d - 1, v)))
-            mask = ctx.convert(inside, v.dtype)
-            w = mask if w is None else ctx.op("mul", w, mask)
-            i = ctx.op("clamp", ctx.scalar(0, v), i, ctx.scalar(d - 1, v))
-        elif padding == "border":
-            i = ctx.op("clamp", ctx.scalar(0, v), i, ctx.scalar(d - 1, v))
-        else:
-            i = ctx.op("clamp", ctx.scalar(0, v), _reflect(ctx, i, lo, hi), ctx.scalar(d - 1, v))
-        taps.append((ctx.convert(i, "i32"), w))  # float -> int truncates, as the reference
-    return taps
+        offsets = np.arange(2) if mode == "linear" else np.arange(-1, 3)
+        offs = ctx.const(offsets.astype(numpy_dtype(v.dtype)))
+        i = ctx.op("add", ctx.op("expand_dims", base, axes=(rank,)), offs)
+        # tap k sits |t - k| away from the sample, t = v - floor(v)
+        dist = ctx.op("abs", ctx.op("sub", ctx.op("expand_dims", ctx.op("sub", v, base), axes=(rank,)), offs))
+        w = (ctx.op("sub", ctx.scalar(1, v), dist) if mode == "linear" else _cubic_kernel(ctx, dist))
+    zero, top = ctx.scalar(0, v), ctx.scalar(d - 1, v)
+    if padding == "zeros":  # taps off the image read 0
+        inside = ctx.convert(ctx.op("and", ctx.op("ge", i, zero), ctx.op("le", i, top)), v.dtype)
+        w = inside if w is None else ctx.op("mul", w, inside)
+    elif padding == "reflection":
+        i = _reflect(ctx, i, lo, hi)
+    i = ctx.op("clamp", zero, i, top)
+    return ctx.convert(i, "i32"), w  # float -> int truncates, as the reference does
 
 
 @onnx_op("GridSample", since=16)
@@ -96,7 +90,7 @@ def _grid_sample(ctx, x, grid):
     q = math.prod(static_dim(ctx, d, "GridSample's output dims") for d in out_sp)
     work = x.dtype if x.dtype in ("f32", "f64") else "f32"
     g = ctx.reshape(ctx.convert(grid, work), (n, q, s))
-    per_dim = []
+    idx, weight, taps = None, None, []
     for i, d in enumerate(dims):  # grid's last axis lists coordinates in reverse (x first)
         k = s - 1 - i
         gi = ctx.reshape(ctx.op("slice", g, start=(0, 0, k), limit=(n, q, k + 1)), (n, q))
@@ -110,32 +104,34 @@ def _grid_sample(ctx, x, grid):
             lo, hi = -0.5, d - 0.5
         if mode == "nearest":
             v = ctx.op("round", v, method="half_to_even")
-        outside = ctx.op("or", ctx.op("lt", v, ctx.scalar(lo, v)), ctx.op("gt", v, ctx.scalar(hi, v)))
-        if padding == "border":
+        if padding == "border":  # only coordinates outside [lo, hi] move
+            outside = ctx.op("or", ctx.op("lt", v, ctx.scalar(lo, v)), ctx.op("gt", v, ctx.scalar(hi, v)))
             v = ctx.op("select", outside, ctx.op("clamp", ctx.scalar(0, v), v, ctx.scalar(d - 1, v)), v)
         elif padding == "reflection":
             v = _reflect(ctx, v, lo, hi)
-        per_dim.append(_taps(ctx, v, d, mode, padding, lo, hi))
-    strides = [math.prod(dims[i + 1:]) for i in range(s)]
-    flat_idx, weights = [], []
-    for combo in itertools.product(*per_dim):
-        idx, w = None, None
-        for (i, wi), st in zip(combo, strides):
-            term = i if st == 1 else ctx.op("mul", i, ctx.scalar(st, i))
-            idx = term if idx is None else ctx.op("add", idx, term)
-            if wi is not None:
-                w = wi if w is None else ctx.op("mul", w, wi)
-        flat_idx.append(idx)
-        weights.append(w)
-    t = len(flat_idx)
-    idx = ctx.op("concatenate", *flat_idx, axis=1) if t > 1 else flat_idx[0]   # [n, t*q]
-    idx = ctx.op("broadcast_in_dim", idx, shape=(n, c, t * q), broadcast_dimensions=(0, 2))
+        ti, tw = _taps(ctx, v, d, mode, padding, lo, hi)
+        # lay this dim's taps on its own axis: [n, q, 1.., T_i, ..1] so dims combine by broadcasting
+        t = ti.shape[-1]
+        taps.append(t)
+        shape = (n, q) + (1,) * i + (t,) + (1,) * (s - 1 - i)
+        stride = math.prod(dims[i + 1:])
+        ti = ctx.reshape(ti, shape)
+        ti = ti if stride == 1 else ctx.op("mul", ti, ctx.scalar(stride, ti))
+        idx = ti if idx is None else ctx.op("add", idx, ti)
+        if tw is not None:
+            tw = ctx.reshape(tw, shape)
+            weight = tw if weight is None else ctx.op("mul", weight, tw)
+    t = math.prod(taps)
+    full = (n, q) + tuple(taps)
+    idx = ctx.op("broadcast_in_dim", idx, shape=full, broadcast_dimensions=tuple(range(s + 2)))
+    idx = ctx.op("broadcast_in_dim", ctx.reshape(idx, (n, q * t)), shape=(n, c, q * t),
+                 broadcast_dimensions=(0, 2))
     vals = ctx.op("take_along_axis", ctx.reshape(ctx.convert(x, work), (n, c, math.prod(dims))), idx, axis=2)
-    vals = ctx.reshape(vals, (n, c, t, q))
-    if weights[0] is not None:
-        w = ctx.op("concatenate", *weights, axis=1) if t > 1 else weights[0]
-        vals = ctx.op("mul", vals, ctx.reshape(w, (n, 1, t, q)))
-    y = ctx.op("reduce_sum", vals, axes=(2,)) if t > 1 else ctx.reshape(vals, (n, c, q))
+    vals = ctx.reshape(vals, (n, c, q, t))
+    if weight is not None:
+        weight = ctx.op("broadcast_in_dim", weight, shape=full, broadcast_dimensions=tuple(range(s + 2)))
+        vals = ctx.op("mul", vals, ctx.reshape(weight, (n, 1, q, t)))
+    y = ctx.op("reduce_sum", vals, axes=(3,)) if t > 1 else ctx.reshape(vals, (n, c, q))
     return ctx.convert(ctx.reshape(y, (n, c) + out_sp), x.dtype)
 
 

@@ -7,20 +7,13 @@ import math
 import numpy as np
 
 from ....ir import dtype_name
-from ....ir.types import dim_mul, dims_equal, shape_numel
+from ....ir.types import dim_mul, dims_equal, is_int, shape_numel
 from ..registry import onnx_op
+from ._dims import INT_MAX, known_ints, shape_dims, static_dim, target_dims
 from ._util import broadcast_shapes, norm_axis
-
-INT_MAX = 2**63 - 1
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def known_ints(ctx, v, what: str) -> tuple[int, ...]:
-    """An import-time-known integer tensor as a tuple of Python ints (scalars: 1-tuple)."""
-    arr = ctx.require_known(v, what)
-    return tuple(int(i) for i in np.asarray(arr).reshape(-1))
-
-
 def axes_of(ctx, v, since: int, rank: int, what: str = "axes"):
     """The ``axes`` of a node: an attribute before opset ``since``, an input from it on
     (None when absent), normalised to non-negative axes of ``rank``."""
@@ -37,10 +30,75 @@ def axes_of(ctx, v, since: int, rank: int, what: str = "axes"):
     return tuple(norm_axis(a, rank) for a in axes)
 
 
-def static_dim(ctx, d, what: str) -> int:
-    if not isinstance(d, int):
-        ctx.unsupported(f"{what} must be static, got symbolic dim {d!r}")
-    return d
+# --- shape tensors with symbolic entries ------------------------------------------------------
+# A model exported with a dynamic batch computes its Reshape/Expand targets at run time from
+# Shape(x). Those values are not known, but they are known *symbolically*: following the IR
+# that computed them (shape_of, slices, gathers, concats, dim arithmetic) gives dims such as
+# ("batch", 64), which keeps the graph shape-polymorphic instead of asking for input values.
+_DIM_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "//"}
+
+
+def _producer(ctx, v):
+    for n in reversed(ctx.scope.nodes):
+        if any(o.name == v.name for o in n.outputs):
+            return n
+    return None
+
+
+def _dim_arith(op: str, a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b if b else None}[op]
+    if op == "mul":
+        return dim_mul(a, b)
+    if (op in ("add", "sub") and b == 0) or (op == "div" and b == 1):
+        return a
+    return f"({a}){_DIM_OPS[op]}({b})"
+
+
+def shape_dims(ctx, v, depth: int = 0):
+    """The entries of a small integer tensor as dims (ints or symbolic dims), or None."""
+    known = ctx.known(v)
+    if known is not None:
+        known = np.asarray(known)
+        return [int(i) for i in known.reshape(-1)] if known.dtype.kind in "iu" else None
+    if depth > 64 or not is_int(v.dtype) or not v.type.is_static or v.type.numel() > 64:
+        return None
+    n = _producer(ctx, v)
+    if n is None:
+        return None
+    a = n.attrs
+    if n.op == "shape_of":
+        x = n.inputs[0]
+        return list(x.shape[a.get("start", 0):x.type.rank if a.get("end") is None else a["end"]])
+    if n.op == "constant":
+        return [a["value"]] * v.type.numel()
+    ins = [shape_dims(ctx, i, depth + 1) for i in n.inputs]
+    if any(i is None for i in ins):
+        return None
+    if n.op in ("convert", "reshape", "squeeze", "expand_dims"):
+        return ins[0]
+    if n.op == "concatenate":
+        return [d for i in ins for d in i]
+    if n.op == "slice" and v.type.rank == 1:
+        return ins[0][a["start"][0]:a["limit"][0]:(a.get("strides") or (1,))[0]]
+    if n.op == "take" and n.inputs[0].type.rank == 1:
+        return [ins[0][i] for i in ins[1]]
+    if n.op == "reduce_prod":
+        return [shape_numel(ins[0])]
+    if n.op in _DIM_OPS and len(ins) == 2:
+        x, y = ins
+        if len(x) != len(y) and 1 not in (len(x), len(y)):
+            return None
+        k = max(len(x), len(y))
+        out = [_dim_arith(n.op, x[i % len(x)], y[i % len(y)]) for i in range(k)]
+        return None if any(d is None for d in out) else out
+    return None
+
+
+def target_dims(ctx, v, what: str):
+    """A shape-like input's entries, symbolic ones allowed (else it must be known)."""
+    dims = shape_dims(ctx, v)
+    return tuple(dims) if dims is not None else known_ints(ctx, v, what)
 
 
 # --- reshapes -----------------------------------------------------------------------------------
@@ -73,7 +131,9 @@ def reshape_dims(ctx, x, shape, allowzero: bool = False):
     """ONNX Reshape's target: 0 copies the input dim (unless allowzero), -1 is inferred."""
     out = []
     for i, d in enumerate(shape):
-        if d == 0 and not allowzero:
+        if isinstance(d, str):
+            out.append(d)
+        elif d == 0 and not allowzero:
             if i >= x.type.rank:
                 ctx.unsupported(f"Reshape: 0 at position {i} but the input has rank {x.type.rank}")
             out.append(x.shape[i])
@@ -95,7 +155,7 @@ def _reshape_v1(ctx, x):
 
 @onnx_op("Reshape", since=5)
 def _reshape(ctx, x, shape):
-    dims = known_ints(ctx, shape, "Reshape's shape")
+    dims = target_dims(ctx, shape, "Reshape's shape")
     return ctx.reshape(x, reshape_dims(ctx, x, dims, bool(ctx.attr("allowzero", 0))))
 
 
@@ -248,16 +308,23 @@ def _slice_v1(ctx, x):
 
 @onnx_op("Slice", since=10)
 def _slice(ctx, x, starts, ends, axes=None, steps=None):
-    return slice_value(ctx, x, known_ints(ctx, starts, "Slice's starts"),
-                       known_ints(ctx, ends, "Slice's ends"),
-                       None if axes is None else known_ints(ctx, axes, "Slice's axes"),
+    rank = x.type.rank
+    axes_v = None if axes is None else known_ints(ctx, axes, "Slice's axes")
+    ends_v = list(target_dims(ctx, ends, "Slice's ends"))
+    for i, e in enumerate(ends_v):  # x[..., :dim] where dim is x's own symbolic dim: to the end
+        a = i if axes_v is None else norm_axis(axes_v[i], rank)
+        if isinstance(e, str):
+            if a >= rank or not dims_equal(e, x.shape[a]):
+                ctx.unsupported(f"Slice end {e!r} is not the size of axis {a} ({x.type})")
+            ends_v[i] = INT_MAX
+    return slice_value(ctx, x, known_ints(ctx, starts, "Slice's starts"), ends_v, axes_v,
                        None if steps is None else known_ints(ctx, steps, "Slice's steps"))
 
 
 # --- broadcasting and tiling ----------------------------------------------------------------------
 @onnx_op("Expand", since=8)
 def _expand(ctx, x, shape):
-    dims = known_ints(ctx, shape, "Expand's shape")
+    dims = target_dims(ctx, shape, "Expand's shape")
     return ctx.broadcast_to(x, broadcast_shapes(x.shape, dims))
 
 
@@ -401,23 +468,29 @@ def _eye_like(ctx, x):
 
 @onnx_op("ConstantOfShape", since=9)
 def _constant_of_shape(ctx, shape):
-    arr = np.asarray(ctx.require_known(shape, "ConstantOfShape's shape"))
-    dims = tuple(int(d) for d in arr.reshape(-1))
-    if arr.ndim != 1 or any(d < 0 for d in dims):
-        ctx.unsupported(f"invalid shape {arr.tolist()} (a 1-D tensor of sizes >= 0)")
+    dims = target_dims(ctx, shape, "ConstantOfShape's shape")
+    if shape.type.rank != 1 or any(isinstance(d, int) and d < 0 for d in dims):
+        ctx.unsupported(f"invalid shape {list(dims)} (a 1-D tensor of sizes >= 0)")
     value = ctx.attr("value", None)
     value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     if value.dtype.kind not in "biuf" or value.dtype.itemsize > 8:
+        if not all(isinstance(d, int) for d in dims):
+            ctx.unsupported(f"a {value.dtype} constant of symbolic shape {list(dims)}")
         return ctx.const(np.full(dims, value[0], value.dtype))
     return ctx.op("constant", value=value[0].item(), dtype=dtype_name(value.dtype), shape=dims)
 
 
 @onnx_op("Range", since=11)
 def _range(ctx, start, limit, delta):
-    vals = [ctx.require_known(v, f"Range's {w}") for v, w in
-            ((start, "start"), (limit, "limit"), (delta, "delta"))]
-    s, l, d = (np.asarray(v).reshape(()) for v in vals)
-    n = max(int(math.ceil((float(l) - float(s)) / float(d))), 0)
+    s = np.asarray(ctx.require_known(start, "Range's start")).reshape(())
+    d = np.asarray(ctx.require_known(delta, "Range's delta")).reshape(())
+    lim = shape_dims(ctx, limit) if is_int(limit.dtype) else None
+    if lim is not None and isinstance(lim[0], str):
+        if int(s) == 0 and int(d) == 1:  # arange(n) of a symbolic n
+            return ctx.op("iota", dtype=start.dtype, shape=(lim[0],), axis=0)
+        ctx.unsupported(f"Range up to symbolic {lim[0]!r} from {s} by {d}")
+    lim = lim[0] if lim is not None else np.asarray(ctx.require_known(limit, "Range's limit")).reshape(())
+    n = max(int(math.ceil((float(lim) - float(s)) / float(d))), 0)
     return ctx.const((s + d * np.arange(n)).astype(s.dtype))
 
 

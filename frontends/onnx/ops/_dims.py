@@ -1,0 +1,109 @@
+"""Integer tensors that describe shapes: known values, and symbolic ones followed through
+the IR that computed them."""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from ....ir.types import dim_mul, is_int, shape_numel
+
+INT_MAX = 2**63 - 1
+
+
+def known_ints(ctx, v, what: str) -> tuple[int, ...]:
+    """An import-time-known integer tensor as a tuple of Python ints (scalars: 1-tuple)."""
+    arr = ctx.require_known(v, what)
+    return tuple(int(i) for i in np.asarray(arr).reshape(-1))
+
+
+def static_dim(ctx, d, what: str) -> int:
+    if not isinstance(d, int):
+        ctx.unsupported(f"{what} must be static, got symbolic dim {d!r}")
+    return d
+
+
+# --- shape tensors with symbolic entries ------------------------------------------------------
+# A model exported with a dynamic batch computes its Reshape/Expand targets at run time from
+# Shape(x). Those values are not known, but they are known *symbolically*: following the IR
+# that computed them (shape_of, slices, gathers, concats, dim arithmetic) gives dims such as
+# ("batch", 64), which keeps the graph shape-polymorphic instead of asking for input values.
+_DIM_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "//"}
+
+
+_INDEX: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # scope -> value name -> node pos
+
+
+def _producer(ctx, v):
+    """The IR node of the current scope that computes ``v`` (None for inputs)."""
+    scope = ctx.scope
+    if any(i.name == v.name for i in scope.inputs):
+        return None
+    nodes = scope.nodes
+    for attempt in range(2):
+        seen, index = _INDEX.get(scope, (0, {})) if attempt == 0 else (0, {})
+        for i in range(seen, len(nodes)):
+            for o in nodes[i].outputs:
+                index[o.name] = i
+        _INDEX[scope] = (len(nodes), index)
+        pos = index.get(v.name)
+        # converters' outputs get renamed after the fact: a stale position is re-indexed
+        if pos is not None and any(o.name == v.name for o in nodes[pos].outputs):
+            return nodes[pos]
+    return None
+
+
+def _dim_arith(op: str, a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b if b else None}[op]
+    if op == "mul":
+        return dim_mul(a, b)
+    if (op in ("add", "sub") and b == 0) or (op == "div" and b == 1):
+        return a
+    return f"({a}){_DIM_OPS[op]}({b})"
+
+
+def shape_dims(ctx, v, depth: int = 0):
+    """The entries of a small integer tensor as dims (ints or symbolic dims), or None."""
+    known = ctx.known(v)
+    if known is not None:
+        known = np.asarray(known)
+        return [int(i) for i in known.reshape(-1)] if known.dtype.kind in "iu" else None
+    if depth > 64 or not is_int(v.dtype) or not v.type.is_static or v.type.numel() > 64:
+        return None
+    n = _producer(ctx, v)
+    if n is None:
+        return None
+    a = n.attrs
+    if n.op == "shape_of":
+        x = n.inputs[0]
+        return list(x.shape[a.get("start", 0):x.type.rank if a.get("end") is None else a["end"]])
+    if n.op == "constant":
+        return [a["value"]] * v.type.numel()
+    ins = [shape_dims(ctx, i, depth + 1) for i in n.inputs]
+    if any(i is None for i in ins):
+        return None
+    if n.op in ("convert", "reshape", "squeeze", "expand_dims"):
+        return ins[0]
+    if n.op == "concatenate":
+        return [d for i in ins for d in i]
+    if n.op == "slice" and v.type.rank == 1:
+        return ins[0][a["start"][0]:a["limit"][0]:(a.get("strides") or (1,))[0]]
+    if n.op == "take" and n.inputs[0].type.rank == 1:
+        return [ins[0][i] for i in ins[1]]
+    if n.op == "reduce_prod":
+        return [shape_numel(ins[0])]
+    if n.op in _DIM_OPS and len(ins) == 2:
+        x, y = ins
+        if len(x) != len(y) and 1 not in (len(x), len(y)):
+            return None
+        k = max(len(x), len(y))
+        out = [_dim_arith(n.op, x[i % len(x)], y[i % len(y)]) for i in range(k)]
+        return None if any(d is None for d in out) else out
+    return None
+
+
+def target_dims(ctx, v, what: str):
+    """A shape-like input's entries, symbolic ones allowed (else it must be known)."""
+    dims = shape_dims(ctx, v)
+    return tuple(dims) if dims is not None else known_ints(ctx, v, what)
