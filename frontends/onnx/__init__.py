@@ -1,7 +1,18 @@
 """ONNX frontend: an ONNX model (path, bytes or ModelProto) -> IR Graph.
 
-Converters live in ``ops/<family>.py``; each is registered with ``@onnx_op("Op", since=N)``
-and receives a ``NodeContext`` plus the node's inputs as IR values (see ``context.py``).
+Writing a converter (``ops/<family>.py``, imported from ``ops/__init__.py``)::
+
+    @onnx_op("LeakyRelu")                     # since=1; add since=N for a changed version
+    def _leaky_relu(ctx, x):                  # inputs are IR Values (None: absent optional)
+        alpha = ctx.attr("alpha", 0.01)       # attribute with its ONNX default
+        return ctx.op("leaky_relu", x, alpha=alpha)   # one Value per ONNX output
+
+``ctx.opset`` is the node's opset, ``ctx.known(v)`` the import-time value of ``v`` (numpy or
+None), ``ctx.require_known(v, "what")`` demands one (graph inputs get specialized, see
+``import_onnx``), ``ctx.unsupported(reason)`` gives up on the node (all such nodes are
+reported together), ``ctx.const``/``ctx.scalar``/``ctx.convert``/``ctx.broadcast_to`` help.
+Nodes whose inputs are all known are folded before any converter runs; ops without a
+converter whose ONNX schema has a function body are expanded into composites.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 folding of known values, functions as composites, and one report of unsupported nodes."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import Sequence
 
@@ -14,7 +15,8 @@ from ...ir.registry import OpTypeError
 from ...ir.verify import VerificationError
 from . import folding
 from .context import NodeContext
-from .dtypes import UnsupportedTypeError, ir_dtype, onnx_dtype
+from .cleanup import eliminate_dead_code
+from .dtypes import onnx_dtype, value_info_type
 from .errors import (NeedsInputValuesError, NeedsKnownValue, OnnxImportError, Unsupported,
                      UnsupportedNode, UnsupportedNodesError)
 from .functions import bind_attributes, schema_defaults, schema_function
@@ -26,12 +28,6 @@ STANDARD_DOMAINS = {"", "ai.onnx.ml", "ai.onnx.preview.training"}
 
 class _Reported(Exception):
     """A nested body had unsupported nodes; they are already in the report."""
-
-
-def sanitize_symbol(name: str) -> str:
-    """A dim_param as an identifier usable as a dimension symbol ('batch size' -> 'batch_size')."""
-    s = re.sub(r"[^A-Za-z0-9_]", "_", name.strip())
-    return s if s and not s[0].isdigit() else f"d_{s}"
 
 
 class Importer:
@@ -54,11 +50,7 @@ class Importer:
     # --- checks before conversion ---------------------------------------------------------
     def check_domains(self) -> None:
         """Refuse nodes of domains no one knows (not ONNX, no converter, no local function)."""
-        known = STANDARD_DOMAINS | converter_domains() | {d for d, _ in self.functions}
-        try:
-            known |= {norm_domain(s.domain) for s in onnx.defs.get_all_schemas()}
-        except Exception:  # pragma: no cover - very old onnx
-            pass
+        known = STANDARD_DOMAINS | converter_domains() | {d for d, _ in self.functions} | _schema_domains()
         bad = []
         for g_nodes in _all_node_lists(self.model):
             for n in g_nodes:
@@ -119,6 +111,12 @@ class Importer:
                                         self.problems)
         if self.problems:
             raise UnsupportedNodesError(self.label, self.problems)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_domains() -> frozenset[str]:
+    """Domains onnx itself defines ops for."""
+    return frozenset(norm_domain(s.domain) for s in onnx.defs.get_all_schemas())
 
 
 def _graph_name(name: str) -> str:
@@ -507,48 +505,3 @@ def _has_schema_function(node: NodeProto, opset: int) -> bool:
     except Exception:
         return False
     return bool(s.has_function or s.has_context_dependent_function)
-
-
-def value_info_type(vi: ValueInfoProto, override=None, bound=None, label: str = "") -> TensorType:
-    """The IR type of a graph input: dim_param (or a missing dim) becomes a symbol."""
-    if not vi.type.HasField("tensor_type"):
-        kind = vi.type.WhichOneof("value") or "no type"
-        raise OnnxImportError(f"{label}: graph input {vi.name!r} is a {kind}; only tensors are "
-                              "supported")
-    tt = vi.type.tensor_type
-    try:
-        dtype = ir_dtype(tt.elem_type, f"graph input {vi.name!r}")
-    except UnsupportedTypeError as e:
-        raise OnnxImportError(f"{label}: {e}") from None
-    if override is not None:
-        return TensorType(tuple(override), dtype)
-    if bound is not None:
-        return TensorType(np.shape(bound), dtype)
-    if not tt.HasField("shape"):
-        raise OnnxImportError(f"{label}: graph input {vi.name!r} has no shape (unknown rank); "
-                              f"pass input_shapes={{{vi.name!r}: (...)}}")
-    dims = []
-    for i, d in enumerate(tt.shape.dim):
-        if d.HasField("dim_value") and d.dim_value >= 0:
-            dims.append(int(d.dim_value))
-        elif d.dim_param:
-            dims.append(sanitize_symbol(d.dim_param))
-        else:
-            dims.append(sanitize_symbol(f"{vi.name}_dim{i}"))
-    return TensorType(tuple(dims), dtype)
-
-
-def eliminate_dead_code(g: Graph) -> Graph:
-    """Drop nodes whose outputs nothing reads and params no live node uses."""
-    live = {v.name for v in g.outputs}
-    kept = []
-    for n in reversed(g.nodes):
-        if any(o.name in live for o in n.outputs):
-            kept.append(n)
-            live.update(v.name for v in n.inputs)
-            for r in n.regions:
-                live.update(v.name for m in r.walk() for v in m.inputs)
-                live.update(v.name for v in r.outputs)
-    kept.reverse()
-    params = {k: a for k, a in g.params.items() if k in live}
-    return Graph(g.name, g.inputs, g.outputs, kept, params)

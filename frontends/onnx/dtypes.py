@@ -1,7 +1,13 @@
-"""ONNX element types <-> IR element types."""
+"""ONNX element types and graph input types <-> IR types."""
 from __future__ import annotations
 
-from onnx import TensorProto
+import re
+
+import numpy as np
+from onnx import TensorProto, ValueInfoProto
+
+from ...ir import TensorType
+from .errors import OnnxImportError
 
 _T = TensorProto
 ONNX_TO_IR: dict[int, str] = {
@@ -37,3 +43,39 @@ def ir_dtype(elem_type: int, what: str = "") -> str:
 def onnx_dtype(dtype: str) -> int:
     """The ONNX ``TensorProto.DataType`` value for an IR dtype name."""
     return IR_TO_ONNX[dtype]
+
+
+def sanitize_symbol(name: str) -> str:
+    """A dim_param as an identifier usable as a dimension symbol ('batch size' -> 'batch_size')."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name.strip())
+    return s if s and not s[0].isdigit() else f"d_{s}"
+
+
+def value_info_type(vi: ValueInfoProto, override=None, bound=None, label: str = "") -> TensorType:
+    """The IR type of a graph input: dim_param (or a missing dim) becomes a symbol."""
+    if not vi.type.HasField("tensor_type"):
+        kind = vi.type.WhichOneof("value") or "no type"
+        raise OnnxImportError(f"{label}: graph input {vi.name!r} is a {kind}; only tensors are "
+                              "supported")
+    tt = vi.type.tensor_type
+    try:
+        dtype = ir_dtype(tt.elem_type, f"graph input {vi.name!r}")
+    except UnsupportedTypeError as e:
+        raise OnnxImportError(f"{label}: {e}") from None
+    if override is not None:
+        return TensorType(tuple(override), dtype)
+    if bound is not None:
+        return TensorType(np.shape(bound), dtype)
+    if not tt.HasField("shape"):
+        raise OnnxImportError(f"{label}: graph input {vi.name!r} has no shape (unknown rank); "
+                              f"pass input_shapes={{{vi.name!r}: (...)}}")
+    dims = []
+    for i, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+        elif d.dim_param:
+            dims.append(sanitize_symbol(d.dim_param))
+        else:
+            dims.append(sanitize_symbol(f"{vi.name}_dim{i}"))
+    return TensorType(tuple(dims), dtype)
+

@@ -13,7 +13,7 @@ import tensorsmith
 from tensorsmith.frontends.onnx import (NeedsInputValuesError, OnnxImportError, OnnxLoadError,
                                         SpecializationError, UnsupportedNodesError,
                                         guard_specialized, import_onnx, import_onnx_specialized,
-                                        onnx_op)
+                                        lookup, onnx_op)
 
 
 def model(nodes, inputs, outputs, inits=(), opset=17, functions=(), extra_opsets=()):
@@ -244,6 +244,7 @@ def test_local_function_becomes_a_composite():
     assert [n.op for n in g.nodes] == ["composite"]
     assert g.nodes[0].attrs["name"] == "custom.ops.MyLeaky"
     assert [n.op for n in g.nodes[0].body.nodes] == ["leaky_relu"]
+    assert g.nodes[0].body.nodes[0].attrs["alpha"] == 0.25  # bound from the caller
     x = np.array([-4.0, -1.0, 0.5, 2.0], np.float32)
     (y,) = tensorsmith.compile(m)(x)
     np.testing.assert_allclose(np.asarray(y), ort_run(m, x)[0], rtol=1e-6)
@@ -251,6 +252,7 @@ def test_local_function_becomes_a_composite():
 
 def test_schema_function_ops_expand_to_composites():
     # MeanVarianceNormalization has no converter: its ONNX function body is used
+    assert lookup("MeanVarianceNormalization", "", 13) is None, "pick another function op"
     m = model([h.make_node("MeanVarianceNormalization", ["x"], ["y"])], [tinfo("x", [2, 3, 4, 5])],
               [tinfo("y", [2, 3, 4, 5])], opset=13)
     g = import_onnx(m)

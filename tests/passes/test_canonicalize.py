@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from cleanup_helpers import assert_same_numerics, ir, remarks, run  # noqa: E402
 
-from tensorsmith.passes import PassContext, PassError, run_pipeline  # noqa: E402
+from tensorsmith.passes import PassContext, PassError, PassOptionError, run_pipeline  # noqa: E402
 from tensorsmith.ir import parse  # noqa: E402
 
 PIPELINE = "canonicalize"
@@ -356,7 +356,8 @@ def test_disable_option_leaves_a_pattern_out():
 
 def test_disable_option_names_the_closest_pattern():
     graph = parse(ir(_case("mul-by-one-int")[0]))
-    with pytest.raises(PassError, match="no pattern 'max-zero-relu' .*did you mean 'max-zero-to-relu'"):
+    # refused while the pipeline is parsed, before any pass runs
+    with pytest.raises(PassOptionError, match="no pattern 'max-zero-relu' .*did you mean 'max-zero-to-relu'"):
         run_pipeline(graph, "canonicalize{disable=max-zero-relu}")
 
 

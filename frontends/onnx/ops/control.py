@@ -69,7 +69,7 @@ def _if(ctx, cond):
     if len(t) != len(e) or any(a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape) for a, b in zip(t, e)):
         ctx.unsupported(f"branches give different types: then {[str(x) for x in t]}, "
                         f"else {[str(x) for x in e]}")
-    pred = ctx.reshape(cond, ()) if cond.type.rank else cond
+    pred = ctx.convert(ctx.reshape(cond, ()), "bool")
     out = ctx.op("cond", pred, *operands,
                  regions=[_align(ctx, then_r, 0, then_c, operands), _align(ctx, else_r, 0, else_c, operands)])
     return out if isinstance(out, tuple) else [out]
@@ -228,8 +228,8 @@ def _loop_as_scan(ctx, body, captured, initial, length: int):
     one = make_node("constant", (), ctx.scope.namer, value=1, dtype="i64")
     nxt = make_node("add", (body.inputs[0], one.output), ctx.scope.namer, loc=ctx.loc)
     n = len(initial)
-    region = body.replace(nodes=body.nodes + (one, nxt),
-                          outputs=(nxt.output,) + body.outputs[:1 + n] + body.outputs[1 + n:])
+    # carry: (counter, cond, loop-carried...); the remaining outputs are stacked
+    region = body.replace(nodes=body.nodes + (one, nxt), outputs=(nxt.output,) + body.outputs)
     i0 = ctx.scalar(0, "i64")
     c0 = ctx.scalar(True, "bool")
     outs = ctx.op("scan", i0, c0, *initial, *captured, regions=[region], num_carry=2 + n, num_xs=0,
@@ -242,7 +242,7 @@ def _loop_as_while(ctx, body, captured, initial, max_trips, cond):
     n = len(initial)
     invariants = list(captured)
     if max_trips is not None:
-        invariants.append(ctx.convert(ctx.reshape(max_trips, ()) if max_trips.type.rank else max_trips, "i64"))
+        invariants.append(ctx.convert(ctx.reshape(max_trips, ()), "i64"))
     one = make_node("constant", (), ctx.scope.namer, value=1, dtype="i64")
     nxt = make_node("add", (body.inputs[0], one.output), ctx.scope.namer, loc=ctx.loc)
     body_inputs = list(body.inputs) + ([Value(ctx.scope.namer("max_trips_unused"), SCALAR_I64)]
@@ -259,8 +259,7 @@ def _loop_as_while(ctx, body, captured, initial, max_trips, cond):
         nodes += [lt, both]
         keep = both.output
     cond_r = Graph("loop_cond", cin, (keep,), nodes, {})
-    c0 = ctx.scalar(True, "bool") if cond is None else ctx.convert(
-        ctx.reshape(cond, ()) if cond.type.rank else cond, "bool")
+    c0 = ctx.scalar(True, "bool") if cond is None else ctx.convert(ctx.reshape(cond, ()), "bool")
     outs = ctx.op("while_loop", ctx.scalar(0, "i64"), c0, *initial, *invariants,
                   regions=[cond_r, body_r], num_carry=2 + n)
     outs = list(outs) if isinstance(outs, tuple) else [outs]

@@ -82,10 +82,12 @@ def _where(ctx, cond, a, b):
 _FLOAT8 = {"f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz"}
 
 
-def cast(ctx, x, dtype: str, saturate: bool = True):
+def cast(ctx, x, dtype: str, saturate: bool = True, round_mode: str = "up"):
     """ONNX Cast semantics: float8 targets saturate unless told not to."""
     if x.dtype == dtype:
         return x
+    if dtype == "f8e8m0fnu" and is_float(x.dtype):
+        return _to_e8m0(ctx, x, saturate, round_mode)
     if dtype in _FLOAT8 and saturate and is_float(x.dtype):
         hi = float(ml_dtypes.finfo(numpy_dtype(dtype)).max)
         # min/max (not clamp) so NaN stays NaN; +-inf saturate to +-max as the spec says
@@ -97,9 +99,31 @@ def cast(ctx, x, dtype: str, saturate: bool = True):
     return ctx.op("ne", x, ctx.scalar(0, x))
 
 
+def _to_e8m0(ctx, x, saturate: bool, round_mode: str):
+    """float -> float8_e8m0fnu (a bare power-of-two exponent, biased like float32's)."""
+    bits = ctx.op("bitcast_convert", ctx.convert(x, "f32"), dtype="u32")
+    exp = ctx.op("and", ctx.op("shift_right_logical", bits, ctx.scalar(23, "u32")), ctx.scalar(0xFF, "u32"))
+    mant = ctx.op("and", bits, ctx.scalar(0x7FFFFF, "u32"))
+    if round_mode == "up":
+        bump = ctx.op("ne", mant, ctx.scalar(0, "u32"))
+    elif round_mode == "nearest":
+        bump = ctx.op("ge", mant, ctx.scalar(0x400000, "u32"))
+    else:
+        bump = None
+    is_nan = ctx.op("is_nan", x)
+    if bump is not None:
+        finite = ctx.op("lt", exp, ctx.scalar(0xFF, "u32"))
+        exp = ctx.op("add", exp, ctx.convert(ctx.op("and", bump, finite), "u32"))
+    top = 0xFE if saturate else 0xFF  # 0xFF is NaN: overflow without saturation gives NaN
+    exp = ctx.op("min", exp, ctx.scalar(top, "u32"))
+    exp = ctx.op("select", is_nan, ctx.scalar(0xFF, "u32"), exp)
+    return ctx.op("bitcast_convert", ctx.convert(exp, "u8"), dtype="f8e8m0fnu")
+
+
 @onnx_op("Cast")
 def _cast(ctx, x):
-    return cast(ctx, x, ir_dtype(ctx.attr("to"), "Cast target"), bool(ctx.attr("saturate", 1)))
+    return cast(ctx, x, ir_dtype(ctx.attr("to"), "Cast target"), bool(ctx.attr("saturate", 1)),
+                ctx.attr("round_mode", "up"))
 
 
 @onnx_op("BitCast", since=26)
@@ -120,7 +144,7 @@ def _binarizer(ctx, x):
 
 @onnx_op("CastLike")
 def _cast_like(ctx, x, like):
-    return cast(ctx, x, like.dtype, bool(ctx.attr("saturate", 1)))
+    return cast(ctx, x, like.dtype, bool(ctx.attr("saturate", 1)), ctx.attr("round_mode", "up"))
 
 
 @onnx_op("Clip")

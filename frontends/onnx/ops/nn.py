@@ -426,3 +426,68 @@ def _dropout(ctx, x, ratio=None, training=None):
         mask = ctx.op("constant", value=True, dtype="bool", shape=tuple(x.shape))
         return x, mask
     return x
+
+
+# --- deformable convolution ------------------------------------------------------------------
+@onnx_op("DeformConv", since=19)
+def _deform_conv(ctx, x, w, offset, bias=None, mask=None):
+    """2-D deformable conv: bilinear samples at offset kernel taps, then a grouped contraction."""
+    if x.type.rank != 4 or not all(isinstance(d, int) for d in x.shape + offset.shape):
+        ctx.unsupported("DeformConv is supported for 2-D inputs with static shapes")
+    n, c, h, wd = x.shape
+    oc, icpg, kh, kw = w.shape
+    kh, kw = ctx.attr("kernel_shape", (kh, kw))
+    group, ogroups = ctx.attr("group", 1), ctx.attr("offset_group", 1)
+    sh, sw = ctx.attr("strides", (1, 1))
+    dh, dw = ctx.attr("dilations", (1, 1))
+    pads = ctx.attr("pads", (0, 0, 0, 0))
+    oh, ow = offset.shape[2:]
+    k, cpo, flat = kh * kw, c // ogroups, oh * ow
+    dt = x.dtype
+    # sampling positions [N, G_off, K, oh*ow] for y and x
+    off = ctx.reshape(offset, (n, ogroups, k, 2, flat))
+
+    def coord(axis, stride, dil, pad):
+        base = ctx.op("iota", dtype=dt, shape=(n, ogroups, kh, kw, oh, ow), axis=4 + axis)
+        tap = ctx.op("iota", dtype=dt, shape=(n, ogroups, kh, kw, oh, ow), axis=2 + axis)
+        p = ctx.op("add", ctx.op("mul", base, ctx.scalar(stride, dt)),
+                   ctx.op("mul", tap, ctx.scalar(dil, dt)))
+        p = ctx.reshape(ctx.op("sub", p, ctx.scalar(pad, dt)), (n, ogroups, k, flat))
+        lim = [n, ogroups, k, 2, flat]
+        start = [0, 0, 0, axis, 0]
+        lim[3] = axis + 1
+        d = ctx.reshape(ctx.op("slice", off, start=tuple(start), limit=tuple(lim)), (n, ogroups, k, flat))
+        return ctx.op("add", p, ctx.convert(d, dt))
+
+    py, px = coord(0, sh, dh, pads[0]), coord(1, sw, dw, pads[1])
+    y0, x0 = ctx.op("floor", py), ctx.op("floor", px)
+    xf = ctx.reshape(x, (n, c, h * wd))
+
+    def per_channel(v):  # [N, G_off, K, F] -> [N, C, K*F]
+        v = ctx.op("broadcast_in_dim", v, shape=(n, ogroups, cpo, k, flat), broadcast_dimensions=(0, 1, 3, 4))
+        return ctx.reshape(v, (n, c, k * flat))
+
+    sampled = None
+    for cy, cx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        yy = ctx.op("add", y0, ctx.scalar(cy, dt))
+        xx = ctx.op("add", x0, ctx.scalar(cx, dt))
+        wy = ctx.op("sub", ctx.scalar(1, dt), ctx.op("abs", ctx.op("sub", py, yy)))
+        wx = ctx.op("sub", ctx.scalar(1, dt), ctx.op("abs", ctx.op("sub", px, xx)))
+        inside = ctx.op("and", ctx.op("and", ctx.op("ge", yy, ctx.scalar(0, dt)), ctx.op("le", yy, ctx.scalar(h - 1, dt))),
+                        ctx.op("and", ctx.op("ge", xx, ctx.scalar(0, dt)), ctx.op("le", xx, ctx.scalar(wd - 1, dt))))
+        weight = ctx.op("select", inside, ctx.op("mul", wy, wx), ctx.scalar(0, dt))
+        idx = ctx.op("add", ctx.op("mul", ctx.convert(yy, "i64"), ctx.scalar(wd, "i64")), ctx.convert(xx, "i64"))
+        idx = ctx.op("select", inside, idx, ctx.scalar(0, "i64"))
+        vals = ctx.op("take_along_axis", xf, per_channel(idx), axis=2)
+        term = ctx.op("mul", vals, per_channel(weight))
+        sampled = term if sampled is None else ctx.op("add", sampled, term)
+    if mask is not None:
+        sampled = ctx.op("mul", sampled, per_channel(ctx.reshape(ctx.convert(mask, dt), (n, ogroups, k, flat))))
+    # grouped contraction over (channels in group, kernel taps)
+    s = ctx.reshape(sampled, (n, group, icpg * k, flat))
+    wg = ctx.reshape(w, (group, oc // group, icpg * k))
+    y = ctx.op("dot_general", s, wg, contracting_dims=((2,), (2,)), batch_dims=((1,), (0,)))
+    # y: [group, N, flat, oc/group] -> [N, oc, oh, ow]
+    y = ctx.op("transpose", y, permutation=(1, 0, 3, 2))
+    y = ctx.reshape(y, (n, oc, oh, ow))
+    return _bias_add(ctx, y, bias)

@@ -2,6 +2,8 @@
 dot_general outside the loop; the scan body does the recurrent matmul and the gates."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ....ir import GraphBuilder, TensorType
 from ..registry import onnx_op
 
@@ -77,15 +79,31 @@ def _stack(ctx, vals, axis: int):
     return vals[0] if len(vals) == 1 else ctx.op("concatenate", *vals, axis=axis)
 
 
+@dataclass(frozen=True)
 class _Spec:
     """What differs between RNN, GRU and LSTM."""
 
-    def __init__(self, gates: int, acts_per_dir: int, default_acts: tuple[str, ...], has_cell: bool):
-        self.gates, self.acts_per_dir, self.default_acts, self.has_cell = gates, acts_per_dir, default_acts, has_cell
+    gates: int
+    default_acts: tuple[str, ...]  # activations per direction
+    has_cell: bool
 
 
-RNN, GRU, LSTM = (_Spec(1, 1, ("Tanh",), False), _Spec(3, 2, ("Sigmoid", "Tanh"), False),
-                  _Spec(4, 3, ("Sigmoid", "Tanh", "Tanh"), True))
+RNN = _Spec(1, ("Tanh",), False)
+GRU = _Spec(3, ("Sigmoid", "Tanh"), False)
+LSTM = _Spec(4, ("Sigmoid", "Tanh", "Tanh"), True)
+
+
+def _activations(ctx, spec: _Spec, d: int):
+    """(name, alpha, beta) of direction ``d``'s activations (alpha/beta None: defaults)."""
+    n = len(spec.default_acts)
+    acts = ctx.attr("activations", spec.default_acts * 2)
+    alphas, betas = ctx.attr("activation_alpha", ()), ctx.attr("activation_beta", ())
+    out = []
+    for k in range(d * n, (d + 1) * n):
+        if k >= len(acts) or acts[k].lower() not in _ACTIVATIONS:
+            ctx.unsupported(f"activation {acts[k] if k < len(acts) else '(missing)'!r} is not supported")
+        out.append((acts[k], alphas[k] if k < len(alphas) else None, betas[k] if k < len(betas) else None))
+    return out
 
 
 def recurrent(ctx, spec: _Spec, x, w, r, b=None, seq_lens=None, h0=None, c0=None, p=None):
@@ -105,25 +123,19 @@ def recurrent(ctx, spec: _Spec, x, w, r, b=None, seq_lens=None, h0=None, c0=None
     steps, batch, _ = x.shape
     if not isinstance(steps, int):
         ctx.unsupported("the sequence length must be static")
-    acts = ctx.attr("activations", spec.default_acts * dirs)
-    alphas, betas = ctx.attr("activation_alpha", ()), ctx.attr("activation_beta", ())
-    for a in acts:
-        if a.lower() not in _ACTIVATIONS:
-            ctx.unsupported(f"activation {a!r} is not supported")
     clip = ctx.attr("clip", None)
     mask = None
     known_lens = ctx.known(seq_lens)
     if known_lens is not None and (known_lens == steps).all():
         seq_lens = None  # every row runs the whole sequence
-    if seq_lens is not None:
+    if seq_lens is not None:  # [T, B, 1]: step t is inside row b's sequence
         t = ctx.op("iota", dtype="i32", shape=(steps, batch), axis=0)
-        mask = ctx.op("expand_dims", ctx.op("lt", t, ctx.op("broadcast_in_dim", ctx.convert(seq_lens, "i32"),
-                      shape=(steps, batch), broadcast_dimensions=(1,))), axes=(2,))
+        lens = ctx.op("broadcast_in_dim", ctx.convert(seq_lens, "i32"), shape=(steps, batch),
+                      broadcast_dimensions=(1,))
+        mask = ctx.op("expand_dims", ctx.op("lt", t, lens), axes=(2,))
     ys, hs, cs = [], [], []
     for d in range(dirs):
-        act = lambda k, d=d: (acts[d * spec.acts_per_dir + k],  # noqa: E731
-                              alphas[d * spec.acts_per_dir + k] if len(alphas) > d * spec.acts_per_dir + k else None,
-                              betas[d * spec.acts_per_dir + k] if len(betas) > d * spec.acts_per_dir + k else None)
+        act = _activations(ctx, spec, d)
         wd, rd = _slice_dir(ctx, w, d), _slice_dir(ctx, r, d)
         xw = ctx.op("dot_general", x, wd, contracting_dims=((2,), (1,)))  # [T, B, G*H]
         rb_h = None
@@ -134,7 +146,8 @@ def recurrent(ctx, spec: _Spec, x, w, r, b=None, seq_lens=None, h0=None, c0=None
             if spec is GRU:  # the h gate's recurrent bias stays inside (reset gate applies to it)
                 zr = ctx.op("slice", rb, start=(0,), limit=(2 * hidden,))
                 rb_h = ctx.op("slice", rb, start=(2 * hidden,), limit=(3 * hidden,))
-                rb = ctx.op("concatenate", zr, ctx.op("constant", value=0, dtype=zr.dtype, shape=(hidden,)), axis=0)
+                zeros = ctx.op("constant", value=0, dtype=zr.dtype, shape=(hidden,))
+                rb = ctx.op("concatenate", zr, zeros, axis=0)
             xw = ctx.op("add", xw, ctx.op("add", wb, rb))
         h_init = _slice_dir(ctx, h0, d) if h0 is not None else ctx.op(
             "constant", value=0, dtype=x.dtype, shape=(batch, hidden))
@@ -181,7 +194,7 @@ def _step_region(ctx, spec, carry, xs, invariants, hidden, act, clip, *, has_rb_
         return s.op("min", s.op("max", v, s.scalar(-clip, v)), s.scalar(clip, v))
 
     def f(k, v):
-        name, alpha, beta = act(k)
+        name, alpha, beta = act[k]
         return s.activation(name, clipped(v), alpha, beta)
 
     if spec.gates == 1:
@@ -190,7 +203,8 @@ def _step_region(ctx, spec, carry, xs, invariants, hidden, act, clip, *, has_rb_
     elif spec.gates == 3:
         r_zr = s.op("slice", rd, start=(0, 0), limit=(2 * hidden, hidden))
         r_h = s.op("slice", rd, start=(2 * hidden, 0), limit=(3 * hidden, hidden))
-        zr = s.op("add", s.op("slice", xw, start=(0, 0), limit=(xw.shape[0], 2 * hidden)), s.matmul_t(h, r_zr))
+        xzr = s.op("slice", xw, start=(0, 0), limit=(xw.shape[0], 2 * hidden))
+        zr = s.op("add", xzr, s.matmul_t(h, r_zr))
         z = f(0, s.slice_cols(zr, 0, hidden))
         rr = f(0, s.slice_cols(zr, 1, hidden))
         xh = s.slice_cols(xw, 2, hidden)
@@ -211,7 +225,8 @@ def _step_region(ctx, spec, carry, xs, invariants, hidden, act, clip, *, has_rb_
         gates = s.op("add", xw, s.matmul_t(h, rd))
         gi, go, gf, gc = (s.slice_cols(gates, k, hidden) for k in range(4))
         if p is not None:
-            pi, po, pf = (s.op("slice", p, start=(k * hidden,), limit=((k + 1) * hidden,)) for k in range(3))
+            pi, po, pf = (s.op("slice", p, start=(k * hidden,), limit=((k + 1) * hidden,))
+                          for k in range(3))
             gi = s.op("add", gi, s.op("mul", pi, c))
             gf = s.op("add", gf, s.op("mul", pf, c))
         i, fg, g = f(0, gi), f(0, gf), f(1, gc)
