@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from . import codegen
-from .codegen.target import TARGETS, TargetError, host_has, input_specs
+from .codegen.target import TARGETS, TargetError, host_has, input_specs, needs_x64, x64_scope
 from .ir import Graph
 from .ir.serialize import atomic_write, pack_arrays, unpack_arrays
 
@@ -43,13 +43,17 @@ class CompiledModel:
         self._fn = _structured(codegen.to_jax(graph), in_tree, out_tree)
         self.runnable = host_has(target)
         self._exported = None
-        if self.runnable:
-            device = jax.devices(target)[0]
-            self._params = tuple(jax.device_put(np.asarray(a), device)
-                                 for a in graph.params.values())
-            self._jitted = jax.jit(self._fn)
-        else:  # lower now, so a target without hardware here still fails early if it can't
-            self._exported = self._export()
+        # 64-bit graphs (ONNX int64/double models) run with JAX's x64 mode on for their
+        # calls only, so JAX does not silently truncate them and user code is unaffected.
+        self._x64 = needs_x64(graph)
+        with x64_scope(self._x64):
+            if self.runnable:
+                device = jax.devices(target)[0]
+                self._params = tuple(jax.device_put(np.asarray(a), device)
+                                     for a in graph.params.values())
+                self._jitted = jax.jit(self._fn)
+            else:  # lower now, so a target without hardware here still fails early if it can't
+                self._exported = self._export()
 
     # --- running -----------------------------------------------------------------------
     def __call__(self, *args):
@@ -59,6 +63,9 @@ class CompiledModel:
                 f"have (devices: {', '.join(sorted({d.platform for d in jax.devices()}))}); it is "
                 f"export-only. Call .export(path) and run it on a {self.target} host with "
                 f"tensorsmith.load(path)(*args), or compile with target='cpu' to run here.")
+        if self._x64:
+            with jax.enable_x64(True):
+                return self._jitted(self._params, *args)
         return self._jitted(self._params, *args)
 
     @property
@@ -88,14 +95,16 @@ class CompiledModel:
         """The StableHLO module XLA receives."""
         if self._exported is not None:
             return self._exported.mlir_module()
-        return self._lowered().as_text()
+        with x64_scope(self._x64):
+            return self._lowered().as_text()
 
     def hlo(self) -> str:
         """XLA's optimized HLO for this host's backend."""
         if self._exported is not None:
             raise ExportOnlyError(f"XLA's optimized HLO for {self.target} needs a {self.target} "
                                   "host; stablehlo() shows what XLA receives")
-        return self._lowered().compile().as_text()
+        with x64_scope(self._x64):
+            return self._lowered().compile().as_text()
 
     def diff(self, pass_name, context: int = 3) -> str:
         """Unified diff of the IR text across a pass (by name or index in the pipeline)."""
@@ -126,8 +135,10 @@ class CompiledModel:
 
     def export(self, path) -> Path:
         """Write a self-contained artifact (StableHLO + weights + IR) that tensorsmith.load reads."""
-        exported = self._exported or self._export()
+        with x64_scope(self._x64):
+            exported = self._exported or self._export()
         meta = {"format": EXPORT_FORMAT, "target": self.target, "platforms": list(exported.platforms),
+                "x64": self._x64,
                 "pipeline": self.pipeline, "graph": self.graph.name,
                 "inputs": [str(v.type) for v in self.graph.inputs],
                 "outputs": [str(v.type) for v in self.graph.outputs]}
@@ -162,7 +173,8 @@ class LoadedModel:
         if here not in self.platforms:
             raise ExportOnlyError(f"{self.path} was exported for {', '.join(self.platforms)}; this "
                                   f"host runs {here}. Run it on a {self.meta.get('target')} host.")
-        return self.exported.call(self._params, *args)
+        with x64_scope(bool(self.meta.get("x64"))):
+            return self.exported.call(self._params, *args)
 
     def __repr__(self) -> str:
         return f"<LoadedModel {self.path} platforms={self.platforms}>"

@@ -1,6 +1,7 @@
 """Targets: jit on a backend present on this host, or lower with jax.export for one that is not."""
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import jax
@@ -69,3 +70,18 @@ def export_graph(graph: Graph, platforms, wrap=None) -> "jax.export.Exported":
         fn = wrap(fn)
     return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
         param_specs(graph), *input_specs(graph))
+
+
+WIDE_DTYPES = frozenset({"f64", "i64", "u64", "c128"})
+
+
+def needs_x64(graph: Graph) -> bool:
+    """Whether the graph computes in 64-bit types (JAX truncates them unless x64 is on)."""
+    types = [v.type for v in graph.inputs] + [graph.param(k).type for k in graph.params]
+    types += [o.type for n in graph.walk() for o in n.outputs]
+    return any(t.dtype in WIDE_DTYPES for t in types)
+
+
+def x64_scope(enabled: bool):
+    """A context in which JAX keeps 64-bit types (a no-op when not ``enabled``)."""
+    return jax.enable_x64(True) if enabled else contextlib.nullcontext()

@@ -31,10 +31,10 @@ def _add_to_sub(graph, ctx, node: str = ""):
 
 
 if "test-scale-param" not in PASSES:
-    register_pass("test-scale-param", options=[Option("param", str, ""),
-                                               Option("factor", float, 1.0)])(_scale_param)
+    register_pass("test-scale-param", options=[Option("param", str, "", "param to damage"),
+                                               Option("factor", float, 1.0, "scale factor")])(_scale_param)
 if "test-add-to-sub" not in PASSES:
-    register_pass("test-add-to-sub", options=[Option("node", str, "")])(_add_to_sub)
+    register_pass("test-add-to-sub", options=[Option("node", str, "", "node to damage")])(_add_to_sub)
 
 
 @pytest.fixture(scope="module")

@@ -64,8 +64,9 @@ class NeedsInputValuesError(UnsupportedNodesError):
         lines = "\n".join(f"  - {n}" for n in needing)
         more = "\n".join(f"  - {n}" for n in others)
         msg = (f"{label}: nodes need the values of graph input(s) "
-               f"{', '.join(repr(i) for i in self.inputs)} at import time; pass "
-               f"input_values={{name: array}} to specialize:\n{lines}")
+               f"{', '.join(repr(i) for i in self.inputs)} at import time; specialize with "
+               f"tensorsmith.frontends.onnx.import_onnx(model, input_values={{name: array}}) "
+               f"and compile the graph it returns:\n{lines}")
         if others:
             msg += f"\nand {len(others)} other unsupported node(s), perhaps because of them:\n{more}"
         OnnxImportError.__init__(self, msg)
