@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
+import numpy as np
 
 from . import codegen
 from .codegen.target import check_target
@@ -13,6 +14,7 @@ from .compiled import CompiledModel, LoadedModel, load_export
 from .frontends.jax import trace as trace  # re-exported: tensorsmith.trace
 from .frontends.jax import trace_model
 from .ir import Graph
+from .ir import load as ir_load
 from .passes import PassContext, format_pipeline, parse_pipeline, run_pipeline
 from .passes.manager import History
 
@@ -25,24 +27,60 @@ def _is_onnx(model) -> bool:
     return type(model).__name__ == "ModelProto"
 
 
-def import_model(model, *example_args, params=None, batch_dim=None, name=None):
-    """(graph, in_tree, out_tree) for any model kind compile() accepts."""
+class Imported(NamedTuple):
+    """A model in IR form, the pytree structure of its inputs and outputs, and the input
+    values it was specialized to (ONNX shape inputs; empty for most models)."""
+
+    graph: Graph
+    in_tree: Any
+    out_tree: Any
+    bound: dict
+
+
+def _flat_trees(g: Graph, bound: dict | None = None) -> Imported:
+    # Graph and ONNX models take positional arrays and return a list, like onnxruntime.
+    return Imported(g, jax.tree_util.tree_structure(tuple([0] * len(g.inputs))),
+                    jax.tree_util.tree_structure([0] * len(g.outputs)), bound or {})
+
+
+def import_model(model, *example_args, params=None, batch_dim=None, name=None) -> Imported:
+    """The IR of any model kind compile() accepts, with its input/output structure."""
     if isinstance(model, Graph):
-        n = len(model.inputs)
-        in_tree = jax.tree_util.tree_structure(tuple([0] * n))
-        out_tree = jax.tree_util.tree_structure([0] * len(model.outputs))
-        return model, in_tree, out_tree
+        return _flat_trees(model)
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".tsir"):
+        return _flat_trees(ir_load(model))
     if _is_onnx(model):
-        from .frontends.onnx import import_onnx
-        g = import_onnx(model, name=name)
-        n = len(g.inputs)
-        return (g, jax.tree_util.tree_structure(tuple([0] * n)),
-                jax.tree_util.tree_structure([0] * len(g.outputs)))
+        return _flat_trees(*import_onnx_model(model, example_args, name))
     if callable(model):
         t = trace_model(model, *example_args, params=params, batch_dim=batch_dim, name=name)
-        return t.graph, t.in_tree, t.out_tree
+        return Imported(t.graph, t.in_tree, t.out_tree, {})
     raise TypeError(f"compile() takes a JAX function, an ONNX model (path, bytes, ModelProto) or "
                     f"a tensorsmith Graph; got {type(model).__name__}")
+
+
+def import_onnx_model(model, example_args: tuple, name=None):
+    """(graph, bound): an ONNX import, specialized to example inputs where nodes need values.
+
+    Some models compute shapes from graph inputs (Reshape's shape fed as an input). XLA
+    needs static shapes, so such inputs are bound to the example values given to compile();
+    the compiled model then refuses calls with other values (a guard, not a silent mismatch).
+    """
+    from .frontends.onnx import (NeedsInputValuesError, OnnxImportError, import_onnx,
+                                 import_onnx_specialized, load)
+    try:
+        return import_onnx(model, name=name), {}
+    except NeedsInputValuesError as e:
+        if not example_args:
+            raise OnnxImportError(f"{e}\n(pass example inputs, compile(model, *inputs), to "
+                                  "specialize the model to their values)") from None
+        loaded = load(model)
+        initialized = {t.name for t in loaded.model.graph.initializer}
+        names = [i.name for i in loaded.model.graph.input if i.name not in initialized]
+        if len(example_args) != len(names):
+            raise ValueError(f"{loaded.label} has {len(names)} inputs ({', '.join(names)}); "
+                             f"compile() got {len(example_args)} example inputs") from None
+        available = {k: np.asarray(a) for k, a in zip(names, example_args)}
+        return import_onnx_specialized(loaded.model, available, name=name)
 
 
 def _flat_calibration(calibration, in_tree) -> list[tuple] | None:
@@ -68,8 +106,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     """
     check_target(target)
     steps = parse_pipeline(passes)  # refuse bad names/options before doing any work
-    source, in_tree, out_tree = import_model(model, *example_args, params=params,
-                                             batch_dim=batch_dim, name=name)
+    source, in_tree, out_tree, bound = import_model(model, *example_args, params=params,
+                                                    batch_dim=batch_dim, name=name)
     ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, in_tree),
                       data=dict(data or {}))
     graph, history = (run_pipeline(source, steps, ctx, verify_ir=verify,
@@ -79,7 +117,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
         write_dumps(source, history, dump_ir)
     return CompiledModel(graph, source, target=target, in_tree=in_tree, out_tree=out_tree,
                          history=history, pipeline=format_pipeline(steps),
-                         example_args=example_args)
+                         example_args=example_args, specialized=bound)
 
 
 def load(path) -> LoadedModel:

@@ -264,7 +264,7 @@ def bisect(model, *example_args, params=None, passes="default", data: Sequence |
     """
     from .api import _flat_calibration, import_model
     steps = parse_pipeline(passes)
-    source, in_tree, _ = import_model(model, *example_args, params=params, batch_dim=batch_dim)
+    source, in_tree, _, _ = import_model(model, *example_args, params=params, batch_dim=batch_dim)
     inputs = list(data) if data is not None else jax.tree_util.tree_leaves(example_args)
     if len(inputs) != len(source.inputs):
         raise ValueError(f"bisect: the model takes {len(source.inputs)} inputs "

@@ -307,7 +307,7 @@ def cmd_compile(args) -> int:
 def cmd_inspect(args) -> int:
     from .ir import dtype_name, graph_stats
     spec = resolve_model(args.model)
-    graph, _, _ = _import(spec, args)
+    graph = _import(spec, args).graph
     s = graph_stats(graph)
     if not args.no_ir:
         print(graph.to_text())

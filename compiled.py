@@ -17,6 +17,10 @@ from .ir.serialize import atomic_write, pack_arrays, unpack_arrays
 EXPORT_FORMAT = "tensorsmith-export/1"
 
 
+class SpecializationError(ValueError):
+    """A model specialized to an input's value was called with another value."""
+
+
 class ExportOnlyError(RuntimeError):
     """The model was lowered for a target this host does not have; it can only be exported."""
 
@@ -34,12 +38,18 @@ class CompiledModel:
     """A model after tracing, passes and codegen for one target."""
 
     def __init__(self, graph: Graph, source: Graph, *, target: str, in_tree, out_tree,
-                 history=(), pipeline: str = "", example_args: tuple = ()):
+                 history=(), pipeline: str = "", example_args: tuple = (),
+                 specialized: dict | None = None):
         self.graph, self.source, self.target = graph, source, target
         self.history = history
         self.pipeline = pipeline
         self._in_tree, self._out_tree = in_tree, out_tree
         self._example = example_args
+        # Inputs whose values were baked in at import (ONNX shape inputs): checked per call.
+        self.specialized = dict(specialized or {})
+        positions = {v.name: i for i, v in enumerate(graph.inputs)}
+        self._guards = [(positions[k], k, np.asarray(v)) for k, v in self.specialized.items()
+                        if k in positions]
         self._fn = _structured(codegen.to_jax(graph), in_tree, out_tree)
         self.runnable = host_has(target)
         self._exported = None
@@ -63,10 +73,21 @@ class CompiledModel:
                 f"have (devices: {', '.join(sorted({d.platform for d in jax.devices()}))}); it is "
                 f"export-only. Call .export(path) and run it on a {self.target} host with "
                 f"tensorsmith.load(path)(*args), or compile with target='cpu' to run here.")
+        if self._guards:
+            self._check_guards(args)
         if self._x64:
             with jax.enable_x64(True):
                 return self._jitted(self._params, *args)
         return self._jitted(self._params, *args)
+
+    def _check_guards(self, args) -> None:
+        for i, name, want in self._guards:
+            got = np.asarray(args[i])
+            if got.shape != want.shape or not np.array_equal(got, want):
+                raise SpecializationError(
+                    f"input {name!r} was specialized to {want.tolist()} when the model was "
+                    f"compiled (its value decides shapes); this call passes {got.tolist()}. "
+                    f"Compile again with the new value as the example input.")
 
     @property
     def platforms(self) -> tuple[str, ...]:

@@ -64,8 +64,7 @@ def import_onnx_specialized(model, available: Mapping[str, np.ndarray], *, name:
     raise OnnxImportError(f"specialization did not settle after {max_rounds} rounds")
 
 
-class SpecializationError(ValueError):
-    """A specialized model was called with a value other than the one it was built for."""
+from ...compiled import SpecializationError  # noqa: E402  (one error class for both paths)
 
 
 def guard_specialized(fn: Callable, graph: Graph, bound: Mapping[str, np.ndarray]) -> Callable:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import jax
 import pytest
 
 HERE = Path(__file__).parent
@@ -49,11 +48,10 @@ def test_no_passing_conformance_case_regresses(harness_and_cases, shard):
     harness, cases = harness_and_cases
     names = [n for n in _passing()[shard::SHARDS] if n in cases]
     failures = {}
-    with jax.enable_x64(True):  # ONNX computes in int64/double, as the harness does
-        for n in names:
-            res = harness.run_case(cases[n])
-            if res["status"] != "pass":
-                failures[n] = res["message"].splitlines()[0][:300]
+    for n in names:
+        res = harness.run_case(cases[n])
+        if res["status"] != "pass":
+            failures[n] = res["message"].splitlines()[0][:300]
     if failures:
         lines = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
         pytest.fail(f"{len(failures)} of {len(names)} previously passing ONNX node cases "
