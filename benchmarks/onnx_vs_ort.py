@@ -19,7 +19,10 @@ process may run on):
   flag). So before jax is imported this script pins itself to ``threads`` CPUs with
   ``os.sched_setaffinity`` (re-executing itself if jax was already imported), which bounds
   XLA and ORT alike. The JSON records each side's CPU-time/wall-time during timing, which
-  shows how many cores it really used.
+  shows how many cores it really used (ORT's pool spin-waits, so busy is not always useful),
+  and ``other_processes_cores``: the cores other processes kept busy meanwhile. Above 0.2
+  the script warns: on a shared host multi-threaded numbers are then skewed (ORT's spinning
+  pool most), so rerun when the host is quiet.
 
   python benchmarks/onnx_vs_ort.py [--quick] [--threads N] [--rounds R] [--models a,b]
                                    [--out benchmarks/results/onnx_vs_ort.json]
