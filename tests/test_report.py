@@ -122,7 +122,12 @@ def test_report_screenshot(compiled, tmp_path_factory):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (1280, 1600)
-    print(f"report screenshot: {shot}")
+    # Kept as an artifact: $TENSORSMITH_ARTIFACTS or tests/artifacts/ (git-ignored).
+    keep = Path(os.environ.get("TENSORSMITH_ARTIFACTS", Path(__file__).parent / "artifacts"))
+    keep.mkdir(parents=True, exist_ok=True)
+    (keep / "report.png").write_bytes(data)
+    (keep / "report.html").write_bytes(Path(page).read_bytes())
+    print(f"report screenshot: {keep / 'report.png'}")
 
 
 def test_render_without_history(compiled):
