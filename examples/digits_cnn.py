@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 
 BN_EPS = 1e-5
 

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from cleanup_helpers import assert_same_numerics, ir, remarks, run  # noqa: E402
 
-from tensorsmith.passes import PassContext, PassError, PassOptionError, run_pipeline  # noqa: E402
+from tensorsmith.passes import PassContext, PassOptionError, run_pipeline  # noqa: E402
 from tensorsmith.ir import parse  # noqa: E402
 
 PIPELINE = "canonicalize"
