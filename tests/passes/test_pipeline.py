@@ -75,3 +75,29 @@ def test_pass_data_reaches_the_pass_and_missing_data_is_refused_up_front():
     tensorsmith.compile(fn, x, passes="test-needs-calibration", calibration=[(x,), (x + 1,)])
     assert len(seen["batches"]) == 2
     np.testing.assert_allclose(seen["outputs"][0], x * 3.0)
+
+
+def test_a_pass_that_breaks_the_ir_is_named_with_the_node_and_rule():
+    from tensorsmith.ir import Value, VerificationError
+    from tensorsmith.passes import register_pass
+
+    if "test-break-types" not in PASSES:
+        @register_pass("test-break-types")
+        def _break(graph, ctx):
+            """Test-only pass: declares a wrong output type on the first node."""
+            n = graph.nodes[0]
+            bad = Value(n.outputs[0].name, n.outputs[0].type.with_shape((99,)))
+            return graph.replace(nodes=(n.replace(outputs=(bad,)),) + graph.nodes[1:])
+
+    def fn(x):
+        return x * 2.0 + 1.0
+
+    x = np.ones(4, np.float32)
+    with pytest.raises(VerificationError) as e:
+        tensorsmith.compile(fn, x, passes="canonicalize,test-break-types")
+    msg = str(e.value)
+    assert "after pass 'test-break-types' (step 2)" in msg
+    assert "rule 'type'" in msg and "f32[99]" in msg and "%" in msg
+    # verify=False skips the check: the graph with the wrong declared type gets through
+    cm = tensorsmith.compile(fn, x, passes="test-break-types", verify=False)
+    assert cm.graph.nodes[0].outputs[0].type.shape == (99,)
