@@ -212,18 +212,18 @@ class Graph:
         return Value(name, TensorType.of(arr))
 
     @cached_property
-    def producers(self) -> dict[str, Node]:
-        """Value name -> the node that defines it."""
-        return {o.name: n for n in self.nodes for o in n.outputs}
+    def producers(self) -> Mapping[str, Node]:
+        """Value name -> the node that defines it (read-only)."""
+        return types.MappingProxyType({o.name: n for n in self.nodes for o in n.outputs})
 
     @cached_property
-    def users(self) -> dict[str, list[Node]]:
+    def users(self) -> Mapping[str, tuple[Node, ...]]:
         """Value name -> the nodes that read it (in order; a node appears once per use)."""
         out: dict[str, list[Node]] = {}
         for n in self.nodes:
             for v in n.inputs:
                 out.setdefault(v.name, []).append(n)
-        return out
+        return types.MappingProxyType({k: tuple(v) for k, v in out.items()})
 
     def num_uses(self, v: Value) -> int:
         """Reads of ``v`` by nodes plus its appearances among graph outputs."""
