@@ -209,9 +209,11 @@ class Converter:
                 raise OpTypeError(f"JAX primitive {name!r} at {loc or '?'}: {err}") from None
             outs = list(out) if isinstance(out, (tuple, list)) else [out]
         else:
+            known = set(PRIMITIVES) | set(IDENTITY) | set(INLINE) | set(COMPOSITE)
             raise UnsupportedPrimitiveError(
                 f"JAX primitive {name!r} is not supported (used at {loc or 'an unknown line'}); "
-                f"supported: {', '.join(sorted(set(PRIMITIVES) | set(IDENTITY) | set(INLINE) | set(COMPOSITE)))}")
+                f"{len(known)} primitives are supported "
+                f"(tensorsmith.frontends.jax_rules)")
         for var, v in zip(e.outvars, outs):
             env[var] = v
 
