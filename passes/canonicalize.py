@@ -305,4 +305,4 @@ def _select(disable: str) -> list[Pattern]:
            check=lambda v: _select(v) and None)])
 def canonicalize(graph: Graph, ctx: PassContext, disable: str = "") -> Graph:
     """Simplify local patterns: drop no-ops, merge op chains, pick one form for each idiom."""
-    return apply_patterns(graph, _select(disable), ctx)
+    return apply_patterns(graph, _select(disable), ctx, regions=True)

@@ -32,3 +32,12 @@ def test_patterns_rewrite_region_bodies_only_when_asked():
     assert [n.op for n in body.nodes] == ["relu"], out.to_text()
     x = np.array([-1.0, 0.5, -2.0, 3.0], np.float32)
     np.testing.assert_array_equal(codegen.executor(out)(x)[0], np.maximum(x, 0))
+
+
+def test_canonicalize_reaches_into_composite_bodies():
+    from tensorsmith.passes import run_pipeline
+    out, hist = run_pipeline(ir.parse(SRC), "canonicalize")
+    body = out.nodes[0].body
+    assert out.nodes[0].attrs["name"] == "jax.nn.relu"  # the composite stays, its body is simpler
+    assert [n.op for n in body.nodes] == ["relu"], out.to_text()
+    assert any("relu" in r.message for r in hist[0].remarks)
