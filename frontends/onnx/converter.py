@@ -20,6 +20,7 @@ from .dtypes import onnx_dtype, value_info_type
 from .errors import (NeedsInputValuesError, NeedsKnownValue, OnnxImportError, Unsupported,
                      UnsupportedNode, UnsupportedNodesError)
 from .functions import bind_attributes, schema_defaults, schema_function
+from .loader import all_graphs
 from .registry import domains as converter_domains
 from .registry import lookup, norm_domain
 
@@ -124,16 +125,8 @@ def _graph_name(name: str) -> str:
 
 
 def _all_node_lists(model: ModelProto):
-    def graphs(g: GraphProto):
+    for g in all_graphs(model.graph):
         yield g.node
-        for n in g.node:
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    yield from graphs(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for s in a.graphs:
-                        yield from graphs(s)
-    yield from graphs(model.graph)
     for f in model.functions:
         yield f.node
 

@@ -68,19 +68,20 @@ def _check_model(loaded: LoadedOnnx) -> None:
         raise OnnxLoadError(f"{loaded.label}: the model declares no opset_import")
 
 
-def _all_graphs(g: onnx.GraphProto):
+def all_graphs(g: onnx.GraphProto):
+    """A graph and, recursively, every sub-graph of its nodes' attributes (If/Loop bodies)."""
     yield g
     for n in g.node:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
-                yield from _all_graphs(a.g)
+                yield from all_graphs(a.g)
             elif a.type == onnx.AttributeProto.GRAPHS:
                 for sub in a.graphs:
-                    yield from _all_graphs(sub)
+                    yield from all_graphs(sub)
 
 
 def _all_tensors(m: ModelProto):
-    for g in _all_graphs(m.graph):
+    for g in all_graphs(m.graph):
         yield from g.initializer
         for n in g.node:
             for a in n.attribute:

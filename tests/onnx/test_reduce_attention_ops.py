@@ -2,19 +2,23 @@
 onnx's reference evaluator on random inputs."""
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 import tensorsmith
 from tensorsmith import ir
 from tensorsmith.frontends.onnx import import_onnx
 from tensorsmith.ir import Graph, GraphBuilder, OpTypeError, TensorType, Value
+
+sys.path.insert(0, os.path.dirname(__file__))
+from oracle import compare_with_oracle  # noqa: E402
 
 RNG = np.random.default_rng(0)
 ONNX_TYPE = {np.dtype(np.float32): T.FLOAT, np.dtype(np.float64): T.DOUBLE,
@@ -53,19 +57,7 @@ def single(op, inputs: dict, consts=None, opset=18, n_out=1, order=None, out_typ
 def check(m, inputs: dict, rtol=1e-5, atol=1e-5, oracle="reference"):
     """Compile ``m``, run it on ``inputs`` and compare every output with onnx's reference
     evaluator (or onnxruntime, where the reference lacks a feature or an old opset's form)."""
-    if oracle == "ort":
-        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        want = sess.run(None, inputs)
-    else:
-        want = ReferenceEvaluator(m).run(None, inputs)
-    with jax.enable_x64(True):
-        compiled = tensorsmith.compile(m, target="cpu")
-        got = compiled(*inputs.values())
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        g, w = np.asarray(g), np.asarray(w)
-        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, g.dtype, w.shape, w.dtype)
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+    compiled, got = compare_with_oracle(m, inputs, rtol, atol, oracle)
     return compiled
 
 
