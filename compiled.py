@@ -10,7 +10,8 @@ import jax
 import numpy as np
 
 from . import codegen
-from .codegen.target import TARGETS, TargetError, host_has, input_specs, needs_x64, x64_scope
+from .codegen.target import (TARGETS, TargetError, host_has, input_specs, needs_x64, param_specs,
+                             x64_scope)
 from .ir import Graph
 from .ir.serialize import atomic_write, pack_arrays, unpack_arrays
 
@@ -100,7 +101,7 @@ class CompiledModel:
 
     def _lowered(self):
         specs = self._arg_specs(concrete=True)
-        p_specs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in self.graph.params.values())
+        p_specs = param_specs(self.graph)
         return self._jitted.lower(p_specs, *specs)
 
     def _arg_specs(self, concrete: bool):
@@ -151,7 +152,7 @@ class CompiledModel:
     def _export(self):
         flat_specs = input_specs(self.graph)
         specs = jax.tree_util.tree_unflatten(self._in_tree, flat_specs)
-        p_specs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in self.graph.params.values())
+        p_specs = param_specs(self.graph)
         return jax.export.export(jax.jit(self._fn), platforms=self.platforms)(p_specs, *specs)
 
     def export(self, path) -> Path:

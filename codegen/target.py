@@ -8,7 +8,6 @@ import jax
 
 from ..ir import Graph, numpy_dtype
 from ..ir.types import dim_symbols
-from .interpreter import to_jax
 
 TARGETS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 """Target name -> the platform name jax.export records."""
@@ -53,23 +52,6 @@ def input_specs(graph: Graph) -> list[jax.ShapeDtypeStruct]:
 
 def param_specs(graph: Graph) -> tuple:
     return tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in graph.params.values())
-
-
-def jit_graph(graph: Graph, target: str, wrap=None):
-    """The graph as a jitted ``fn(params, *inputs)`` placed on ``target``'s first device."""
-    fn = to_jax(graph)
-    if wrap is not None:
-        fn = wrap(fn)
-    return jax.jit(fn)
-
-
-def export_graph(graph: Graph, platforms, wrap=None) -> "jax.export.Exported":
-    """Lower the graph with jax.export for the given platforms (shape-polymorphic)."""
-    fn = to_jax(graph)
-    if wrap is not None:
-        fn = wrap(fn)
-    return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(
-        param_specs(graph), *input_specs(graph))
 
 
 WIDE_DTYPES = frozenset({"f64", "i64", "u64", "c128"})
