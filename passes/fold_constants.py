@@ -130,20 +130,19 @@ def _materialize(rw: Rewriter, node: Node, out, arr: np.ndarray, uniform, params
         return rw.op("constant", loc=node.loc, value=uniform, dtype=out.dtype,
                      shape=tuple(out.shape) or None)
     source = _name_source(params)
-    made: dict = rw.state.setdefault("fold-constants", {})  # param made this sweep -> value it replaced
+    made: set = rw.state.setdefault("fold-constants", set())  # params made this sweep
     # A chain w -> transpose -> reshape folds one node at a time. When this node is the only
     # reader of a param folded just before, that param dies now: its name passes on, so the
     # chain ends as w.folded rather than w.folded3.
-    replaced = made.get(source)
-    if (replaced is not None and replaced not in rw.outputs
-            and all(u.name == node.name for u in rw.users.get(replaced, ()))):
+    if (source in made and source not in rw.outputs
+            and all(u.name == node.name for u in rw.users.get(source, ()))):
         rw.remove_param(source)
         name = source
     else:
         name = re.sub(r"\.folded\d*$", "", source) + FOLDED if source else "folded"
     arr = np.array(arr)  # own it: jax buffers may be shared
     value = rw.add_param(arr, name)
-    made[value.name] = out.name
+    made.add(value.name)
     rw.remark("applied", f"folded {node.op} into @{value.name} ({out.type})", node)
     return value
 

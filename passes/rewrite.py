@@ -40,7 +40,11 @@ class Rewriter:
         self.new_nodes: list[Node] = []
         self.subst: dict[str, Value] = {}
         self.producers: dict[str, Node] = {}
-        self.users = graph.users
+        # Kept current through the sweep: a replaced node stops using its inputs, the users of
+        # a replaced value move to its replacement, and committed new nodes are added. A user
+        # listed here is the node as it was when it was added (its inputs may since resolve
+        # elsewhere); its name, op and attrs are what a pattern should rely on.
+        self.users: dict[str, list[Node]] = {k: list(v) for k, v in graph.users.items()}
         self.outputs = {v.name for v in graph.outputs}
         self.changed = False
         self.current_pattern = ""
@@ -51,6 +55,8 @@ class Rewriter:
         return self.producers.get(v.name)
 
     def num_uses(self, v: Value) -> int:
+        """Reads of ``v`` by live nodes, plus one when it is a graph output; exact mid-sweep."""
+        v = self.resolve(v)
         return len(self.users.get(v.name, ())) + (v.name in self.outputs)
 
     def is_param(self, v: Value) -> bool:
@@ -104,8 +110,23 @@ class Rewriter:
                 raise ValueError(f"pattern '{self.current_pattern}' replaced %{old.name}: {old.type} "
                                  f"with %{new.name}: {new.type}")
             self.subst[old.name] = new
+        for v in node.inputs:  # ``node`` is dead now: it no longer reads its inputs
+            name = self.resolve(v).name
+            self.users[name] = [u for u in self.users.get(name, ()) if u.name != node.name]
+        for old, new in zip(node.outputs, values):
+            new = self.resolve(new)
+            self.users.setdefault(new.name, []).extend(self.users.pop(old.name, ()))
+            if old.name in self.outputs:
+                self.outputs.discard(old.name)
+                self.outputs.add(new.name)
         self.changed = True
         return True
+
+    def _commit(self, nodes: Sequence[Node]) -> None:
+        """Nodes a firing pattern made join the graph: count their reads."""
+        for n in nodes:
+            for v in n.inputs:
+                self.users.setdefault(self.resolve(v).name, []).append(n)
 
     def remark(self, kind: str, message: str, node: Node | None = None, **data) -> None:
         key = (kind, message, node.name if node is not None else "")
@@ -152,6 +173,7 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
             rw.current_pattern = p.name
             if p.fn(rw, n):
                 fired = True
+                rw._commit(rw.new_nodes)
                 break
             rw.new_nodes = []  # a pattern that made nodes but did not fire leaves nothing behind
         out.extend(rw.new_nodes)

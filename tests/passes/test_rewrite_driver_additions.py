@@ -61,3 +61,62 @@ def test_state_lives_for_one_sweep_and_remove_param_frees_the_name():
     assert seen == [{}, {}]  # two sweeps (the second finds nothing), each starting empty
     assert sorted(out.params) == ["w.tmp"]
     np.testing.assert_array_equal(out.params["w.tmp"], np.full(4, 2.0, np.float32))
+
+
+def test_use_counts_stay_exact_within_a_sweep():
+    # %1 = mul(%x, 1) is replaced by %x early in the sweep: by the time the sweep reaches
+    # exp, %x has lost the dead mul as a reader and gained the add that read %1.
+    g = parse("""graph @main(%x: f32[4]) {
+  %0: f32[] = constant() {dtype="f32", value=1.0}
+  %1: f32[4] = mul(%x, %0)
+  %2: f32[4] = exp(%x)
+  %3: f32[4] = add(%1, %2)
+  %4: f32[4] = neg(%3)
+  return %4, %3
+}
+""")
+    seen = {}
+
+    @pattern("mul-one", ops="mul")
+    def mul_one(rw, node):
+        return rw.replace(node, node.inputs[0])
+
+    @pattern("count", ops=("exp", "add", "neg"))
+    def count(rw, node):
+        seen.setdefault(node.op, (rw.num_uses(node.inputs[0]),
+                                  sorted(u.op for u in rw.users[rw.resolve(node.inputs[0]).name])))
+
+    @pattern("neg-to-tanh", ops="neg")
+    def neg_to_tanh(rw, node):  # a replacement by a new node: the new node reads %3
+        return rw.replace(node, rw.op("tanh", node.inputs[0]))
+
+    apply_patterns(g, [mul_one, count, neg_to_tanh], max_sweeps=1)
+    assert seen["exp"] == (2, ["add", "exp"])    # not 3 (mul is gone), not 1 (add moved over)
+    assert seen["add"] == (2, ["add", "exp"])    # %x read twice by add and exp
+    assert seen["neg"] == (2, ["neg"])           # %3: neg, plus being a graph output
+
+
+def test_a_value_replaced_twice_moves_its_users_and_output_role():
+    g = parse("""graph @main(%x: f32[4]) {
+  %0: f32[4] = exp(%x)
+  %1: f32[4] = neg(%0)
+  return %1
+}
+""")
+    seen = []
+
+    @pattern("drop-exp", ops="exp")
+    def drop_exp(rw, node):
+        return rw.replace(node, rw.op("tanh", node.inputs[0]))
+
+    @pattern("drop-neg", ops="neg")
+    def drop_neg(rw, node):
+        seen.append(rw.num_uses(node.inputs[0]))
+        new = rw.op("relu", node.inputs[0])
+        rw.replace(node, new)
+        seen.append(rw.num_uses(new))  # the output role moved to the replacement
+        return True
+
+    out = apply_patterns(g, [drop_exp, drop_neg], max_sweeps=1)
+    assert seen == [1, 1]
+    assert [n.op for n in out.nodes] == ["tanh", "relu"]
