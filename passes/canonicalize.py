@@ -1,7 +1,6 @@
 """Canonicalisation: a table of small local rewrites that remove no-ops and pick one form."""
 from __future__ import annotations
 
-import re
 
 from ..ir import Graph, Node, Value
 from ..ir.ops._rules import broadcast_shapes
@@ -290,8 +289,7 @@ PATTERNS: tuple[Pattern, ...] = (
 )
 
 
-def _select(disable: str) -> list[Pattern]:
-    names = [n for n in re.split(r"[,+\s]+", disable) if n]
+def _select(names: tuple[str, ...]) -> list[Pattern]:
     known = [p.name for p in PATTERNS]
     for n in names:
         if n not in known:
@@ -301,8 +299,8 @@ def _select(disable: str) -> list[Pattern]:
 
 
 @register_pass("canonicalize", options=[
-    Option("disable", str, "", "pattern names to leave out, joined by '+'",
+    Option("disable", list, (), "pattern names to leave out, e.g. [square,idempotent]",
            check=lambda v: _select(v) and None)])
-def canonicalize(graph: Graph, ctx: PassContext, disable: str = "") -> Graph:
+def canonicalize(graph: Graph, ctx: PassContext, disable: tuple[str, ...] = ()) -> Graph:
     """Simplify local patterns: drop no-ops, merge op chains, pick one form for each idiom."""
     return apply_patterns(graph, _select(disable), ctx, regions=True)

@@ -1,4 +1,4 @@
-"""Pipeline text: ``canonicalize,prune{sparsity=0.5,pattern=2:4},dce`` <-> a list of steps."""
+"""Pipeline text: ``canonicalize,prune{sparsity=0.5,pattern=2:4,skip=[fc,conv1]},dce`` <-> steps."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,25 +23,30 @@ class Step:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, tuple):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+_CLOSE = {"{": "}", "[": "]"}
+
+
 def _split_top(text: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    """Split at the commas outside ``{...}`` and ``[...]``."""
+    parts, stack, cur = [], [], []
     for ch in text:
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth < 0:
-                raise PassOptionError(f"pipeline {text!r}: unbalanced '}}'")
-        if ch == "," and depth == 0:
+        if ch in _CLOSE:
+            stack.append(_CLOSE[ch])
+        elif ch in "}]":
+            if not stack or stack.pop() != ch:
+                raise PassOptionError(f"pipeline {text!r}: unbalanced '{ch}'")
+        if ch == "," and not stack:
             parts.append("".join(cur))
             cur = []
         else:
             cur.append(ch)
-    if depth:
-        raise PassOptionError(f"pipeline {text!r}: unbalanced '{{'")
+    if stack:
+        raise PassOptionError(f"pipeline {text!r}: '{stack[-1]}' is missing")
     parts.append("".join(cur))
     return [p.strip() for p in parts if p.strip()]
 
@@ -53,11 +58,14 @@ def _parse_one(item: str) -> list[Step]:
             raise PassOptionError(f"pipeline step {item!r}: options must end with '}}'")
         body = rest[:-1]
         given = {}
-        for kv in filter(None, (s.strip() for s in body.split(","))):
+        for kv in _split_top(body):
             if "=" not in kv:
                 raise PassOptionError(f"pipeline step {item!r}: option {kv!r} needs name=value")
             k, v = kv.split("=", 1)
-            given[k.strip()] = v.strip()
+            v = v.strip()
+            if v.startswith("[") and v.endswith("]"):  # a list option: name=[a,b]
+                v = _split_top(v[1:-1])
+            given[k.strip()] = v
     else:
         name, given = item, {}
     name = name.strip()

@@ -16,38 +16,53 @@ class Option:
     """One option of a pass: type, default, allowed range or choices, meaning."""
 
     name: str
-    type: type  # int | float | bool | str
+    type: type  # int | float | bool | str, or list (of ``item``); a list option's value is a tuple
     default: object
     doc: str = ""
     range: tuple[float | None, float | None] | None = None  # inclusive bounds
     choices: tuple[str, ...] | None = None
     check: Callable[[object], None] | None = None  # raises PassOptionError for a bad value
-
+    item: type = str  # element type of a list option; range and choices apply per element
 
     def parse(self, raw, pass_name: str):
         """Convert and check a value given as text or Python; errors name pass and option."""
+        if self.type is list:
+            items = [raw] if isinstance(raw, (str, int, float, bool)) else raw
+            try:
+                items = list(items)
+            except TypeError:
+                raise PassOptionError(f"pass '{pass_name}' option '{self.name}': expected a list "
+                                      f"of {self.item.__name__}, got {raw!r}") from None
+            v = tuple(self._scalar(x, self.item, pass_name) for x in items)
+        else:
+            v = self._scalar(raw, self.type, pass_name)
+        if self.check is not None:
+            self.check(v)
+        return v
+
+    def _scalar(self, raw, typ: type, pass_name: str):
         where = f"pass '{pass_name}' option '{self.name}'"
         v = raw
         try:
-            if self.type is bool:
+            if typ is bool:
                 if isinstance(raw, str):
                     if raw.lower() not in ("true", "false", "1", "0"):
                         raise ValueError
                     v = raw.lower() in ("true", "1")
                 else:
                     v = bool(raw)
-            elif self.type in (int, float) and isinstance(raw, str):
-                v = self.type(raw)
-            elif self.type is int and isinstance(raw, float) and raw.is_integer():
+            elif typ in (int, float) and isinstance(raw, str):
+                v = typ(raw)
+            elif typ is int and isinstance(raw, float) and raw.is_integer():
                 v = int(raw)
-            elif self.type is float and isinstance(raw, int):
+            elif typ is float and isinstance(raw, int):
                 v = float(raw)
-            elif self.type is str:
+            elif typ is str:
                 v = str(raw)
         except ValueError:
-            raise PassOptionError(f"{where}: {raw!r} is not a valid {self.type.__name__}") from None
-        if not isinstance(v, self.type) or (self.type is int and isinstance(v, bool)):
-            raise PassOptionError(f"{where}: expected {self.type.__name__}, got {raw!r}")
+            raise PassOptionError(f"{where}: {raw!r} is not a valid {typ.__name__}") from None
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            raise PassOptionError(f"{where}: expected {typ.__name__}, got {raw!r}")
         if self.range is not None:
             lo, hi = self.range
             if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -56,8 +71,6 @@ class Option:
         if self.choices is not None and v not in self.choices:
             raise PassOptionError(f"{where}: {v!r} is not one of {', '.join(self.choices)}"
                                   f"{did_you_mean(str(v), self.choices)}")
-        if self.check is not None:
-            self.check(v)
         return v
 
     def describe(self) -> str:
@@ -69,7 +82,9 @@ class Option:
                        f" >= {lo}" if lo is not None else f" <= {hi}")
         else:
             allowed = ""
-        return f"{self.name}: {self.type.__name__} = {self.default!r}{allowed}  {self.doc}".rstrip()
+        kind = f"list[{self.item.__name__}]" if self.type is list else self.type.__name__
+        default = list(self.default) if self.type is list else self.default
+        return f"{self.name}: {kind} = {default!r}{allowed}  {self.doc}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,9 @@ def register_pass(name: str, *, options: Sequence[Option] = (), needs: Sequence[
     def deco(fn):
         if name in PASSES:
             raise ValueError(f"pass {name!r} is already registered")
+        for o in options:
+            if o.type is list and not isinstance(o.default, tuple):
+                raise TypeError(f"pass {name!r} option {o.name!r}: a list option's default is a tuple")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         PASSES[name] = PassInfo(name, fn, tuple(options), doc, tuple(needs))
         return fn

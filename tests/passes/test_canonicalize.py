@@ -348,7 +348,7 @@ def test_applied_remarks_name_their_pattern():
 def test_disable_option_leaves_a_pattern_out():
     text, _, _ = _case("max-zero-is-relu-but-not-max-half-or-broadcasting")
     params = {"zeros": np.zeros((3, 4), np.float32)}
-    _, out, _ = run(text, "canonicalize{disable=max-zero-to-relu+idempotent}", params=params)
+    _, out, _ = run(text, "canonicalize{disable=[max-zero-to-relu,idempotent]}", params=params)
     assert "relu" not in out.to_text()
     _, out, _ = run(text, "canonicalize{disable=idempotent}", params=params)
     assert out.to_text().count("relu(") == 2  # relu(relu(x)) stays

@@ -14,6 +14,32 @@ def test_pipeline_string_round_trips_through_steps():
     assert format_pipeline(parse_pipeline(format_pipeline(steps))) == format_pipeline(steps)
 
 
+def test_list_options_parse_from_brackets_and_from_python():
+    from tensorsmith.passes import Option, register_pass
+    if "test-list-option" not in PASSES:
+        @register_pass("test-list-option", options=[
+            Option("skip", list, (), "layer names"),
+            Option("bits", list, (8,), "widths", item=int, range=(2, 8))])
+        def _t(graph, ctx, skip=(), bits=(8,)):
+            """Test pass with list options."""
+            return graph
+    steps = parse_pipeline("test-list-option{skip=[fc,layer2.0.conv],bits=[4,8]},dce")
+    assert steps[0].options == {"skip": ("fc", "layer2.0.conv"), "bits": (4, 8)}
+    assert [s.name for s in steps] == ["test-list-option", "dce"]
+    text = format_pipeline(steps)
+    assert text == "test-list-option{skip=[fc,layer2.0.conv],bits=[4,8]},dce"
+    assert parse_pipeline(text) == steps
+    assert parse_pipeline([("test-list-option", {"skip": ["fc"]})])[0].options["skip"] == ("fc",)
+    assert parse_pipeline("test-list-option{skip=fc}")[0].options["skip"] == ("fc",)  # one item
+    assert parse_pipeline("test-list-option{skip=[]}")[0].options["skip"] == ()
+    with pytest.raises(PassOptionError, match="option 'bits': 16 is outside the allowed range"):
+        parse_pipeline("test-list-option{bits=[4,16]}")
+    with pytest.raises(PassOptionError, match="option 'bits': 'x' is not a valid int"):
+        parse_pipeline("test-list-option{bits=[x]}")
+    with pytest.raises(TypeError, match="default is a tuple"):
+        register_pass("test-bad-list", options=[Option("skip", list, [], "x")])(lambda g, c: g)
+
+
 def test_named_pipeline_expands():
     assert [s.name for s in parse_pipeline("default")] == \
         [s.name for s in parse_pipeline(tensorsmith.passes.PIPELINES["default"])]
@@ -26,7 +52,9 @@ def test_named_pipeline_expands():
     ("fold-constants{max_bytes=lots}", "not a valid int"),
     ("canonicalize{disable=sqare}", "did you mean 'square'"),
     ("cse{params=maybe}", "not a valid bool"),
-    ("dce{", "unbalanced"),
+    ("dce{", "'}' is missing"),
+    ("canonicalize{disable=[square}", "unbalanced '}'"),
+    ("canonicalize{disable=[square,neg-neg,sqare]}", "no pattern 'sqare'.*did you mean 'square'"),
 ])
 def test_bad_pipelines_are_refused_with_the_closest_name(spec, message):
     with pytest.raises(PassOptionError, match=message):
