@@ -345,7 +345,7 @@ def cmd_passes(args) -> int:
     for name in sorted(PIPELINES):
         print(f"  {name:<22} {PIPELINES[name]}")
     print()
-    print("syntax: pass{option=value,...},pass,...   e.g. --passes 'default,dce'")
+    print("syntax: pass{option=value,list=[a,b],...},pass,...   e.g. --passes 'default,dce'")
     return 0
 
 
