@@ -4,11 +4,12 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
 from .ir import Graph, dtype_name, graph_stats
-from .ir.serialize import atomic_write, save
+from .ir.serialize import atomic_write, save, weights_path
 from .passes import PASSES
 
 __all__ = ["dump_ir", "layer_metrics", "report_data", "render_report", "write_report"]
@@ -17,12 +18,24 @@ MAX_REMARKS = 400  # per pass in the report; the rest are counted, not listed
 
 
 # --- IR dumps ---------------------------------------------------------------------------
+_DUMP_NAME = re.compile(r"\d{2,}-[\w.-]+\.(tsir|npz)")
+
+
 def dump_ir(source: Graph, history, directory) -> list[Path]:
-    """Write ``00-source.tsir``, ``01-<pass>.tsir``, ... (weights beside each) into ``directory``."""
+    """Write ``00-source.tsir``, ``01-<pass>.tsir``, ... (weights beside each) into ``directory``.
+
+    Dumps an earlier compile left there (same naming, e.g. ``07-dce.tsir`` from a longer
+    pipeline) are removed once the new ones are written, so the folder shows one run only.
+    Other files are left alone.
+    """
     directory = Path(directory)
     paths = [save(source, directory / "00-source.tsir")]
     for rec in history:
         paths.append(save(rec.graph, directory / f"{rec.index:02d}-{rec.name}.tsir"))
+    keep = {p.name for p in paths} | {weights_path(p).name for p in paths}
+    for old in directory.iterdir():
+        if old.is_file() and _DUMP_NAME.fullmatch(old.name) and old.name not in keep:
+            old.unlink()
     return paths
 
 

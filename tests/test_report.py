@@ -15,6 +15,7 @@ import pytest
 
 import tensorsmith
 from tensorsmith import codegen, ir
+from tensorsmith.ir.serialize import weights_path
 from tensorsmith.passes import PASSES, register_pass
 from tensorsmith.report import layer_metrics, render_report
 
@@ -138,7 +139,14 @@ def test_render_without_history(compiled):
 
 
 def test_dump_ir_reads_back(compiled, tmp_path):
+    # a longer pipeline's dumps from an earlier run are cleared; other files stay
+    (tmp_path / "ir").mkdir()
+    for stale in ("09-dce.tsir", "09-dce.tsir.npz", "09-dce.npz"):
+        (tmp_path / "ir" / stale).write_text("stale")
+    (tmp_path / "ir" / "notes.txt").write_text("mine")
     paths = compiled.dump_ir(tmp_path / "ir")
+    assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == sorted(
+        ["notes.txt"] + [p.name for p in paths] + [weights_path(p).name for p in paths])
     names = [p.name for p in paths]
     assert names == ["00-source.tsir"] + [f"{r.index:02d}-{r.name}.tsir" for r in compiled.history]
     graphs = [compiled.source] + [r.graph for r in compiled.history]
