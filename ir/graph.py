@@ -125,6 +125,20 @@ class Node:
         if not isinstance(self.attrs, Attrs):
             object.__setattr__(self, "attrs", Attrs(self.attrs))
 
+    @cached_property
+    def region_reads(self) -> tuple[Value, ...]:
+        """Values its regions read from outside themselves (root params), once per read."""
+        if not self.regions:
+            return ()
+        reads: list[Value] = []
+        for r in self.regions:
+            inner = {v.name for v in r.inputs}
+            for n in r.nodes:
+                reads.extend(v for v in (*n.inputs, *n.region_reads) if v.name not in inner)
+                inner.update(o.name for o in n.outputs)
+            reads.extend(v for v in r.outputs if v.name not in inner)
+        return tuple(reads)
+
     @property
     def output(self) -> Value:
         """The single output (raises if the node has several)."""
@@ -218,10 +232,13 @@ class Graph:
 
     @cached_property
     def users(self) -> Mapping[str, tuple[Node, ...]]:
-        """Value name -> the nodes that read it (in order; a node appears once per use)."""
+        """Value name -> the nodes that read it (in order; a node appears once per use).
+
+        A node whose region (a composite body) reads a param counts as that param's user.
+        """
         out: dict[str, list[Node]] = {}
         for n in self.nodes:
-            for v in n.inputs:
+            for v in (*n.inputs, *n.region_reads):
                 out.setdefault(v.name, []).append(n)
         return types.MappingProxyType({k: tuple(v) for k, v in out.items()})
 

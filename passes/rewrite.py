@@ -110,9 +110,7 @@ class Rewriter:
                 raise ValueError(f"pattern '{self.current_pattern}' replaced %{old.name}: {old.type} "
                                  f"with %{new.name}: {new.type}")
             self.subst[old.name] = new
-        for v in node.inputs:  # ``node`` is dead now: it no longer reads its inputs
-            name = self.resolve(v).name
-            self.users[name] = [u for u in self.users.get(name, ()) if u.name != node.name]
+        self._forget_reads(node)  # ``node`` is dead now: it no longer reads its inputs
         for old, new in zip(node.outputs, values):
             new = self.resolve(new)
             self.users.setdefault(new.name, []).extend(self.users.pop(old.name, ()))
@@ -125,8 +123,13 @@ class Rewriter:
     def _commit(self, nodes: Sequence[Node]) -> None:
         """Nodes a firing pattern made join the graph: count their reads."""
         for n in nodes:
-            for v in n.inputs:
+            for v in (*n.inputs, *n.region_reads):
                 self.users.setdefault(self.resolve(v).name, []).append(n)
+
+    def _forget_reads(self, node: Node) -> None:
+        for v in (*node.inputs, *node.region_reads):
+            name = self.resolve(v).name
+            self.users[name] = [u for u in self.users.get(name, ()) if u.name != node.name]
 
     def remark(self, kind: str, message: str, node: Node | None = None, **data) -> None:
         key = (kind, message, node.name if node is not None else "")
@@ -163,7 +166,9 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
         if regions and n.regions:
             new = tuple(_rewrite_region(r, patterns, ctx, rw) for r in n.regions)
             if any(a is not b for a, b in zip(new, n.regions)):
+                rw._forget_reads(n)  # the rewritten body may read other params
                 n = n.replace(regions=new)
+                rw._commit([n])
                 rw.changed = True
         rw.new_nodes = []
         fired = False

@@ -309,3 +309,23 @@ def test_graph_and_nodes_cannot_be_mutated():
     before = g.to_text()
     g.replace(nodes=g.nodes[:1])
     assert g.to_text() == before
+
+
+def test_a_composite_whose_body_reads_a_param_is_among_its_users():
+    g = ir.parse("""graph @main(%x: f32[4]) {
+  param @w: f32[4]
+  %3: f32[4] = composite(%x) {name="scale"} {
+    ^scale(%0: f32[4]):
+      %1: f32[4] = mul(%0, @w)
+      %2: f32[4] = add(%1, @w)
+      return %2
+  }
+  %4: f32[4] = sub(%3, @w)
+  return %4
+}
+""", params={"w": np.ones(4, np.float32)})
+    comp, sub = g.nodes
+    assert [v.name for v in comp.region_reads] == ["w", "w"]
+    assert [n.op for n in g.users["w"]] == ["composite", "composite", "sub"]
+    assert g.num_uses(g.param("w")) == 3
+    assert [n.op for n in g.users["x"]] == ["composite"]

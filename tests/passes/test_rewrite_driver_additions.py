@@ -120,3 +120,37 @@ def test_a_value_replaced_twice_moves_its_users_and_output_role():
     out = apply_patterns(g, [drop_exp, drop_neg], max_sweeps=1)
     assert seen == [1, 1]
     assert [n.op for n in out.nodes] == ["tanh", "relu"]
+
+
+def test_reads_inside_composite_bodies_count_and_follow_rewrites():
+    g = parse("""graph @main(%x: f32[4]) {
+  param @w: f32[4]
+  param @v: f32[4]
+  %2: f32[4] = composite(%x) {name="scale"} {
+    ^scale(%0: f32[4]):
+      %1: f32[4] = mul(%0, @w)
+      return %1
+  }
+  %3: f32[4] = exp(%2)
+  %4: f32[4] = add(%3, @v)
+  return %4
+}
+""", params={"w": np.ones(4, np.float32), "v": np.ones(4, np.float32)})
+    seen = []
+
+    @pattern("w-to-v", ops="mul")  # inside the body: read @v instead of @w
+    def w_to_v(rw, node):
+        if node.inputs[1].name == "w":
+            return rw.replace(node, rw.op("mul", node.inputs[0], _param(rw, "v")))
+
+    def _param(rw, name):
+        from tensorsmith.ir import TensorType, Value
+        return Value(name, TensorType.of(rw.params[name]))
+
+    @pattern("count", ops="exp")
+    def count(rw, node):
+        seen.append({p: rw.num_uses(_param(rw, p)) for p in ("w", "v")})
+
+    out = apply_patterns(g, [w_to_v, count], regions=True, max_sweeps=1)
+    assert seen == [{"w": 0, "v": 2}]  # the rewritten composite reads @v now, and add does
+    assert list(out.params) == ["v"]
