@@ -8,8 +8,9 @@ import numpy as np
 
 from ..ir import Graph, Node
 
-Executor = Callable[[Graph], Callable[..., list]]
-"""graph -> fn(*inputs) -> list of numpy outputs (wired to codegen by the top level)."""
+Executor = Callable[..., Callable[..., list]]
+"""``executor(graph, jit=None) -> fn(*inputs) -> list of numpy outputs`` (wired to codegen by
+the top level; ``jit`` is only passed when a pass asks for a choice, see PassContext.run)."""
 
 
 class MissingPassData(ValueError):
@@ -60,9 +61,14 @@ class PassContext:
                                   f"compile(..., {what}=...)")
         return value
 
-    def run(self, graph: Graph, *inputs) -> list[np.ndarray]:
-        """Execute ``graph`` on inputs through the wired executor."""
+    def run(self, graph: Graph, *inputs, jit: bool | None = None) -> list[np.ndarray]:
+        """Execute ``graph`` on inputs through the wired executor.
+
+        ``jit``: True compiles the graph as one XLA program, False runs it op by op; None
+        lets the executor choose (it runs tiny graphs op by op).
+        """
         if self.executor is None:
             raise MissingPassData(f"pass '{self.pass_name}' needs to run the model but no "
                                   "executor was provided")
-        return [np.asarray(o) for o in self.executor(graph)(*inputs)]
+        fn = self.executor(graph) if jit is None else self.executor(graph, jit=jit)
+        return [np.asarray(o) for o in fn(*inputs)]

@@ -71,7 +71,38 @@ def _known_inputs(rw: Rewriter, node: Node):
     return params, sources
 
 
-def _fold_pattern(max_bytes: int):
+def evaluate_foldable(graph: Graph, ctx: PassContext | None, max_bytes: int) -> dict[str, np.ndarray]:
+    """Every value this pass may fold, computed by one executor call: one XLA compile for the
+    lot rather than one per primitive. {} when fewer than two nodes fold or the batch fails
+    (each node is then evaluated on its own, and a failure becomes that node's remark)."""
+    if ctx is None or ctx.executor is None:
+        return {}
+    known = {k for k, a in graph.params.items() if not getattr(a, "abstract", False)}
+    nodes: list[Node] = []
+    want: list = []
+    reads: set[str] = set()
+    for n in graph.nodes:
+        ins = [v.name for v in (*n.inputs, *n.region_reads)]
+        if (not all(i in known for i in ins) or not all(o.type.is_static for o in n.outputs)
+                or sum(o.type.nbytes() for o in n.outputs) > max_bytes):
+            continue
+        nodes.append(n)
+        known.update(o.name for o in n.outputs)
+        reads.update(i for i in ins if i in graph.params)
+        if n.op not in NEVER_FOLD:
+            want.extend(n.outputs)
+    if len(want) < 2:
+        return {}
+    batch = Graph("fold", (), tuple(want), tuple(nodes),
+                  {k: a for k, a in graph.params.items() if k in reads})
+    try:
+        results = ctx.run(batch, jit=True)
+    except Exception:  # noqa: BLE001  (the per-node path reports what failed, node by node)
+        return {}
+    return {o.name: r for o, r in zip(want, results)}
+
+
+def _fold_pattern(max_bytes: int, evaluated: dict[str, np.ndarray]):
     @pattern("fold-constants")
     def fold(rw: Rewriter, node: Node):
         if node.op in NEVER_FOLD:
@@ -103,12 +134,15 @@ def _fold_pattern(max_bytes: int):
         if grows and any(rw.constant_value(v) is None for v in node.inputs):
             rw.remark("missed", why_not, node)  # non-uniform inputs: the result will not be uniform
             return None
-        tiny = Graph("fold", (), node.outputs, (*sources, node), params)
-        try:
-            results = rw.ctx.run(tiny)
-        except Exception as e:  # an op codegen cannot run standalone is a miss, not a failure
-            rw.remark("missed", f"did not fold: evaluating it failed: {type(e).__name__}: {e}", node)
-            return None
+        results = [evaluated.get(o.name) for o in node.outputs]
+        if any(r is None for r in results):
+            tiny = Graph("fold", (), node.outputs, (*sources, node), params)
+            try:
+                results = rw.ctx.run(tiny)
+            except Exception as e:  # an op codegen cannot run standalone is a miss, not a failure
+                rw.remark("missed", f"did not fold: evaluating it failed: {type(e).__name__}: {e}",
+                          node)
+                return None
         for o, arr in zip(node.outputs, results):
             if TensorType.of(arr) != o.type:
                 rw.remark("missed", f"did not fold: the executor returned {TensorType.of(arr)} "
@@ -152,4 +186,5 @@ def _materialize(rw: Rewriter, node: Node, out, arr: np.ndarray, uniform, params
            range=(0, None))])
 def fold_constants(graph: Graph, ctx: PassContext, max_bytes: int = 64 << 20) -> Graph:
     """Evaluate nodes whose inputs are all params or constants; keep the results as params."""
-    return apply_patterns(graph, [_fold_pattern(max_bytes)], ctx)
+    evaluated = evaluate_foldable(graph, ctx, max_bytes)
+    return apply_patterns(graph, [_fold_pattern(max_bytes, evaluated)], ctx)

@@ -220,3 +220,46 @@ def test_max_bytes_must_not_be_negative():
     from tensorsmith.passes import PassOptionError
     with pytest.raises(PassOptionError, match="max_bytes"):
         run(KERNEL_CHAIN, "fold-constants{max_bytes=-1}")
+
+
+def test_everything_foldable_is_evaluated_in_one_compiled_call():
+    # Op-by-op evaluation would compile every primitive for every new shape; one batch
+    # compiles once. A failing batch falls back to node-by-node evaluation.
+    text = """graph @main(%x: f32[4]) {
+  param @v: f32[4]
+  param @w: f32[4]
+  %0: f32[] = constant() {dtype="f32", value=1e-05}
+  %1: f32[4] = add(@v, %0)
+  %2: f32[4] = rsqrt(%1)
+  %3: f32[4] = mul(%2, @w)
+  %4: f32[4] = mul(%x, %3)
+  return %4
+}
+"""
+    rng = np.random.default_rng(0)
+    params = {"v": rng.uniform(0.5, 2, 4).astype(np.float32), "w": rng.normal(size=4).astype(np.float32)}
+    calls = []
+
+    def counting(graph, jit=None):
+        calls.append((len(graph.nodes), jit))
+        return executor(graph, jit=jit)
+
+    g = parse(text, params=params)
+    out, _ = run_pipeline(g, "fold-constants", PassContext(executor=counting))
+    assert calls == [(4, True)]  # constant + add, rsqrt, mul: one compiled program
+    assert [n.op for n in out.nodes] == ["mul"]
+    assert_same_numerics(g, out)
+    (folded,) = out.params.values()
+    np.testing.assert_allclose(folded, params["w"] / np.sqrt(params["v"] + 1e-5),
+                               rtol=1e-6)
+
+    def batch_fails(graph, jit=None):
+        calls.append((len(graph.nodes), jit))
+        if jit:
+            raise RuntimeError("no batch today")
+        return executor(graph, jit=jit)
+
+    calls.clear()
+    out2, _ = run_pipeline(g, "fold-constants", PassContext(executor=batch_fails))
+    assert calls[0] == (4, True) and len(calls) == 4  # then add, rsqrt, mul one by one
+    assert out2.to_text() == out.to_text()
