@@ -65,9 +65,8 @@ def _known_inputs(rw: Rewriter, node: Node):
             return None
         if p not in sources:
             sources.append(p)
-    for r in node.regions:  # a composite body may read root params by name
-        for m in r.walk():
-            params.update({v.name: rw.params[v.name] for v in m.inputs if v.name in rw.params})
+    # a composite body may read root params by name
+    params.update({v.name: rw.params[v.name] for v in node.region_reads if v.name in rw.params})
     return params, sources
 
 

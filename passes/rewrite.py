@@ -211,10 +211,7 @@ def remove_dead(graph: Graph) -> Graph:
     for n in reversed(graph.nodes):
         if any(o.name in live for o in n.outputs):
             keep.append(n)
-            live.update(v.name for v in n.inputs)
-            for r in n.regions:
-                for m in r.walk():
-                    live.update(v.name for v in m.inputs)
+            live.update(v.name for v in (*n.inputs, *n.region_reads))
     params = {k: v for k, v in graph.params.items() if k in live}
     return graph.replace(nodes=tuple(reversed(keep)), params=params)
 
