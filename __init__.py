@@ -3,6 +3,19 @@ from . import ir
 from .api import compile, load, trace
 from .bisection import bisect
 from .compiled import CompiledModel, ExportOnlyError, LoadedModel
+from .errors import (CallError, ExportError, LoadError, LoweringFailure, ModelImportError,
+                     PassFailure, TensorsmithError, UsageFailure, VerifyError)
 
-__all__ = ["CompiledModel", "ExportOnlyError", "LoadedModel", "bisect", "compile", "ir", "load", "trace"]
+__all__ = ["CallError", "CompiledModel", "ExportError", "ExportOnlyError", "LoadError", "LoadedModel",
+           "LoweringFailure", "ModelImportError", "PassFailure", "TensorsmithError", "UsageFailure",
+           "VerifyError", "bisect", "compile", "examples", "ir", "load", "trace"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # tensorsmith.examples works after a plain `import tensorsmith`, without importing the
+    # bundled weights at start-up.
+    if name == "examples":
+        import importlib
+        return importlib.import_module(".examples", __name__)
+    raise AttributeError(f"module 'tensorsmith' has no attribute {name!r}")

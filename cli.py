@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from .errors import UsageFailure
 
 MODEL_HELP = """\
 MODEL is one of:
@@ -30,7 +31,7 @@ MODEL is one of:
 """
 
 
-class UsageError(Exception):
+class UsageError(UsageFailure):
     """A bad command line, model reference or data file; printed as one line, exit status 2."""
 
 

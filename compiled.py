@@ -14,15 +14,16 @@ from .codegen.target import (TARGETS, TargetError, host_has, input_specs, needs_
                              x64_scope)
 from .ir import Graph
 from .ir.serialize import atomic_write, pack_arrays, unpack_arrays
+from .errors import CallError, ExportError
 
 EXPORT_FORMAT = "tensorsmith-export/1"
 
 
-class SpecializationError(ValueError):
+class SpecializationError(CallError, ValueError):
     """A model specialized to an input's value was called with another value."""
 
 
-class ExportOnlyError(RuntimeError):
+class ExportOnlyError(CallError, RuntimeError):
     """The model was lowered for a target this host does not have; it can only be exported."""
 
 

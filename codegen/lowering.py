@@ -5,6 +5,7 @@ from typing import Callable
 
 from ..ir import Graph, Node
 from ..ir.types import eval_dim
+from ..errors import LoweringFailure
 
 LOWERINGS: dict[str, Callable] = {}
 
@@ -40,7 +41,7 @@ class LoweringContext:
         return run_body(region, list(args), self)
 
 
-class LoweringError(NotImplementedError):
+class LoweringError(LoweringFailure, NotImplementedError):
     """An op has no lowering, or the lowering rejected a node."""
 
 

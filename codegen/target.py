@@ -8,12 +8,13 @@ import jax
 
 from ..ir import Graph, numpy_dtype
 from ..ir.types import dim_symbols
+from ..errors import UsageFailure
 
 TARGETS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 """Target name -> the platform name jax.export records."""
 
 
-class TargetError(ValueError):
+class TargetError(UsageFailure, ValueError):
     """An unknown target, or a request that the target cannot serve on this host."""
 
 

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any, Callable
 
 import numpy as np
+from ..errors import UsageFailure
 
 __all__ = ["EXAMPLES", "Example", "UnknownExampleError", "load"]
 
@@ -24,7 +25,7 @@ class Example:
     description: str
 
 
-class UnknownExampleError(KeyError):
+class UnknownExampleError(UsageFailure, KeyError):
     """Raised by `load` for a name that is not in `EXAMPLES`."""
 
     def __str__(self) -> str:

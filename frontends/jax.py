@@ -12,12 +12,13 @@ import numpy as np
 from ..ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node
 from ..ir.registry import OpTypeError
 from .jax_rules import PRIMITIVES, IDENTITY, INLINE, COMPOSITE
+from ..errors import ModelImportError
 
 _JAX_NN = os.path.join("jax", "_src", "nn", "functions.py")
 _JAX_SRC = os.sep + os.path.join("jax", "_src") + os.sep
 
 
-class UnsupportedPrimitiveError(NotImplementedError):
+class UnsupportedPrimitiveError(ModelImportError, NotImplementedError):
     """The traced function uses a JAX primitive tensorsmith cannot represent."""
 
 

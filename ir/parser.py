@@ -7,9 +7,10 @@ import numpy as np
 
 from .graph import Attrs, Graph, Node, Value
 from .types import TensorType, numpy_dtype
+from ..errors import LoadError
 
 
-class ParseError(ValueError):
+class ParseError(LoadError, ValueError):
     """The text is not valid IR; the message names the line and what was expected."""
 
 

@@ -7,11 +7,12 @@ from typing import Callable, Sequence
 
 from .graph import Attrs
 from .types import TensorType
+from ..errors import VerifyError
 
 REQUIRED = object()  # marker: attribute has no default
 
 
-class OpTypeError(ValueError):
+class OpTypeError(VerifyError, ValueError):
     """An op's type rule rejected its inputs or attributes."""
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 from .graph import Graph, Node, Value
 from .registry import OPS, OpAttrError, OpTypeError, UnknownOpError, did_you_mean
 from .types import TensorType, dims_equal
+from ..errors import VerifyError
 
 
-class VerificationError(ValueError):
+class VerificationError(VerifyError, ValueError):
     """Broken IR; names the pass (if any), the node and the rule it broke."""
 
     def __init__(self, message: str, node: Node | None = None, rule: str = ""):

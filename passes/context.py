@@ -7,13 +7,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..ir import Graph, Node
+from ..errors import PassFailure
 
 Executor = Callable[..., Callable[..., list]]
 """``executor(graph, jit=None) -> fn(*inputs) -> list of numpy outputs`` (wired to codegen by
 the top level; ``jit`` is only passed when a pass asks for a choice, see PassContext.run)."""
 
 
-class MissingPassData(ValueError):
+class MissingPassData(PassFailure, ValueError):
     """A pass needs data (calibration inputs, ...) that the caller did not provide."""
 
 

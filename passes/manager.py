@@ -13,6 +13,7 @@ from ..ir.verify import VerificationError
 from .context import PassContext, Remark
 from .pipeline import Step, parse_pipeline
 from .registry import get_pass
+from ..errors import PassFailure
 
 
 @dataclass
@@ -48,7 +49,7 @@ class PassRecord:
                 "changed": self.changed, "remarks": [r.as_dict() for r in self.remarks]}
 
 
-class PassError(RuntimeError):
+class PassError(PassFailure, RuntimeError):
     """A pass failed or left broken IR; names the pass."""
 
 

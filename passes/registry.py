@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..ir.registry import did_you_mean
+from ..errors import PassFailure
 
 
-class PassOptionError(ValueError):
+class PassOptionError(PassFailure, ValueError):
     """An unknown pass or option, or an option value outside what the option allows."""
 
 

@@ -8,6 +8,7 @@ from onnx import TensorProto, ValueInfoProto
 
 from ...ir import TensorType
 from .errors import OnnxImportError
+from ...errors import ModelImportError
 
 _T = TensorProto
 ONNX_TO_IR: dict[int, str] = {
@@ -25,7 +26,7 @@ for _name, _ir in [("FLOAT8E8M0", "f8e8m0fnu"), ("INT2", "i2"), ("UINT2", "u2")]
 IR_TO_ONNX: dict[str, int] = {v: k for k, v in ONNX_TO_IR.items()}
 
 
-class UnsupportedTypeError(TypeError):
+class UnsupportedTypeError(ModelImportError, TypeError):
     """An ONNX element type with no IR equivalent (strings, float6...)."""
 
 

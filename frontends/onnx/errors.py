@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ...errors import ModelImportError
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(ModelImportError, ValueError):
     """The model cannot be turned into IR (the message says which node and why)."""
 
 

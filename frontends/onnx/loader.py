@@ -8,9 +8,10 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import ModelProto, TensorProto
+from ...errors import LoadError
 
 
-class OnnxLoadError(ValueError):
+class OnnxLoadError(LoadError, ValueError):
     """The model could not be read: not ONNX, truncated, or its external data is bad."""
 
 
