@@ -19,6 +19,10 @@ class DimError(VerifyError, ValueError):
     """A dimension that is not valid: bad text, division by zero, a negative size."""
 
 
+class DimTypeError(DimError, TypeError):
+    """Something that is not a dim (a bool, a float, a list) where a dim belongs."""
+
+
 class InconclusiveDimension(DimError):
     """A comparison of symbolic dims that their bounds cannot decide."""
 
@@ -226,7 +230,7 @@ def _as_int(x) -> int:
             return int(x)
         if isinstance(x, str):
             raise DimError(f"dimension text {x!r} in arithmetic: parse it with parse_dim first")
-        raise DimError(f"dimension must be an int or a DimExpr, got {x!r}")
+        raise DimTypeError(f"dimension must be an int or a DimExpr, got {x!r}")
     return x
 
 

@@ -39,5 +39,5 @@ def _scan(ctx, node, *operands):
         outs = ctx.run_region(body, c + tuple(x) + invariant)
         return tuple(outs[:nc]), tuple(outs[nc:])
 
-    final, ys = lax.scan(step, carry, xs, length=a["length"], reverse=a.get("reverse", False))
+    final, ys = lax.scan(step, carry, xs, length=ctx.dim(a["length"]), reverse=a.get("reverse", False))
     return tuple(final) + tuple(ys)
