@@ -20,7 +20,7 @@ def known_ints(ctx, v, what: str) -> tuple[int, ...]:
 
 def static_dim(ctx, d, what: str) -> int:
     if not isinstance(d, int):
-        ctx.unsupported(f"{what} must be static, got symbolic dim {d!r}")
+        ctx.unsupported(f"{what} must be static, got symbolic dim '{d}'")
     return d
 
 
