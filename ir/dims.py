@@ -604,6 +604,32 @@ def dim_symbols(d) -> set:
     return set(d.symbols) if isinstance(d, DimExpr) else set()
 
 
+def from_jax(d) -> Dim:
+    """A jax dimension (an int or a ``jax.export`` symbolic dim) as a dim in normal form."""
+    if isinstance(d, (int, DimExpr)) and not isinstance(d, bool):
+        return d
+    terms = getattr(d, "_sorted_terms", None)
+    if terms is None:
+        import numpy as np
+        if isinstance(d, np.integer):
+            return int(d)
+        raise DimTypeError(f"not a dimension: {d!r}")
+    total: Dim = 0
+    for term, coef in terms:
+        val: Dim = coef
+        for factor, exp in term._factors:
+            if factor.var is not None:
+                f = DimExpr.symbol(factor.var)
+            else:
+                a, b = (from_jax(o) for o in factor.operands)
+                f = {"floordiv": lambda: floordiv(a, b), "mod": lambda: mod(a, b),
+                     "max": lambda: dim_max(a, b), "min": lambda: dim_min(a, b)}[factor.operation]()
+            for _ in range(exp):
+                val = _mul(val, f)
+        total = _add(total, val)
+    return total
+
+
 def is_static_dim(d) -> bool:
     """True for a plain int dim."""
     return isinstance(d, int) and not isinstance(d, bool)

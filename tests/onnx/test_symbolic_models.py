@@ -186,3 +186,20 @@ def test_reshape_minus_one_needs_a_provable_division():
                [_ints("shape", [-1, 2])])
     with pytest.raises(tensorsmith.TensorsmithError, match=r"cannot infer -1 .*not provably a multiple of 2"):
         import_onnx(m)
+
+
+@pytest.mark.parametrize("build, shapes", [
+    (cnn, [(2, 3, 17, 23), (1, 3, 32, 32)]),
+    (audio, [(2, 97), (1, 64)]),
+])
+def test_exports_keep_the_dims_symbolic(build, shapes, tmp_path):
+    """jax.export with H, W (or T) symbolic: one file runs at every shape (dims jax writes
+    differently, and a scan of symbolic length, are lowered to match the IR)."""
+    m = build()
+    loaded = tensorsmith.load(tensorsmith.compile(m, target="cpu").export(tmp_path / "m.tsm"))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in shapes:
+        x = RNG.standard_normal(shape).astype(np.float32)
+        got, want = loaded(x), sess.run(None, {m.graph.input[0].name: x})
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-3, atol=1e-3)
