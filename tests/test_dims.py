@@ -164,3 +164,53 @@ def test_bad_dim_in_ir_text_names_the_line():
         TensorType((1, "N//0"), "f32")
     with pytest.raises(TensorsmithError, match="negative"):
         TensorType((-1,), "f32")
+
+
+# --- type rules with symbolic dims ---------------------------------------------------------------
+from tensorsmith.ir import Attrs, OpTypeError, get_op  # noqa: E402
+
+
+def infer(op, types, **attrs):
+    return [str(t) for t in get_op(op).infer([TensorType(tuple(s), d) for s, d in types], Attrs(attrs))]
+
+
+def test_conv_and_pool_sizes_with_strides_pads_dilations():
+    out = infer("conv", [(("N", 3, "H", "W"), "f32"), ((8, 3, 3, 3), "f32")],
+                dimension_numbers=("NCHW", "OIHW", "NCHW"), window_strides=(2, 1),
+                padding=((1, 1), (0, 2)), rhs_dilation=(1, 2))
+    # (H + 1 + 1 - 3)//2 + 1 and (W + 0 + 2 - 5)//1 + 1
+    assert out == ["f32[N,8,(H+1)//2,W-2]"]
+    out = infer("reduce_window", [(("N", 8, "(H+1)//2", "W"), "f32")], kind="max",
+                window_dimensions=(1, 1, 3, 3), window_strides=(1, 1, 2, 2),
+                padding=((0, 0), (0, 0), (1, 1), (1, 1)))
+    assert out == ["f32[N,8,(H+3)//4,(W+1)//2]"]
+
+
+def test_pad_slice_concat_reshape_broadcast():
+    assert infer("pad", [(("B", "L"), "f32"), ((), "f32")], low=(0, 3), high=(0, 2),
+                 interior=(0, 1)) == ["f32[B,2*L+4]"]
+    assert infer("slice", [(("B", "L"), "f32")], start=(0, 1), limit=("B", "max(L-1,1)"),
+                 strides=(1, 2)) == ["f32[B,(max(2,L)+1)//2-1]"]
+    assert infer("slice", [(("B", "L"), "f32")], start=(0, 0), limit=("B", "min(5,L)")) \
+        == ["f32[B,min(5,L)]"]
+    assert infer("concatenate", [(("N", "H"), "f32"), (("N", "H"), "f32"), (("N", 3), "f32")],
+                 axis=1) == ["f32[N,2*H+3]"]
+    assert infer("reshape", [(("N", "H", 4), "f32")], shape=("2*N", "H", 2)) == ["f32[2*N,H,2]"]
+    assert infer("broadcast_in_dim", [((1, "H"), "f32")], shape=("N", "H"),
+                 broadcast_dimensions=(0, 1)) == ["f32[N,H]"]
+
+
+@pytest.mark.parametrize("op, types, attrs, words", [
+    ("slice", [(("L",), "f32")], dict(start=(0,), limit=(5,)), "cannot prove L >= 5"),
+    ("slice", [(("L",), "f32")], dict(start=(0,), limit=("L+1",)), "is not within 0..L"),
+    ("reshape", [(("N", "L"), "f32")], dict(shape=("N", "L", 2)), "(L*N elements) to [N,L,2] (2*L*N elements)"),
+    ("concatenate", [(("N", "H"), "f32"), (("M", "H"), "f32")], dict(axis=1), "dim 0 differs"),
+    ("conv", [(("N", 3, 4), "f32"), ((8, 3, 7), "f32")],
+     dict(dimension_numbers=("NCW", "OIW", "NCW")), "window 7 (dilated 7) is larger"),
+    ("pad", [(("N", 3), "f32"), ((), "f32")], dict(low=(1, -4), high=(0, 0)),
+     "dimension 1 of f32[N,3] becomes negative (-1)"),
+    ("dynamic_slice", [(("L",), "f32"), ((), "i32")], dict(sizes=("L+1",)), "does not fit in L"),
+])
+def test_rules_refuse_provably_wrong_or_unprovable_dims(op, types, attrs, words):
+    with pytest.raises(OpTypeError, match=re.escape(words)):
+        infer(op, types, **attrs)

@@ -80,6 +80,10 @@ def _dynamic_slice(types, attrs):
     sizes = attrs["sizes"]
     require(len(starts) == x.rank == len(sizes),
             f"dynamic_slice: need {x.rank} start indices and sizes for {x}")
+    for i, (n, d) in enumerate(zip(sizes, x.shape)):
+        n = dim_of(n)
+        require(dim_ge(n, 0) is not False and dim_ge(d, n) is not False,
+                f"dynamic_slice: size {n} of dimension {i} does not fit in {d} ({x})")
     return [x.with_shape(sizes)]
 
 
