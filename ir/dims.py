@@ -6,6 +6,7 @@ bounds cannot decide answer ``None`` (``dim_ge``) or raise ``InconclusiveDimensi
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Union
@@ -505,7 +506,12 @@ _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(//|[-+*(),%]))")
 def parse_dim(text: str) -> Dim:
     """Read a dim from text (the inverse of ``str``); a recursive-descent parser, no eval."""
     if not isinstance(text, str):
-        raise DimError(f"dimension text must be a string, got {text!r}")
+        raise DimTypeError(f"dimension text must be a string, got {text!r}")
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=4096)  # IR text and attributes spell the same dims again and again
+def _parse_cached(text: str) -> Dim:
     toks, pos = [], 0
     while pos < len(text):
         if text[pos:].strip() == "":
