@@ -203,3 +203,23 @@ def test_exports_keep_the_dims_symbolic(build, shapes, tmp_path):
         got, want = loaded(x), sess.run(None, {m.graph.input[0].name: x})
         for g, w in zip(got, want):
             np.testing.assert_allclose(np.asarray(g), w, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode, ctm", [("nearest", "asymmetric"), ("nearest", "half_pixel"),
+                                       ("linear", "half_pixel"), ("linear", "align_corners")])
+def test_resize_to_sizes_read_from_another_shape(mode, ctm):
+    """FPN-style upsampling: Resize(y, sizes=Shape(y)[:2] ++ Shape(x)[2:]) back to x's H, W."""
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        h.make_node("Shape", ["y"], ["sy"], end=2),
+        h.make_node("Shape", ["x"], ["sx"], start=2),
+        h.make_node("Concat", ["sy", "sx"], ["sizes"], axis=0),
+        h.make_node("Resize", ["y", "", "", "sizes"], ["up"], mode=mode,
+                    coordinate_transformation_mode=ctm),
+        h.make_node("Add", ["x", "up"], ["z"]),
+    ]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, "H", "W"])], ["z"],
+               [_init("w", 4, 4, 3, 3)])
+    assert str(import_onnx(m).outputs[0].type) == "f32[N,4,H,W]"
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 4, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 8, 8), (2, 11, 6), (1, 5, 13)]])

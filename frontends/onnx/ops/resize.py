@@ -15,9 +15,9 @@ from fractions import Fraction
 import numpy as np
 
 from ....ir import numpy_dtype
-from ....ir.types import is_float
+from ....ir.types import dims_equal, is_float
 from ..registry import onnx_op
-from ._dims import dim_count
+from ._dims import dim_count, shape_dims
 from ._util import norm_axis
 
 
@@ -181,10 +181,16 @@ def _symbolic_axis(ctx, x, a, n_out, scale, mode, nearest_mode, ctm):
     (nearest) or a two-tap blend (linear), edges clamped as the reference does."""
     n_in = x.shape[a]
     y = ctx.op("iota", dtype="f32", shape=(n_out,), axis=0)
-    inv = ctx.scalar(1.0 / scale, "f32")
     half = ctx.scalar(0.5, "f32")
     n = dim_count(ctx, x, [a], "f32")
     last = ctx.op("sub", n, ctx.scalar(1.0, "f32"))
+    if isinstance(scale, tuple):  # ("sizes", the sizes value, entry): scale = size / n_in
+        _, sizes, i = scale
+        width = ctx.convert(ctx.reshape(ctx.op("slice", sizes, start=(i,), limit=(i + 1,)), ()), "f32")
+        inv = ctx.op("div", n, width)
+    else:
+        width = ctx.op("mul", n, ctx.scalar(scale, "f32"))
+        inv = ctx.scalar(1.0 / scale, "f32")
     if ctm == "asymmetric":
         src = ctx.op("mul", y, inv)
     elif ctm == "tf_half_pixel_for_nn":
@@ -192,7 +198,6 @@ def _symbolic_axis(ctx, x, a, n_out, scale, mode, nearest_mode, ctm):
     elif ctm == "half_pixel":
         src = ctx.op("sub", ctx.op("mul", ctx.op("add", y, half), inv), half)
     elif ctm == "align_corners":
-        width = ctx.op("mul", n, ctx.scalar(scale, "f32"))
         den = ctx.op("max", ctx.op("sub", width, ctx.scalar(1.0, "f32")), ctx.scalar(1e-30, "f32"))
         src = ctx.op("div", ctx.op("mul", y, last), den)
     else:
@@ -223,13 +228,14 @@ def _symbolic_axis(ctx, x, a, n_out, scale, mode, nearest_mode, ctm):
 def emit_resize(ctx, x, plan, mode: str, coeffs, ctm: str, exclude_outside=False,
                 extrapolation=0.0, nearest_mode: str = "round_prefer_floor"):
     """The IR of a planned resize: takes for nearest, dot_generals for the rest."""
-    symbolic = [p for p in plan if not isinstance(p[1], int)]
+    symbolic = [p for p in plan if not isinstance(p[1], int) or not isinstance(p[2], int)
+                 or isinstance(p[3], tuple)]
     if symbolic:
         if exclude_outside and mode != "nearest":
             ctx.unsupported("exclude_outside over a symbolic dim")
         for a, _, n_out, scale, _ in symbolic:
             x = _symbolic_axis(ctx, x, a, n_out, scale, mode, nearest_mode, ctm)
-        plan = [p for p in plan if isinstance(p[1], int)]
+        plan = [p for p in plan if p not in symbolic]
     if not plan:
         return x
     masks = []
@@ -305,6 +311,11 @@ def _resize(ctx, x, roi=None, scales=None, sizes=None):
     axes = ctx.attr("axes", None)
     axes = list(range(rank)) if axes is None else [norm_axis(a, rank) for a in axes]
     scales = _known_floats(ctx, scales, "Resize's scales")
+    size_dims = None
+    if sizes is not None and scales is None and ctx.known(sizes) is None:
+        size_dims = shape_dims(ctx, sizes)  # sizes read off other tensors' shapes: follow them
+    if size_dims is not None:
+        return _resize_to_dims(ctx, x, axes, sizes, size_dims)
     sizes = _known_floats(ctx, sizes, "Resize's sizes")
     if (scales is None) == (sizes is None):
         ctx.unsupported("exactly one of scales and sizes must be given")
@@ -331,6 +342,24 @@ def _resize(ctx, x, roi=None, scales=None, sizes=None):
                            ctx.attr("extrapolation_value", 0.0), nearest_mode)
     except ValueError as e:
         ctx.unsupported(str(e))
+
+
+def _resize_to_dims(ctx, x, axes, sizes, dims):
+    """Resize to sizes known only symbolically (``Shape(y)[2:]``): each axis maps with the
+    run-time scale sizes[i] / n_in."""
+    if len(dims) != len(axes):
+        ctx.unsupported(f"sizes need {len(axes)} entries (one per axis)")
+    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel")
+    if ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch" or ctm == "tf_crop_and_resize":
+        ctx.unsupported("symbolic sizes with keep_aspect_ratio_policy or tf_crop_and_resize")
+    if ctx.attr("antialias", 0) and ctx.attr("mode", "nearest") != "nearest":
+        ctx.unsupported("antialiased Resize to symbolic sizes")
+    plan = [(a, x.shape[a], d, ("sizes", sizes, i), (0.0, 1.0))
+            for i, (a, d) in enumerate(zip(axes, dims)) if not dims_equal(d, x.shape[a])]
+    mode = ctx.attr("mode", "nearest")
+    nearest_mode = ctx.attr("nearest_mode", "round_prefer_floor")
+    return emit_resize(ctx, x, plan, mode, None, ctm, bool(ctx.attr("exclude_outside", 0)),
+                       nearest_mode=nearest_mode)
 
 
 def _legacy(ctx, x, scales):
