@@ -14,6 +14,8 @@ from typing import Union
 from ..errors import VerifyError
 
 INF = math.inf
+RESERVED = frozenset({"max", "min", "mod", "floordiv"})
+"""Names that are operators in dim text (here or in jax.export's), never symbols."""
 
 
 class DimError(VerifyError, ValueError):
@@ -72,8 +74,9 @@ class DimExpr:
     def symbol(name: str) -> "DimExpr":
         """The dim named ``name`` (an identifier)."""
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) \
-                or name in ("max", "min"):
-            raise DimError(f"dimension symbol must be an identifier, got {name!r}")
+                or name in RESERVED:
+            raise DimError(f"dimension symbol must be an identifier other than "
+                           f"{', '.join(sorted(RESERVED))}, got {name!r}")
         return _atom_expr(("sym", name))
 
     # --- inspection --------------------------------------------------------------------

@@ -223,3 +223,19 @@ def test_resize_to_sizes_read_from_another_shape(mode, ctm):
     assert str(import_onnx(m).outputs[0].type) == "f32[N,4,H,W]"
     _check_at_shapes(m, [{"x": RNG.standard_normal((n, 4, hh, ww)).astype(np.float32)}
                          for n, hh, ww in [(1, 8, 8), (2, 11, 6), (1, 5, 13)]])
+
+
+@pytest.mark.parametrize("build", [cnn, audio, shape_chain])
+def test_ir_text_of_symbolic_graphs_round_trips(build):
+    from tensorsmith.ir import parse
+    from tensorsmith.ir.printer import print_graph
+    g = import_onnx(build())
+    text = print_graph(g)
+    assert "(H+1)//2" in text or "T//4+1" in text or "f32[B,2,S,4]" in text
+    assert print_graph(parse(text, dict(g.params))) == text
+
+
+def test_reserved_dim_param_names_become_symbols():
+    nodes = [h.make_node("Relu", ["x"], ["y"])]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["max", "batch size"])], ["y"], [])
+    assert str(import_onnx(m).inputs[0].type) == "f32[max_,batch_size]"
