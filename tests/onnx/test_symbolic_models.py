@@ -191,6 +191,8 @@ def test_reshape_minus_one_needs_a_provable_division():
 @pytest.mark.parametrize("build, shapes", [
     (cnn, [(2, 3, 17, 23), (1, 3, 32, 32)]),
     (audio, [(2, 97), (1, 64)]),
+    (lambda: transformer_block(), [(2, 5, 16), (1, 12, 16)]),
+    (shape_chain, [(2, 6, 8), (1, 9, 8)]),
 ])
 def test_exports_keep_the_dims_symbolic(build, shapes, tmp_path):
     """jax.export with H, W (or T) symbolic: one file runs at every shape (dims jax writes
@@ -239,3 +241,52 @@ def test_reserved_dim_param_names_become_symbols():
     nodes = [h.make_node("Relu", ["x"], ["y"])]
     m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["max", "batch size"])], ["y"], [])
     assert str(import_onnx(m).inputs[0].type) == "f32[max_,batch_size]"
+
+
+def transformer_block(hidden=16, heads=2):
+    """Self-attention over a dynamic sequence: heads split and merged through Shape chains, a
+    causal mask built from Shape -> Range, softmax, residual and LayerNorm."""
+    d = hidden // heads
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"]),
+        h.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+        h.make_node("Gather", ["s", "i1"], ["sq"], axis=0),
+        h.make_node("Concat", ["b", "sq", "nh", "hd"], ["split"], axis=0),
+        h.make_node("Concat", ["b", "sq", "hid"], ["merge"], axis=0),
+    ]
+    for n in "qkv":
+        nodes += [h.make_node("MatMul", ["x", f"w{n}"], [f"{n}0"]),
+                  h.make_node("Reshape", [f"{n}0", "split"], [f"{n}1"]),
+                  h.make_node("Transpose", [f"{n}1"], [n], perm=[0, 2, 1, 3])]
+    nodes += [
+        h.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        h.make_node("MatMul", ["q", "kt"], ["att0"]),
+        h.make_node("Mul", ["att0", "scale"], ["att1"]),
+        h.make_node("Squeeze", ["sq"], ["sq0"]),
+        h.make_node("Range", ["zero", "sq0", "one"], ["pos"]),
+        h.make_node("Unsqueeze", ["pos", "ax1"], ["row"]),  # [S, 1]
+        h.make_node("Unsqueeze", ["pos", "ax0"], ["col"]),  # [1, S]
+        h.make_node("Less", ["row", "col"], ["future"]),
+        h.make_node("Where", ["future", "neg", "att1"], ["att2"]),
+        h.make_node("Softmax", ["att2"], ["p"], axis=-1),
+        h.make_node("MatMul", ["p", "v"], ["o0"]),
+        h.make_node("Transpose", ["o0"], ["o1"], perm=[0, 2, 1, 3]),
+        h.make_node("Reshape", ["o1", "merge"], ["o2"]),
+        h.make_node("MatMul", ["o2", "wo"], ["o3"]),
+        h.make_node("Add", ["x", "o3"], ["r"]),
+        h.make_node("LayerNormalization", ["r", "g", "bt"], ["y"], axis=-1),
+    ]
+    f32 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
+    inits = [_init(f"w{n}", hidden, hidden) for n in "qkvo"] + [
+        _ints("i0", [0]), _ints("i1", [1]), _ints("nh", [heads]), _ints("hd", [d]), _ints("hid", [hidden]),
+        _ints("ax0", [0]), _ints("ax1", [1]), f32("scale", 1 / np.sqrt(d)), f32("neg", -1e9),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"), _init("g", hidden), _init("bt", hidden)]
+    return _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["B", "S", hidden])], ["y"], inits)
+
+
+def test_transformer_block_with_dynamic_sequence_length():
+    g = import_onnx(transformer_block())
+    assert str(g.outputs[0].type) == "f32[B,S,16]"
+    _check_at_shapes(transformer_block(), [{"x": RNG.standard_normal((b, s, 16)).astype(np.float32)}
+                                           for b, s in [(1, 3), (2, 10), (3, 17)]])
