@@ -290,3 +290,13 @@ def test_transformer_block_with_dynamic_sequence_length():
     assert str(g.outputs[0].type) == "f32[B,S,16]"
     _check_at_shapes(transformer_block(), [{"x": RNG.standard_normal((b, s, 16)).astype(np.float32)}
                                            for b, s in [(1, 3), (2, 10), (3, 17)]])
+
+
+def test_conv_transpose_over_symbolic_sizes():
+    nodes = [h.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 0, 0],
+                         output_padding=[1, 0])]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, "H", "W"])], ["y"],
+               [_init("w", 4, 3, 3, 3)])
+    assert str(import_onnx(m).outputs[0].type) == "f32[N,3,2*H+1,2*W]"  # 2*(H-1) + 1 + 3 - 1 - 0
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 4, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 4, 4), (2, 7, 3), (1, 2, 9)]])

@@ -123,12 +123,13 @@ def _conv_transpose(ctx, x, w, bias=None):
     dilations = ctx.attr("dilations", (1,) * nsp)
     out_pad = ctx.attr("output_padding", (0,) * nsp)
     sizes = x.shape[2:]
-    if not all(isinstance(s, int) for s in sizes):
-        ctx.unsupported("ConvTranspose needs static spatial sizes")
     keff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     out_shape = ctx.attr("output_shape", None)
     if out_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(s, int) for s in sizes):
+            ctx.unsupported(f"ConvTranspose with output_shape or auto_pad SAME over symbolic "
+                            f"spatial sizes {[str(s) for s in sizes]}")
         if out_shape is None:
             out_shape = [s * st for s, st in zip(sizes, strides)]
         out_shape = list(out_shape)[-nsp:]
