@@ -300,3 +300,16 @@ def test_conv_transpose_over_symbolic_sizes():
     assert str(import_onnx(m).outputs[0].type) == "f32[N,3,2*H+1,2*W]"  # 2*(H-1) + 1 + 3 - 1 - 0
     _check_at_shapes(m, [{"x": RNG.standard_normal((n, 4, hh, ww)).astype(np.float32)}
                          for n, hh, ww in [(1, 4, 4), (2, 7, 3), (1, 2, 9)]])
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, count_include_pad=1)),
+])
+def test_ceil_mode_pooling_over_symbolic_sizes(op, attrs):
+    m = _model([h.make_node(op, ["x"], ["y"], **attrs)],
+               [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, "H", "W"])], ["y"], [], opset=19)
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 2, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 7, 8), (2, 10, 5), (1, 4, 13)]])

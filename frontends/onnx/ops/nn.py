@@ -167,14 +167,20 @@ def _pool_geometry(ctx, x):
     dilations = ctx.attr("dilations", (1,) * nsp)
     sizes = x.shape[2:]
     padding = conv_padding(ctx, sizes, kernel, strides, dilations)
-    if ctx.attr("ceil_mode", 0) and not all(isinstance(n, int) or s == 1 for n, s in zip(sizes, strides)):
-        ctx.unsupported(f"ceil_mode pooling with strides {list(strides)} over symbolic spatial "
-                        f"sizes {[str(n) for n in sizes]} (the extra padding depends on the size)")
-    if ctx.attr("ceil_mode", 0) and all(isinstance(n, int) for n in sizes):
+    if ctx.attr("ceil_mode", 0):
         padding = list(padding)
         for i, (n, k, s, d) in enumerate(zip(sizes, kernel, strides, dilations)):
             lo, hi = padding[i]
             keff = (k - 1) * d + 1
+            if not isinstance(n, int):
+                # ceil((n+lo+hi-keff)/s) is floor((n+lo+hi+s-1-keff)/s): s-1 more high padding;
+                # with hi + s <= keff no window can start in the padding, so none is dropped.
+                if s > 1 and hi + s > keff:
+                    ctx.unsupported(f"ceil_mode pooling of symbolic dim {n} with stride {s}, "
+                                    f"kernel {keff} and high pad {hi} (a last window might start "
+                                    "in the padding)")
+                padding[i] = (lo, hi + s - 1)
+                continue
             out = -(-(n + lo + hi - keff) // s) + 1
             if (out - 1) * s >= n + lo:  # the last window would start in the padding: drop it
                 out -= 1
