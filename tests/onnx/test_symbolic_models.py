@@ -313,3 +313,21 @@ def test_ceil_mode_pooling_over_symbolic_sizes(op, attrs):
                [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, "H", "W"])], ["y"], [], opset=19)
     _check_at_shapes(m, [{"x": RNG.standard_normal((n, 2, hh, ww)).astype(np.float32)}
                          for n, hh, ww in [(1, 7, 8), (2, 10, 5), (1, 4, 13)]])
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("Conv", dict(auto_pad="SAME_UPPER", strides=[2, 2])),
+    ("Conv", dict(auto_pad="SAME_LOWER", strides=[3, 2])),
+    ("MaxPool", dict(auto_pad="SAME_UPPER", kernel_shape=[3, 3], strides=[2, 2])),
+    ("AveragePool", dict(auto_pad="SAME_LOWER", kernel_shape=[3, 2], strides=[2, 2])),
+    ("AveragePool", dict(auto_pad="SAME_UPPER", kernel_shape=[3, 3], strides=[2, 2], count_include_pad=1)),
+])
+def test_same_padding_with_strides_over_symbolic_sizes(op, attrs):
+    ins = ["x", "w"] if op == "Conv" else ["x"]
+    m = _model([h.make_node(op, ins, ["y"], **attrs)],
+               [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, "H", "W"])], ["y"],
+               [_init("w", 3, 2, 3, 3)] if op == "Conv" else [], opset=19)
+    t = str(import_onnx(m).outputs[0].type)
+    assert "(H+1)//2" in t or "(H+2)//3" in t, t  # ceil(H / stride)
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 2, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 7, 8), (2, 10, 5), (1, 4, 13)]])
