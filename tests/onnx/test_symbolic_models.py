@@ -331,3 +331,22 @@ def test_same_padding_with_strides_over_symbolic_sizes(op, attrs):
     assert "(H+1)//2" in t or "(H+2)//3" in t, t  # ceil(H / stride)
     _check_at_shapes(m, [{"x": RNG.standard_normal((n, 2, hh, ww)).astype(np.float32)}
                          for n, hh, ww in [(1, 7, 8), (2, 10, 5), (1, 4, 13)]])
+
+
+def test_range_and_tile_driven_by_shapes():
+    """Range(2, S, 3) and Tile(x, [1, Shape(x)[0]]) follow the symbolic dims."""
+    nodes = [h.make_node("Shape", ["x"], ["s"]),
+             h.make_node("Gather", ["s", "i1"], ["sq"], axis=0),
+             h.make_node("Squeeze", ["sq"], ["sq0"]),
+             h.make_node("Range", ["two", "sq0", "three"], ["r"]),
+             h.make_node("Cast", ["r"], ["rf"], to=T.FLOAT),
+             h.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             h.make_node("Concat", ["one", "b"], ["reps"], axis=0),
+             h.make_node("Tile", ["x", "reps"], ["y"])]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["B", "S"])], ["rf", "y"],
+               [_ints("i0", [0]), _ints("i1", [1]), _ints("one", [1]),
+                numpy_helper.from_array(np.array(2, np.int64), "two"),
+                numpy_helper.from_array(np.array(3, np.int64), "three")])
+    assert [str(v.type) for v in import_onnx(m).outputs] == ["f32[S//3]", "f32[B,B*S]"]  # ceil((S-2)/3)
+    _check_at_shapes(m, [{"x": RNG.standard_normal((b, s)).astype(np.float32)}
+                         for b, s in [(1, 1), (2, 5), (3, 9)]])
