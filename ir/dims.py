@@ -59,12 +59,13 @@ def _mono_key(mono) -> tuple:
 class DimExpr:
     """A symbolic dimension in normal form (frozen, hashable); constants are plain ints."""
 
-    __slots__ = ("terms", "_text", "_hash")
+    __slots__ = ("terms", "_text", "_hash", "_bounds")
 
     def __init__(self, terms):
         object.__setattr__(self, "terms", terms)
         object.__setattr__(self, "_text", None)
         object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, "_bounds", None)
 
     def __setattr__(self, name, value):
         raise AttributeError("DimExpr is immutable")
@@ -433,6 +434,8 @@ def bounds(d) -> tuple:
     """Inclusive (low, high) over all symbol values >= 1; ``inf`` when unbounded."""
     if not isinstance(d, DimExpr):
         return _as_int(d), _as_int(d)
+    if d._bounds is not None:
+        return d._bounds
     lo = hi = 0
     for mono, coef in d.terms:
         iv = (coef, coef)
@@ -441,6 +444,7 @@ def bounds(d) -> tuple:
             for _ in range(e):
                 iv = _interval_mul(iv, ab)
         lo, hi = lo + iv[0], hi + iv[1]
+    object.__setattr__(d, "_bounds", (lo, hi))
     return lo, hi
 
 
