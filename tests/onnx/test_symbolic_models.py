@@ -3,7 +3,6 @@ compared with onnxruntime; their IR types carry the dims in normal form."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T, helper as h, numpy_helper
