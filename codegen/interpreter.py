@@ -26,7 +26,27 @@ def bind_symbols(graph: Graph, args: Sequence) -> dict:
                 hint = (" (this model was compiled for a fixed batch size: compile with "
                         "batch_dim=True to accept any)" if d == v.type.shape[0] else "")
                 raise ValueError(f"input %{v.name} expects {v.type}, got shape {tuple(shape)}{hint}")
+    _bind_expressions(graph, args, symbols)
     return symbols
+
+
+def _bind_expressions(graph: Graph, args: Sequence, symbols: dict) -> None:
+    """Input dims written as expressions (``2*T``, ``L+1``): solve linear ones in a symbol not
+    bound yet, then check every one against the argument's size."""
+    for v, a in zip(graph.inputs, args):
+        for d, actual in zip(v.type.shape, getattr(a, "shape", ())):
+            if not isinstance(d, DimExpr) or d.is_symbol or not isinstance(actual, int):
+                continue
+            free = [s for s in d.symbols if s not in symbols]
+            if len(free) == 1:  # a*S + b with S free: S = (actual - b) / a
+                s = free[0]
+                b = d.evaluate({**symbols, s: 0})
+                a1 = d.evaluate({**symbols, s: 1}) - b
+                if a1 > 0 and (actual - b) % a1 == 0 and d.evaluate({**symbols, s: 2}) == b + 2 * a1:
+                    symbols[s] = (actual - b) // a1
+            if all(s in symbols for s in d.symbols) and d.evaluate(symbols) != actual:
+                raise ValueError(f"input %{v.name} expects {v.type}: dim {d} is "
+                                 f"{d.evaluate(symbols)} with {symbols}, got size {actual}")
 
 
 def run_body(g: Graph, args: list, ctx: LoweringContext) -> list:

@@ -6,7 +6,6 @@ bounds cannot decide answer ``None`` (``dim_ge``) or raise ``InconclusiveDimensi
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 from typing import Union
@@ -14,6 +13,8 @@ from typing import Union
 from ..errors import VerifyError
 
 INF = math.inf
+RESERVED = frozenset({"max", "min", "mod", "floordiv"})
+"""Names that are operators in dim text (here or in jax.export's), never symbols."""
 
 
 class DimError(VerifyError, ValueError):
@@ -57,12 +58,13 @@ def _mono_key(mono) -> tuple:
 class DimExpr:
     """A symbolic dimension in normal form (frozen, hashable); constants are plain ints."""
 
-    __slots__ = ("terms", "_text", "_hash")
+    __slots__ = ("terms", "_text", "_hash", "_bounds")
 
     def __init__(self, terms):
         object.__setattr__(self, "terms", terms)
         object.__setattr__(self, "_text", None)
         object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, "_bounds", None)
 
     def __setattr__(self, name, value):
         raise AttributeError("DimExpr is immutable")
@@ -72,8 +74,9 @@ class DimExpr:
     def symbol(name: str) -> "DimExpr":
         """The dim named ``name`` (an identifier)."""
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) \
-                or name in ("max", "min"):
-            raise DimError(f"dimension symbol must be an identifier, got {name!r}")
+                or name in RESERVED:
+            raise DimError(f"dimension symbol must be an identifier other than "
+                           f"{', '.join(sorted(RESERVED))}, got {name!r}")
         return _atom_expr(("sym", name))
 
     # --- inspection --------------------------------------------------------------------
@@ -93,7 +96,7 @@ class DimExpr:
 
     def __str__(self) -> str:
         if self._text is None:
-            object.__setattr__(self, "_text", _format(self.terms))
+            object.__setattr__(self, "_text", format_terms(self.terms))
         return self._text
 
     def __repr__(self) -> str:
@@ -430,6 +433,8 @@ def bounds(d) -> tuple:
     """Inclusive (low, high) over all symbol values >= 1; ``inf`` when unbounded."""
     if not isinstance(d, DimExpr):
         return _as_int(d), _as_int(d)
+    if d._bounds is not None:
+        return d._bounds
     lo = hi = 0
     for mono, coef in d.terms:
         iv = (coef, coef)
@@ -438,6 +443,7 @@ def bounds(d) -> tuple:
             for _ in range(e):
                 iv = _interval_mul(iv, ab)
         lo, hi = lo + iv[0], hi + iv[1]
+    object.__setattr__(d, "_bounds", (lo, hi))
     return lo, hi
 
 
@@ -479,117 +485,6 @@ def _ge0(d, depth: int) -> bool | None:
             return True if True in (r1, r2) else False if r1 is False and r2 is False else None
         return True if r1 is True and r2 is True else False if False in (r1, r2) else None
     return None
-
-
-# --- text ---------------------------------------------------------------------------------
-
-def _format(terms) -> str:
-    text = ""
-    for n, (mono, coef) in enumerate(terms):
-        mag = abs(coef)
-        if not mono:
-            body = str(mag)
-        else:
-            # A floordiv atom stands bare only alone and unscaled: 'N*(H+1)//2' would read
-            # as (N*(H+1))//2, and a leading '-(H+1)//2' as (-(H+1))//2.
-            alone = len(mono) == 1 and mono[0][1] == 1 and mag == 1 and not (n == 0 and coef < 0)
-            factors = [f"({_atom_text(a)})" if a[0] == "floordiv" and not alone else _atom_text(a)
-                       for a, e in mono for _ in range(e)]
-            body = "*".join(([str(mag)] if mag != 1 else []) + factors)
-        text += ("-" if coef < 0 else "+" if n else "") + body
-    return text
-
-
-_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(//|[-+*(),%]))")
-
-
-def parse_dim(text: str) -> Dim:
-    """Read a dim from text (the inverse of ``str``); a recursive-descent parser, no eval."""
-    if not isinstance(text, str):
-        raise DimTypeError(f"dimension text must be a string, got {text!r}")
-    return _parse_cached(text)
-
-
-@functools.lru_cache(maxsize=4096)  # IR text and attributes spell the same dims again and again
-def _parse_cached(text: str) -> Dim:
-    toks, pos = [], 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise DimError(f"bad dimension {text!r}: unexpected {text[pos:].strip()[:10]!r} "
-                           f"at column {pos + 1}")
-        pos = m.end()
-        num, name, opr = m.groups()
-        toks.append(("num", int(num)) if num else ("name", name) if name else ("op", opr))
-    if not toks:
-        raise DimError(f"bad dimension {text!r}: empty")
-    i = 0
-
-    def fail(what):
-        where = f"at token {i + 1}" if i < len(toks) else "at the end"
-        return DimError(f"bad dimension {text!r}: expected {what} {where}")
-
-    def peek():
-        return toks[i] if i < len(toks) else (None, None)
-
-    def expect(op):
-        nonlocal i
-        if peek() != ("op", op):
-            raise fail(repr(op))
-        i += 1
-
-    def atom():
-        nonlocal i
-        kind, val = peek()
-        if kind is None:
-            raise fail("a number, symbol or '('")
-        i += 1
-        if kind == "num":
-            return val
-        if kind == "name":
-            if val in ("max", "min") and peek() == ("op", "("):
-                i += 1
-                a = expr()
-                expect(",")
-                b = expr()
-                expect(")")
-                return _minmax(val, a, b)
-            return DimExpr.symbol(val)
-        if val == "(":
-            v = expr()
-            expect(")")
-            return v
-        if val == "-":
-            return _neg(atom())
-        i -= 1
-        raise fail("a number, symbol or '('")
-
-    def term():
-        nonlocal i
-        v = atom()
-        while peek() in (("op", "*"), ("op", "//"), ("op", "%")):
-            o = peek()[1]
-            i += 1
-            r = atom()
-            v = _mul(v, r) if o == "*" else floordiv(v, r) if o == "//" else mod(v, r)
-        return v
-
-    def expr():
-        nonlocal i
-        v = term()
-        while peek() in (("op", "+"), ("op", "-")):
-            o = peek()[1]
-            i += 1
-            r = term()
-            v = _add(v, r) if o == "+" else _add(v, _neg(r))
-        return v
-
-    result = expr()
-    if i != len(toks):
-        raise fail("an operator or the end")
-    return result
 
 
 # --- helpers over int | DimExpr ---------------------------------------------------------
@@ -639,3 +534,7 @@ def from_jax(d) -> Dim:
 def is_static_dim(d) -> bool:
     """True for a plain int dim."""
     return isinstance(d, int) and not isinstance(d, bool)
+
+
+# The text form lives in dimtext.py; imported last, as it builds dims with the arithmetic above.
+from .dimtext import format_terms, parse_dim  # noqa: E402,F401

@@ -40,7 +40,8 @@ def pack_arrays(arrays: list[np.ndarray]) -> bytes:
     buf = io.BytesIO()
     stored = {}
     for i, a in enumerate(arrays):
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
+        a = a if a.flags.c_contiguous else a.copy(order="C")  # ascontiguousarray makes 0-d 1-d
         if a.dtype.kind == "V" or a.dtype.type.__module__.startswith("ml_dtypes"):
             a = a.view(f"u{a.dtype.itemsize}")  # bf16 / float8 / int4: keep the bits
         stored[f"p{i}"] = a

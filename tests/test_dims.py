@@ -214,3 +214,15 @@ def test_pad_slice_concat_reshape_broadcast():
 def test_rules_refuse_provably_wrong_or_unprovable_dims(op, types, attrs, words):
     with pytest.raises(OpTypeError, match=re.escape(words)):
         infer(op, types, **attrs)
+
+
+def test_input_dims_written_as_expressions_are_solved_and_checked():
+    import numpy as np
+    from tensorsmith.codegen.interpreter import bind_symbols
+    from tensorsmith.ir import parse
+    g = parse("graph @g(%x: f32[B,2*T+1], %y: f32[T]) {\n  return %x\n}\n")
+    assert bind_symbols(g, [np.zeros((3, 9)), np.zeros((4,))]) == {"B": 3, "T": 4}
+    g1 = parse("graph @g(%x: f32[2*T+1]) {\n  return %x\n}\n")
+    assert bind_symbols(g1, [np.zeros(7)]) == {"T": 3}
+    with pytest.raises(ValueError, match=r"dim 2\*T\+1 is 9 .* got size 8"):
+        bind_symbols(g, [np.zeros((3, 8)), np.zeros((4,))])

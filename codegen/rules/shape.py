@@ -48,7 +48,7 @@ def _concatenate(ctx, node, *xs):
 def _pad(ctx, node, x, pv):
     a = node.attrs
     interior = a.get("interior") or (0,) * x.ndim
-    return lax.pad(x, pv, list(zip(a["low"], a["high"], interior)))
+    return lax.pad(x, pv, list(zip(ctx.shape(a["low"]), ctx.shape(a["high"]), interior)))
 
 
 @lowering("squeeze")

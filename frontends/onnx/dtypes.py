@@ -7,6 +7,7 @@ import numpy as np
 from onnx import TensorProto, ValueInfoProto
 
 from ...ir import TensorType
+from ...ir.dims import RESERVED
 from .errors import OnnxImportError
 from ...errors import ModelImportError
 
@@ -49,7 +50,8 @@ def onnx_dtype(dtype: str) -> int:
 def sanitize_symbol(name: str) -> str:
     """A dim_param as an identifier usable as a dimension symbol ('batch size' -> 'batch_size')."""
     s = re.sub(r"[^A-Za-z0-9_]", "_", name.strip())
-    return s if s and not s[0].isdigit() else f"d_{s}"
+    s = s if s and not s[0].isdigit() else f"d_{s}"
+    return f"{s}_" if s in RESERVED else s
 
 
 def value_info_type(vi: ValueInfoProto, override=None, bound=None, label: str = "") -> TensorType:

@@ -134,6 +134,7 @@ def _pad(types, attrs):
     require(len(lo) == len(hi) == len(interior) == x.rank, f"pad: need {x.rank} entries per config")
     out = []
     for k, (d, l, h, i) in enumerate(zip(x.shape, lo, hi, interior)):
+        l, h = dim_of(l), dim_of(h)  # symbolic amounts: SAME padding of a symbolic size
         require(i >= 0, f"pad: negative interior padding {i} in dimension {k}")
         n = l + h + d + dim_max(d - 1, 0) * i
         require(dim_ge(n, 0) is not False, f"pad: dimension {k} of {x} becomes negative "

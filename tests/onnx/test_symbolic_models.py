@@ -3,7 +3,6 @@ compared with onnxruntime; their IR types carry the dims in normal form."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T, helper as h, numpy_helper
@@ -191,6 +190,8 @@ def test_reshape_minus_one_needs_a_provable_division():
 @pytest.mark.parametrize("build, shapes", [
     (cnn, [(2, 3, 17, 23), (1, 3, 32, 32)]),
     (audio, [(2, 97), (1, 64)]),
+    (lambda: transformer_block(), [(2, 5, 16), (1, 12, 16)]),
+    (shape_chain, [(2, 6, 8), (1, 9, 8)]),
 ])
 def test_exports_keep_the_dims_symbolic(build, shapes, tmp_path):
     """jax.export with H, W (or T) symbolic: one file runs at every shape (dims jax writes
@@ -223,3 +224,128 @@ def test_resize_to_sizes_read_from_another_shape(mode, ctm):
     assert str(import_onnx(m).outputs[0].type) == "f32[N,4,H,W]"
     _check_at_shapes(m, [{"x": RNG.standard_normal((n, 4, hh, ww)).astype(np.float32)}
                          for n, hh, ww in [(1, 8, 8), (2, 11, 6), (1, 5, 13)]])
+
+
+@pytest.mark.parametrize("build", [cnn, audio, shape_chain])
+def test_ir_text_of_symbolic_graphs_round_trips(build):
+    from tensorsmith.ir import parse
+    from tensorsmith.ir.printer import print_graph
+    g = import_onnx(build())
+    text = print_graph(g)
+    assert "(H+1)//2" in text or "T//4+1" in text or "f32[B,2,S,4]" in text
+    assert print_graph(parse(text, dict(g.params))) == text
+
+
+def test_reserved_dim_param_names_become_symbols():
+    nodes = [h.make_node("Relu", ["x"], ["y"])]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["max", "batch size"])], ["y"], [])
+    assert str(import_onnx(m).inputs[0].type) == "f32[max_,batch_size]"
+
+
+def transformer_block(hidden=16, heads=2):
+    """Self-attention over a dynamic sequence: heads split and merged through Shape chains, a
+    causal mask built from Shape -> Range, softmax, residual and LayerNorm."""
+    d = hidden // heads
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"]),
+        h.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+        h.make_node("Gather", ["s", "i1"], ["sq"], axis=0),
+        h.make_node("Concat", ["b", "sq", "nh", "hd"], ["split"], axis=0),
+        h.make_node("Concat", ["b", "sq", "hid"], ["merge"], axis=0),
+    ]
+    for n in "qkv":
+        nodes += [h.make_node("MatMul", ["x", f"w{n}"], [f"{n}0"]),
+                  h.make_node("Reshape", [f"{n}0", "split"], [f"{n}1"]),
+                  h.make_node("Transpose", [f"{n}1"], [n], perm=[0, 2, 1, 3])]
+    nodes += [
+        h.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        h.make_node("MatMul", ["q", "kt"], ["att0"]),
+        h.make_node("Mul", ["att0", "scale"], ["att1"]),
+        h.make_node("Squeeze", ["sq"], ["sq0"]),
+        h.make_node("Range", ["zero", "sq0", "one"], ["pos"]),
+        h.make_node("Unsqueeze", ["pos", "ax1"], ["row"]),  # [S, 1]
+        h.make_node("Unsqueeze", ["pos", "ax0"], ["col"]),  # [1, S]
+        h.make_node("Less", ["row", "col"], ["future"]),
+        h.make_node("Where", ["future", "neg", "att1"], ["att2"]),
+        h.make_node("Softmax", ["att2"], ["p"], axis=-1),
+        h.make_node("MatMul", ["p", "v"], ["o0"]),
+        h.make_node("Transpose", ["o0"], ["o1"], perm=[0, 2, 1, 3]),
+        h.make_node("Reshape", ["o1", "merge"], ["o2"]),
+        h.make_node("MatMul", ["o2", "wo"], ["o3"]),
+        h.make_node("Add", ["x", "o3"], ["r"]),
+        h.make_node("LayerNormalization", ["r", "g", "bt"], ["y"], axis=-1),
+    ]
+    f32 = lambda name, v: numpy_helper.from_array(np.asarray(v, np.float32), name)  # noqa: E731
+    inits = [_init(f"w{n}", hidden, hidden) for n in "qkvo"] + [
+        _ints("i0", [0]), _ints("i1", [1]), _ints("nh", [heads]), _ints("hd", [d]), _ints("hid", [hidden]),
+        _ints("ax0", [0]), _ints("ax1", [1]), f32("scale", 1 / np.sqrt(d)), f32("neg", -1e9),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"), _init("g", hidden), _init("bt", hidden)]
+    return _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["B", "S", hidden])], ["y"], inits)
+
+
+def test_transformer_block_with_dynamic_sequence_length():
+    g = import_onnx(transformer_block())
+    assert str(g.outputs[0].type) == "f32[B,S,16]"
+    _check_at_shapes(transformer_block(), [{"x": RNG.standard_normal((b, s, 16)).astype(np.float32)}
+                                           for b, s in [(1, 3), (2, 10), (3, 17)]])
+
+
+def test_conv_transpose_over_symbolic_sizes():
+    nodes = [h.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 0, 0],
+                         output_padding=[1, 0])]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, "H", "W"])], ["y"],
+               [_init("w", 4, 3, 3, 3)])
+    assert str(import_onnx(m).outputs[0].type) == "f32[N,3,2*H+1,2*W]"  # 2*(H-1) + 1 + 3 - 1 - 0
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 4, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 4, 4), (2, 7, 3), (1, 2, 9)]])
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)),
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, count_include_pad=1)),
+])
+def test_ceil_mode_pooling_over_symbolic_sizes(op, attrs):
+    m = _model([h.make_node(op, ["x"], ["y"], **attrs)],
+               [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, "H", "W"])], ["y"], [], opset=19)
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 2, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 7, 8), (2, 10, 5), (1, 4, 13)]])
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("Conv", dict(auto_pad="SAME_UPPER", strides=[2, 2])),
+    ("Conv", dict(auto_pad="SAME_LOWER", strides=[3, 2])),
+    ("MaxPool", dict(auto_pad="SAME_UPPER", kernel_shape=[3, 3], strides=[2, 2])),
+    ("AveragePool", dict(auto_pad="SAME_LOWER", kernel_shape=[3, 2], strides=[2, 2])),
+    ("AveragePool", dict(auto_pad="SAME_UPPER", kernel_shape=[3, 3], strides=[2, 2], count_include_pad=1)),
+])
+def test_same_padding_with_strides_over_symbolic_sizes(op, attrs):
+    ins = ["x", "w"] if op == "Conv" else ["x"]
+    m = _model([h.make_node(op, ins, ["y"], **attrs)],
+               [h.make_tensor_value_info("x", T.FLOAT, ["N", 2, "H", "W"])], ["y"],
+               [_init("w", 3, 2, 3, 3)] if op == "Conv" else [], opset=19)
+    t = str(import_onnx(m).outputs[0].type)
+    assert "(H+1)//2" in t or "(H+2)//3" in t, t  # ceil(H / stride)
+    _check_at_shapes(m, [{"x": RNG.standard_normal((n, 2, hh, ww)).astype(np.float32)}
+                         for n, hh, ww in [(1, 7, 8), (2, 10, 5), (1, 4, 13)]])
+
+
+def test_range_and_tile_driven_by_shapes():
+    """Range(2, S, 3) and Tile(x, [1, Shape(x)[0]]) follow the symbolic dims."""
+    nodes = [h.make_node("Shape", ["x"], ["s"]),
+             h.make_node("Gather", ["s", "i1"], ["sq"], axis=0),
+             h.make_node("Squeeze", ["sq"], ["sq0"]),
+             h.make_node("Range", ["two", "sq0", "three"], ["r"]),
+             h.make_node("Cast", ["r"], ["rf"], to=T.FLOAT),
+             h.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             h.make_node("Concat", ["one", "b"], ["reps"], axis=0),
+             h.make_node("Tile", ["x", "reps"], ["y"])]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["B", "S"])], ["rf", "y"],
+               [_ints("i0", [0]), _ints("i1", [1]), _ints("one", [1]),
+                numpy_helper.from_array(np.array(2, np.int64), "two"),
+                numpy_helper.from_array(np.array(3, np.int64), "three")])
+    assert [str(v.type) for v in import_onnx(m).outputs] == ["f32[S//3]", "f32[B,B*S]"]  # ceil((S-2)/3)
+    _check_at_shapes(m, [{"x": RNG.standard_normal((b, s)).astype(np.float32)}
+                         for b, s in [(1, 1), (2, 5), (3, 9)]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 
+from ....ir.dims import dim_max
 from ....ir.types import shape_numel
 from ..registry import onnx_op
 from ._dims import dim_count
@@ -67,8 +68,8 @@ def _layouts(nsp: int):
 def _same_pads(auto_pad, sizes, kernel, strides, dilations):
     pads_lo, pads_hi = [], []
     for x, k, s, d in zip(sizes, kernel, strides, dilations):
-        out = -(-x // s)
-        total = max(0, (out - 1) * s + (k - 1) * d + 1 - x)
+        out = -(-x // s) if isinstance(x, int) else (x + s - 1) // s
+        total = dim_max(0, (out - 1) * s + (k - 1) * d + 1 - x)
         lo = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
         pads_lo.append(lo)
         pads_hi.append(total - lo)
@@ -80,14 +81,8 @@ def conv_padding(ctx, sizes, kernel, strides, dilations):
     nsp = len(kernel)
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        # With stride 1 the total padding is the dilated kernel less one, whatever the size.
-        if not all(isinstance(x, int) or s == 1 for x, s in zip(sizes, strides)):
-            ctx.unsupported(f"auto_pad {auto_pad} with strides {list(strides)} over symbolic "
-                            f"spatial sizes {[str(x) for x in sizes]} (padding would depend on "
-                            "the size)")
-        return _same_pads(auto_pad, [x if isinstance(x, int) else (k - 1) * d + 1
-                                     for x, k, d in zip(sizes, kernel, dilations)],
-                          kernel, strides, dilations)
+        # Over a symbolic size the padding is a dim expression too (applied by an explicit pad).
+        return _same_pads(auto_pad, sizes, kernel, strides, dilations)
     if auto_pad == "VALID":
         return [(0, 0)] * nsp
     pads = ctx.attr("pads", (0,) * (2 * nsp))
@@ -108,6 +103,7 @@ def _conv(ctx, x, w, bias=None, out_dtype=None):
     strides = ctx.attr("strides", (1,) * nsp)
     dilations = ctx.attr("dilations", (1,) * nsp)
     padding = conv_padding(ctx, x.shape[2:], kernel, strides, dilations)
+    x, padding = explicit_pad(ctx, x, padding, 0)
     y = ctx.op("conv", x, w, dimension_numbers=_layouts(nsp), window_strides=tuple(strides),
                padding=tuple(padding), rhs_dilation=tuple(dilations),
                feature_group_count=ctx.attr("group", 1), preferred_element_type=out_dtype)
@@ -123,12 +119,13 @@ def _conv_transpose(ctx, x, w, bias=None):
     dilations = ctx.attr("dilations", (1,) * nsp)
     out_pad = ctx.attr("output_padding", (0,) * nsp)
     sizes = x.shape[2:]
-    if not all(isinstance(s, int) for s in sizes):
-        ctx.unsupported("ConvTranspose needs static spatial sizes")
     keff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     out_shape = ctx.attr("output_shape", None)
     if out_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(s, int) for s in sizes):
+            ctx.unsupported(f"ConvTranspose with output_shape or auto_pad SAME over symbolic "
+                            f"spatial sizes {[str(s) for s in sizes]}")
         if out_shape is None:
             out_shape = [s * st for s, st in zip(sizes, strides)]
         out_shape = list(out_shape)[-nsp:]
@@ -166,14 +163,20 @@ def _pool_geometry(ctx, x):
     dilations = ctx.attr("dilations", (1,) * nsp)
     sizes = x.shape[2:]
     padding = conv_padding(ctx, sizes, kernel, strides, dilations)
-    if ctx.attr("ceil_mode", 0) and not all(isinstance(n, int) or s == 1 for n, s in zip(sizes, strides)):
-        ctx.unsupported(f"ceil_mode pooling with strides {list(strides)} over symbolic spatial "
-                        f"sizes {[str(n) for n in sizes]} (the extra padding depends on the size)")
-    if ctx.attr("ceil_mode", 0) and all(isinstance(n, int) for n in sizes):
+    if ctx.attr("ceil_mode", 0):
         padding = list(padding)
         for i, (n, k, s, d) in enumerate(zip(sizes, kernel, strides, dilations)):
             lo, hi = padding[i]
             keff = (k - 1) * d + 1
+            if not isinstance(n, int):
+                # ceil((n+lo+hi-keff)/s) is floor((n+lo+hi+s-1-keff)/s): s-1 more high padding;
+                # with hi + s <= keff no window can start in the padding, so none is dropped.
+                if s > 1 and (not isinstance(hi, int) or hi + s > keff):
+                    ctx.unsupported(f"ceil_mode pooling of symbolic dim {n} with stride {s}, "
+                                    f"kernel {keff} and high pad {hi} (a last window might start "
+                                    "in the padding)")
+                padding[i] = (lo, hi + s - 1)
+                continue
             out = -(-(n + lo + hi - keff) // s) + 1
             if (out - 1) * s >= n + lo:  # the last window would start in the padding: drop it
                 out -= 1
@@ -181,7 +184,22 @@ def _pool_geometry(ctx, x):
     return kernel, strides, dilations, padding
 
 
+def explicit_pad(ctx, x, padding, value):
+    """Symbolic (lo, hi) spatial padding applied by a pad node (conv/window padding attributes
+    are ints): returns the padded x and the padding left for the op."""
+    if all(isinstance(p, int) for lh in padding for p in lh):
+        return x, padding
+    lo = (0, 0) + tuple(p[0] for p in padding)
+    hi = (0, 0) + tuple(p[1] for p in padding)
+    x = ctx.op("pad", x, ctx.scalar(value, x), low=lo, high=hi)
+    return x, [(0, 0)] * len(padding)
+
+
+_IDENTITY = {"max": float("-inf"), "min": float("inf"), "sum": 0}
+
+
 def _window(kind, x, kernel, strides, dilations, padding, ctx):
+    x, padding = explicit_pad(ctx, x, padding, _IDENTITY[kind])
     return ctx.op("reduce_window", x, kind=kind, window_dimensions=(1, 1) + tuple(kernel),
                   window_strides=(1, 1) + tuple(strides),
                   padding=((0, 0), (0, 0)) + tuple(tuple(p) for p in padding),

@@ -280,12 +280,12 @@ def tile(ctx, x, repeats):
     """x repeated ``repeats[i]`` times along each axis (numpy.tile)."""
     if len(repeats) != x.type.rank:
         ctx.unsupported(f"repeats {list(repeats)} do not match rank {x.type.rank}")
-    if all(r == 1 for r in repeats):
+    if all(isinstance(r, int) and r == 1 for r in repeats):
         return x
     # broadcast x[d0, d1] to [r0, d0, r1, d1] (only axes with r != 1 get a new dim), then merge
     shape, dims, out = [], [], []
     for d, r in zip(x.shape, repeats):
-        if r != 1:
+        if not isinstance(r, int) or r != 1:
             shape.append(r)
         dims.append(len(shape))
         shape.append(d)
@@ -296,7 +296,7 @@ def tile(ctx, x, repeats):
 
 @onnx_op("Tile", since=6)
 def _tile(ctx, x, repeats):
-    return tile(ctx, x, known_ints(ctx, repeats, "Tile's repeats"))
+    return tile(ctx, x, target_dims(ctx, repeats, "Tile's repeats"))
 
 
 # --- padding --------------------------------------------------------------------------------------
@@ -456,9 +456,14 @@ def _range(ctx, start, limit, delta):
     d = np.asarray(ctx.require_known(delta, "Range's delta")).reshape(())
     lim = shape_dims(ctx, limit) if is_int(limit.dtype) else None
     if lim is not None and isinstance(lim[0], DimExpr):
-        if int(s) == 0 and int(d) == 1:  # arange(n) of a symbolic n
-            return ctx.op("iota", dtype=start.dtype, shape=(lim[0],), axis=0)
-        ctx.unsupported(f"Range up to symbolic {lim[0]!r} from {s} by {d}")
+        s0, d0 = int(s), int(d)
+        if d0 <= 0:
+            ctx.unsupported(f"Range up to symbolic {lim[0]} from {s0} by {d0} (needs a positive step)")
+        n = dim_max((lim[0] - s0 + d0 - 1) // d0, 0)  # ceil((limit - start) / delta), at least 0
+        y = ctx.op("iota", dtype=start.dtype, shape=(n,), axis=0)
+        if d0 != 1:
+            y = ctx.op("mul", y, ctx.scalar(d0, start.dtype))
+        return y if s0 == 0 else ctx.op("add", y, ctx.scalar(s0, start.dtype))
     lim = lim[0] if lim is not None else np.asarray(ctx.require_known(limit, "Range's limit")).reshape(())
     n = max(int(math.ceil((float(lim) - float(s)) / float(d))), 0)
     return ctx.const((s + d * np.arange(n)).astype(s.dtype))
