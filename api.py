@@ -246,7 +246,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                        specialized=bound, specializer=specializer, inputs=front.inputs,
                        deferred=front.deferred, cache_size=cache_size,
                        recompile_warning=recompile_warning, cast_inputs=cast_inputs,
-                       name=name or front.label)
+                       jax_dtypes=callable(model) and not isinstance(model, Graph)
+                       and not _is_onnx(model), name=name or front.label)
     if concrete and cm.runnable:
         cm.warm_up(*example_args)  # early specialization: errors surface here, not at a call
     return cm

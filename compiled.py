@@ -67,11 +67,15 @@ class Specialized(NamedTuple):
 class ArgChecker:
     """Checks call arguments against a graph's inputs: count, rank, dtype, static dims."""
 
-    def __init__(self, inputs: list[tuple[str, TensorType]], model: str, cast_inputs: bool = False):
+    def __init__(self, inputs: list[tuple[str, TensorType]], model: str, cast_inputs: bool = False,
+                 jax_dtypes: bool = False):
         self.names = [n for n, _ in inputs]
         self.types = [t for _, t in inputs]
         self.dtypes = [numpy_dtype(t.dtype) for t in self.types]
         self.model, self.cast_inputs = model, cast_inputs
+        # JAX functions were traced with JAX's dtype rules (f64 -> f32 unless x64 is on):
+        # a call gets the same conversion jax.jit would make, and nothing more.
+        self.jax_dtypes = jax_dtypes
 
     def _what(self, i: int) -> str:
         return f"argument #{i} ({self.names[i]!r}) of {self.model}"
@@ -128,7 +132,8 @@ class ArgChecker:
                 bound.setdefault(sym, (i, size))
             dt = np.dtype(a.dtype)
             if dt != want:
-                if self.cast_inputs and np.can_cast(dt, want, "same_kind"):
+                if (self.cast_inputs and np.can_cast(dt, want, "same_kind")) or (
+                        self.jax_dtypes and jax.dtypes.canonicalize_dtype(dt) == want):
                     casts.append((i, want))
                     continue
                 how = (f"pass it as {t.dtype} (e.g. x.astype(numpy.{want.name}))"
@@ -201,7 +206,7 @@ class CompiledModel:
                  inputs: list[tuple[str, TensorType]] | None = None, deferred: str = "",
                  cache_size: int = DEFAULT_CACHE_SIZE,
                  recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
-                 cast_inputs: bool = False, name: str = ""):
+                 cast_inputs: bool = False, jax_dtypes: bool = False, name: str = ""):
         if graph is None and specializer is None:
             raise ValueError("CompiledModel needs a graph or a specializer")
         if not isinstance(cache_size, int) or cache_size < 1:
@@ -215,7 +220,7 @@ class CompiledModel:
         decl = [(v.name, v.type) for v in graph.inputs] if graph is not None else list(inputs or [])
         gname = graph.name if graph is not None else (name or "model")
         self._label = f"model @{gname}"
-        self._checker = ArgChecker(decl, self._label, cast_inputs)
+        self._checker = ArgChecker(decl, self._label, cast_inputs, jax_dtypes)
         n = len(decl)
         self._flat = in_tree == jax.tree_util.tree_structure(tuple([0] * n))
         self._cache: OrderedDict = OrderedDict()
