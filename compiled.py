@@ -14,6 +14,7 @@ import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -153,6 +154,7 @@ class _Entry:
     """One executable: the graph it came from, shared device params, casts to apply."""
 
     exe: Callable
+    key: tuple
     graph: Graph
     params: tuple
     x64: bool
@@ -161,6 +163,7 @@ class _Entry:
     specialized: bool
     compile_s: float
     import_s: float = 0.0
+    fast: Callable | None = None
 
     def __call__(self, leaves):
         if self.casts:
@@ -224,6 +227,8 @@ class CompiledModel:
         n = len(decl)
         self._flat = in_tree == jax.tree_util.tree_structure(tuple([0] * n))
         self._cache: OrderedDict = OrderedDict()
+        self._fast: dict = {}                  # tuple of JAX avals -> entry (checked types only)
+        self._last: _Entry | None = None       # the most recently used entry (end of the LRU)
         self._info = CacheInfo(maxsize=cache_size, pipeline_runs=1 if graph is not None else 0)
         self._value_pos: tuple[int, ...] = ()
         self._seen: list[tuple] = []           # (shapes, value bytes) per compile, for the warning
@@ -249,6 +254,15 @@ class CompiledModel:
                 f"tensorsmith.load(path)(*args), or compile with target='cpu' to run here.")
         if self._flat:
             leaves = args
+            try:  # hot path: JAX arrays whose exact types passed the checks before
+                entry = self._fast.get(tuple([a.aval for a in args]))
+            except AttributeError:
+                entry = None
+            if entry is not None:
+                self._info.hits += 1
+                if entry is not self._last:
+                    self._touch(entry)
+                return entry.fast(*args)
         else:
             leaves, tree = jax.tree_util.tree_flatten(args)
             if tree != self._in_tree:
@@ -266,8 +280,24 @@ class CompiledModel:
             entry = self._miss(key, leaves)
         else:
             self._info.hits += 1
-            self._cache.move_to_end(key)
+            if entry is not self._last:
+                self._touch(entry)
+        if self._flat and not entry.casts and not entry.x64 and not self._value_pos:
+            try:
+                avals = tuple([a.aval for a in leaves])
+            except AttributeError:  # numpy arguments: the keyed path is their hot path
+                return entry(leaves)
+            out = entry(leaves)
+            if entry.fast is None:
+                # The executable's C++ entry point (made by its first call), params bound.
+                entry.fast = partial(getattr(entry.exe, "_call", None) or entry.exe, entry.params)
+            self._fast[avals] = entry
+            return out
         return entry(leaves)
+
+    def _touch(self, entry: _Entry) -> None:
+        self._cache.move_to_end(entry.key)
+        self._last = entry
 
     def _value_key(self, leaves) -> tuple:
         if len(leaves) <= max(self._value_pos):
@@ -304,8 +334,7 @@ class CompiledModel:
         pos = tuple(sorted(set(self._value_pos) | {names.index(k) for k in spec.bound if k in names}))
         if pos != self._value_pos:
             # New shape-deciding inputs: keys made without their bytes would be ambiguous.
-            self._info.evictions += len(self._cache)
-            self._cache.clear()
+            self.cache_clear()
             self._value_pos = pos
             key = tuple((a.shape, a.dtype) for a in leaves) + self._value_key(leaves)
         entry = self._compile(spec.graph, spec.out_tree, leaves, casts, True)
@@ -348,7 +377,7 @@ class CompiledModel:
         dt = time.perf_counter() - t0
         self._info.compiles += 1
         self._info.compile_seconds += dt
-        return _Entry(exe, graph, params, x64, casts, self._sig_text(leaves), specialized, dt)
+        return _Entry(exe, None, graph, params, x64, casts, self._sig_text(leaves), specialized, dt)
 
     def _device_params(self, graph: Graph) -> tuple:
         """Device copies of ``graph``'s params, shared with earlier entries when equal."""
@@ -369,10 +398,13 @@ class CompiledModel:
         return tuple(out)
 
     def _insert(self, key, entry: _Entry, leaves) -> _Entry:
+        entry.key = key
         self._cache[key] = entry
+        self._last = entry
         while len(self._cache) > self._maxsize:
-            self._cache.popitem(last=False)
+            _, old = self._cache.popitem(last=False)
             self._info.evictions += 1
+            self._fast = {k: e for k, e in self._fast.items() if e is not old}
         self._seen.append((tuple(tuple(a.shape) for a in leaves), self._value_key(leaves)
                            if self._value_pos else ()))
         limit = self._warn_after
@@ -411,6 +443,8 @@ class CompiledModel:
         """Drop every cached executable (counted as evictions)."""
         self._info.evictions += len(self._cache)
         self._cache.clear()
+        self._fast.clear()
+        self._last = None
 
     def _sig_text(self, leaves) -> str:
         parts = []
