@@ -126,7 +126,8 @@ def _onnx_frontend(model, name) -> _Frontend:
 
     try:
         base = _flat_trees(import_onnx(loaded, name=name))
-        return _Frontend(base, "", None, decl, tree, loaded.model.graph.name)
+        # The symbolic graph serves every call; re-import only where it cannot compile.
+        return _Frontend(base, "", specialize, decl, tree, loaded.model.graph.name)
     except NeedsInputValuesError as e:
         why = (f"its shapes depend on the values of input(s) {', '.join(map(repr, e.inputs))} "
                f"({'; '.join(str(n) for n in e.nodes[:3])})")

@@ -227,6 +227,22 @@ def test_jax_cnn_with_symbolic_h_w_compiled_once():
         cm(_f32(1, 8, 8, 4))
 
 
+def test_jax_mlp_with_symbolic_batch_is_one_graph():
+    w = _f32(16, 8)
+
+    def mlp(p, x):
+        return jnp.tanh(x @ p)
+
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("B, 16"), np.float32)
+    cm = tensorsmith.compile(mlp, spec, params=w)
+    assert cm.symbolic and "f32[B,16]" in cm.ir()
+    for n in (1, 5, 9):
+        x = _f32(n, 16)
+        np.testing.assert_allclose(np.asarray(cm(x)), np.tanh(x @ w), rtol=1e-5, atol=1e-6)
+    info = cm.cache_info()
+    assert (info.compiles, info.specializations, info.pipeline_runs) == (3, 0, 1)
+
+
 def test_export_of_value_dependent_model_names_the_inputs(tmp_path):
     m = resize_sizes_model()
     cm = tensorsmith.compile(m)
