@@ -321,7 +321,12 @@ def input_declarations(fn: Callable, example_args: tuple, has_params: bool,
 
 def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
                 name: str | None = None) -> Traced:
-    """Trace ``fn(*args)`` (or ``fn(params, *args)``) into a Graph plus pytree structure."""
+    """Trace ``fn(*args)`` (or ``fn(params, *args)``) into a Graph plus pytree structure.
+
+    Example args may be arrays or ``jax.ShapeDtypeStruct``; shapes made with
+    ``jax.export.symbolic_shape("N, H, W, 3")`` become symbolic dims (``batch_dim=`` is a
+    shorthand for a symbolic first dim).
+    """
     if not callable(fn):
         raise TypeError(f"trace() needs a callable JAX function, got {type(fn).__name__}")
     batch_symbol = "N" if batch_dim is True else batch_dim

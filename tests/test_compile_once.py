@@ -243,6 +243,17 @@ def test_jax_mlp_with_symbolic_batch_is_one_graph():
     assert (info.compiles, info.specializations, info.pipeline_runs) == (3, 0, 1)
 
 
+def test_jax_symbolic_export_keeps_the_batch_open(tmp_path):
+    w = _f32(16, 8)
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("B, 16"), np.float32)
+    cm = tensorsmith.compile(lambda p, x: jnp.tanh(x @ p), spec, params=w)
+    loaded = tensorsmith.load(cm.export(tmp_path / "mlp.tsx"))
+    assert loaded.meta["inputs"] == ["f32[B,16]"]
+    for n in (2, 7):
+        x = _f32(n, 16)
+        np.testing.assert_allclose(np.asarray(loaded(x)), np.tanh(x @ w), rtol=1e-5, atol=1e-6)
+
+
 def test_export_of_value_dependent_model_names_the_inputs(tmp_path):
     m = resize_sizes_model()
     cm = tensorsmith.compile(m)
