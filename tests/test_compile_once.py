@@ -283,3 +283,14 @@ def test_unsupported_model_with_static_inputs_fails_at_compile():
     with pytest.raises(tensorsmith.ModelImportError):
         tensorsmith.compile(m)
     assert onnx  # the onnx module is used to build every model here
+
+
+def test_export_only_target_needs_example_inputs_for_a_value_dependent_model(tmp_path):
+    m = resize_sizes_model()
+    with pytest.raises(tensorsmith.ExportError, match=r"(?s)cannot be lowered for tpu without "
+                                                      r"example inputs.*'sizes'"):
+        tensorsmith.compile(m, target="tpu")
+    x, sizes = _f32(1, 2, 4, 4), np.array([1, 2, 8, 8], np.int64)
+    cm = tensorsmith.compile(m, x, sizes, target="tpu")
+    assert not cm.runnable and "f32[1,2,8,8]" in cm.ir()
+    assert cm.export(tmp_path / "m.tsx").is_file()
