@@ -131,12 +131,16 @@ def _onnx_frontend(model, name) -> _Frontend:
     except NeedsInputValuesError as e:
         why = (f"its shapes depend on the values of input(s) {', '.join(map(repr, e.inputs))} "
                f"({'; '.join(str(n) for n in e.nodes[:3])})")
-    except UnsupportedNodesError as e:
+    except Exception as e:  # noqa: BLE001 - re-raised unless concrete shapes may help
+        # Some converters cannot compute with symbolic dims (or fail on them with a raw
+        # TypeError): with symbolic inputs, import again at each call's concrete shapes.
         symbolic = [n for n, t in decl if not t.is_static]
-        if not symbolic:
+        if not symbolic or not _deferrable(e):
             raise
+        kind = "" if isinstance(e, UnsupportedNodesError) else f"{type(e).__name__}: "
+        detail = str(e).splitlines()[-1].strip() if str(e) else ""
         why = (f"it does not import with symbolic input dims ({', '.join(symbolic)} not static): "
-               f"{str(e).splitlines()[-1].strip()}")
+               f"{kind}{detail}")
     return _Frontend(None, why, specialize, decl, tree, loaded.model.graph.name)
 
 

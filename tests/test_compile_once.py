@@ -294,3 +294,16 @@ def test_export_only_target_needs_example_inputs_for_a_value_dependent_model(tmp
     cm = tensorsmith.compile(m, x, sizes, target="tpu")
     assert not cm.runnable and "f32[1,2,8,8]" in cm.ir()
     assert cm.export(tmp_path / "m.tsx").is_file()
+
+
+def test_converter_failing_on_symbolic_dims_specializes_instead():
+    """InstanceNormalization over symbolic H, W: the symbolic import fails; calls specialize."""
+    g = h.make_graph([h.make_node("InstanceNormalization", ["x", "s", "b"], ["y"])], "inorm",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, "H", "W"])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)],
+                     [_init("s", _f32(3)), _init("b", _f32(3))])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    cm = tensorsmith.compile(m)
+    for shape in [(1, 3, 4, 4), (2, 3, 5, 7), (1, 3, 8, 3)]:
+        _run_both(m, cm, {"x": _f32(*shape)})
+    assert cm.cache_info().specializations in (0, 3)  # 0 once the frontend keeps it symbolic
