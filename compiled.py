@@ -324,6 +324,7 @@ class CompiledModel:
             self._fast = {k: e for k, e in self._fast.items() if e is not old}
         self._seen.append((tuple(tuple(a.shape) for a in leaves), self._value_key(leaves)
                            if self._value_pos else ()))
+        del self._seen[:-256]  # enough to name what keeps changing; bounded like the cache
         limit = self._warn_after
         if limit and not self._warned and self._info.compiles - 1 >= limit:
             self._warned = True
