@@ -64,8 +64,8 @@ def import_onnx_model(model, example_args: tuple, name=None):
     """(graph, bound): an ONNX import, specialized to example inputs where nodes need values.
 
     Some models compute shapes from graph inputs (Reshape's shape fed as an input). XLA
-    needs static shapes, so such inputs are bound to the example values given to compile();
-    the compiled model then refuses calls with other values (a guard, not a silent mismatch).
+    needs static shapes, so such inputs are bound to the example values given here. This is
+    for callers that need one graph (the CLI, bisect); compile() instead specializes per call.
     """
     from .frontends.onnx import (NeedsInputValuesError, OnnxImportError, import_onnx,
                                  import_onnx_specialized, load)
