@@ -2,12 +2,12 @@
 from . import ir
 from .api import compile, load, trace
 from .bisection import bisect
-from .compiled import CompiledModel, ExportOnlyError, LoadedModel
+from .compiled import CacheInfo, CompiledModel, ExportOnlyError, LoadedModel, RecompileWarning
 from .errors import (CallError, ExportError, LoadError, LoweringFailure, ModelImportError,
                      PassFailure, TensorsmithError, UsageFailure, VerifyError)
 
-__all__ = ["CallError", "CompiledModel", "ExportError", "ExportOnlyError", "LoadError", "LoadedModel",
-           "LoweringFailure", "ModelImportError", "PassFailure", "TensorsmithError", "UsageFailure",
+__all__ = ["CacheInfo", "CallError", "CompiledModel", "ExportError", "ExportOnlyError", "LoadError", "LoadedModel",
+           "LoweringFailure", "ModelImportError", "PassFailure", "RecompileWarning", "TensorsmithError", "UsageFailure",
            "VerifyError", "bisect", "compile", "examples", "ir", "load", "trace"]
 __version__ = "0.1.0"
 

@@ -9,11 +9,13 @@ import jax
 import numpy as np
 
 from . import codegen
-from .codegen.target import check_target
-from .compiled import CompiledModel, LoadedModel, load_export
+from .codegen.target import check_target, host_has
+from .compiled import (DEFAULT_CACHE_SIZE, DEFAULT_RECOMPILE_WARNING, CompiledModel, LoadedModel,
+                       Specialized, load_export)
+from .errors import ExportError
 from .frontends.jax import trace as trace  # re-exported: tensorsmith.trace
 from .frontends.jax import trace_model
-from .ir import Graph
+from .ir import Graph, numpy_dtype
 from .ir import load as ir_load
 from .passes import PassContext, format_pipeline, parse_pipeline, run_pipeline
 from .passes.manager import History
@@ -62,8 +64,8 @@ def import_onnx_model(model, example_args: tuple, name=None):
     """(graph, bound): an ONNX import, specialized to example inputs where nodes need values.
 
     Some models compute shapes from graph inputs (Reshape's shape fed as an input). XLA
-    needs static shapes, so such inputs are bound to the example values given to compile();
-    the compiled model then refuses calls with other values (a guard, not a silent mismatch).
+    needs static shapes, so such inputs are bound to the example values given here. This is
+    for callers that need one graph (the CLI, bisect); compile() instead specializes per call.
     """
     from .frontends.onnx import (NeedsInputValuesError, OnnxImportError, import_onnx,
                                  import_onnx_specialized, load)
@@ -93,31 +95,167 @@ def _flat_calibration(calibration, in_tree) -> list[tuple] | None:
     return batches
 
 
+def _deferrable(e: Exception) -> bool:
+    """Whether a failed symbolic import may succeed at a call's concrete shapes."""
+    from .errors import TensorsmithError
+    return isinstance(e, (TensorsmithError, TypeError, ValueError, ArithmeticError)) or \
+        type(e).__name__ == "InconclusiveDimensionOperation"
+
+
+class _Frontend(NamedTuple):
+    """How compile() gets graphs: the symbolic import (or why there is none) and re-imports."""
+
+    base: Imported | None
+    deferred: str                       # why there is no symbolic graph ('' when there is)
+    specialize: Any                     # (shapes, values) -> Imported, or None
+    inputs: list                        # [(name, TensorType)] for call checks
+    in_tree: Any
+    label: str
+
+
+def _onnx_frontend(model, name) -> _Frontend:
+    from .frontends.onnx import (NeedsInputValuesError, UnsupportedNodesError, import_onnx,
+                                 import_onnx_specialized, input_types, load)
+    loaded = load(model)  # read once: the caller's file may change later, our imports won't
+    decl = input_types(loaded)
+    tree = jax.tree_util.tree_structure(tuple([0] * len(decl)))
+
+    def specialize(shapes, values):
+        graph, bound = import_onnx_specialized(loaded, values, name=name, input_shapes=shapes)
+        return _flat_trees(graph, bound)
+
+    try:
+        base = _flat_trees(import_onnx(loaded, name=name))
+        # The symbolic graph serves every call; re-import only where it cannot compile.
+        return _Frontend(base, "", specialize, decl, tree, loaded.model.graph.name)
+    except NeedsInputValuesError as e:
+        why = (f"its shapes depend on the values of input(s) {', '.join(map(repr, e.inputs))} "
+               f"({'; '.join(str(n) for n in e.nodes[:3])})")
+    except Exception as e:  # noqa: BLE001 - re-raised unless concrete shapes may help
+        # Some converters cannot compute with symbolic dims (or fail on them with a raw
+        # TypeError): with symbolic inputs, import again at each call's concrete shapes.
+        symbolic = [n for n, t in decl if not t.is_static]
+        if not symbolic or not _deferrable(e):
+            raise
+        kind = "" if isinstance(e, UnsupportedNodesError) else f"{type(e).__name__}: "
+        detail = str(e).splitlines()[-1].strip() if str(e) else ""
+        why = (f"it does not import with symbolic input dims ({', '.join(symbolic)} not static): "
+               f"{kind}{detail}")
+    return _Frontend(None, why, specialize, decl, tree, loaded.model.graph.name)
+
+
+def _jax_frontend(fn, example_args, params, batch_dim, name) -> _Frontend:
+    from .frontends.jax import input_declarations
+    decl = input_declarations(fn, example_args, params is not None, batch_dim)
+    in_tree = jax.tree_util.tree_structure(example_args)
+
+    def specialize(shapes, values):
+        leaves = [jax.ShapeDtypeStruct(shapes[n], numpy_dtype(t.dtype)) for n, t in decl]
+        args = jax.tree_util.tree_unflatten(in_tree, leaves)
+        t = trace_model(fn, *args, params=params, name=name)
+        return Imported(t.graph, t.in_tree, t.out_tree, {})
+
+    symbolic = [n for n, t in decl if not t.is_static]
+    try:
+        t = trace_model(fn, *example_args, params=params, batch_dim=batch_dim, name=name)
+        return _Frontend(Imported(t.graph, t.in_tree, t.out_tree, {}), "", specialize if symbolic
+                         else None, decl, t.in_tree, "")
+    except Exception as e:  # noqa: BLE001 - re-raised unless concrete shapes may help
+        if not symbolic or not _deferrable(e):
+            raise
+        why = (f"it does not trace with symbolic dims ({', '.join(symbolic)}): "
+               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return _Frontend(None, why, specialize, decl, in_tree, "")
+
+
+def _frontend(model, example_args, params, batch_dim, name) -> _Frontend:
+    if _is_onnx(model) and not (isinstance(model, (str, os.PathLike))
+                                and str(model).endswith(".tsir")):
+        return _onnx_frontend(model, name)
+    if callable(model) and not isinstance(model, Graph):
+        return _jax_frontend(model, example_args, params, batch_dim, name)
+    imp = import_model(model, *example_args, params=params, batch_dim=batch_dim, name=name)
+    return _Frontend(imp, "", None, [(v.name, v.type) for v in imp.graph.inputs], imp.in_tree, "")
+
+
+def _is_abstract(leaf) -> bool:
+    return isinstance(leaf, jax.ShapeDtypeStruct) and not all(
+        isinstance(d, int) for d in leaf.shape)
+
+
 def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             batch_dim=None, calibration=None, data: dict | None = None, verify: bool = True,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
-            dump_ir=None) -> CompiledModel:
-    """Trace/import ``model``, run the pass pipeline, and lower it for ``target``.
+            dump_ir=None, cache_size: int = DEFAULT_CACHE_SIZE,
+            recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
+            cast_inputs: bool = False) -> CompiledModel:
+    """Import ``model``, run the pass pipeline once, and lower it for ``target``.
 
+    The result compiles one XLA executable per call signature (LRU of ``cache_size``);
+    models whose import needs concrete shapes or shape-deciding input values are re-imported
+    per signature. Example inputs are optional: they specialize early and warm the cache.
     ``passes``: a pipeline string (``"canonicalize,dce"``), a list, or ``"default"``.
     ``calibration``: example argument tuples for passes that run the model.
     ``data``: other named inputs a pass documents that it needs.
     ``dump_ir``: a folder for ``00-source.tsir``, ``01-<pass>.tsir``, ... (with weights).
+    ``recompile_warning``: warn once after this many recompiles (None: never).
+    ``cast_inputs``: cast arguments of another dtype when the cast is safe in kind
+    (f64 -> f32, int -> float); without it such calls raise ``CallError``.
     """
     check_target(target)
     steps = parse_pipeline(passes)  # refuse bad names/options before doing any work
-    source, in_tree, out_tree, bound = import_model(model, *example_args, params=params,
-                                                    batch_dim=batch_dim, name=name)
-    ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, in_tree),
+    ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, None),
                       data=dict(data or {}))
-    graph, history = (run_pipeline(source, steps, ctx, verify_ir=verify,
-                                   print_ir_after=print_ir_after) if steps else (source, History()))
-    if dump_ir is not None:  # before codegen, so the dumps exist even if lowering fails
-        from .report import dump_ir as write_dumps
-        write_dumps(source, history, dump_ir)
-    return CompiledModel(graph, source, target=target, in_tree=in_tree, out_tree=out_tree,
-                         history=history, pipeline=format_pipeline(steps),
-                         example_args=example_args, specialized=bound)
+
+    def optimize(source: Graph):
+        if not steps:
+            return source, History()
+        return run_pipeline(source, steps, ctx, verify_ir=verify, print_ir_after=print_ir_after)
+
+    front = _frontend(model, example_args, params, batch_dim, name)
+    concrete = example_args and not any(_is_abstract(x) for x in jax.tree_util.tree_leaves(example_args))
+    if front.base is None and not host_has(target):
+        # An export-only target cannot specialize at call time: specialize now or say how.
+        if not concrete:
+            raise ExportError(f"{front.label or 'the model'} cannot be lowered for {target} without "
+                              f"example inputs: {front.deferred}. Pass example inputs to "
+                              "compile() to pin the shapes and values.")
+        leaves = jax.tree_util.tree_leaves(example_args)
+        names = [n for n, _ in front.inputs]
+        front = front._replace(base=front.specialize(
+            {n: tuple(np.shape(a)) for n, a in zip(names, leaves)},
+            {n: np.asarray(a) for n, a in zip(names, leaves)}), specialize=None)
+    graph = source = history = None
+    in_tree, out_tree, bound = front.in_tree, None, {}
+    if front.base is not None:
+        source, in_tree, out_tree, bound = front.base
+        graph, history = optimize(source)
+        if dump_ir is not None:  # before codegen, so the dumps exist even if lowering fails
+            from .report import dump_ir as write_dumps
+            write_dumps(source, history, dump_ir)
+    specializer = None
+    if front.specialize is not None:
+        dumped = [dump_ir is None or front.base is not None]
+
+        def specializer(shapes, values):
+            imp = front.specialize(shapes, values)
+            g, h = optimize(imp.graph)
+            if not dumped[0]:
+                from .report import dump_ir as write_dumps
+                write_dumps(imp.graph, h, dump_ir)
+                dumped[0] = True
+            return Specialized(g, imp.graph, h, imp.bound, imp.out_tree)
+    cm = CompiledModel(graph, source, target=target, in_tree=in_tree, out_tree=out_tree,
+                       history=history if history is not None else History(),
+                       pipeline=format_pipeline(steps), example_args=example_args if concrete else (),
+                       specialized=bound, specializer=specializer, inputs=front.inputs,
+                       deferred=front.deferred, cache_size=cache_size,
+                       recompile_warning=recompile_warning, cast_inputs=cast_inputs,
+                       jax_dtypes=callable(model) and not isinstance(model, Graph)
+                       and not _is_onnx(model), name=name or front.label)
+    if concrete and cm.runnable:
+        cm.warm_up(*example_args)  # early specialization: errors surface here, not at a call
+    return cm
 
 
 def load(path) -> LoadedModel:

@@ -1,12 +1,17 @@
 """ONNX node conformance: run every onnx backend node case through tensorsmith.compile.
 
     python benchmarks/onnx_conformance.py [-j N] [--filter REGEX] [--out FILE] [--timeout S]
+                                          [--mode both|once|inputs]
+
+The headline figure is the compile-once path, the way a user runs an onnxruntime session:
+``cm = tensorsmith.compile(model)`` on the model alone, then ``cm(*inputs)`` for each data
+set. Where the model's shapes depend on input values (Reshape's shape fed as an input...)
+the compiled model specializes at call time. Beside it (``--mode both``, the default) the
+figure for compiling with the first data set as example inputs.
 
 A case passes when every output of every data set matches: same dtype and shape, values
 within the case's rtol/atol (NaN where NaN is expected), exact for integers and booleans.
-Sequence/optional outputs count as errors. Graph inputs whose values a converter needs at
-import time (Reshape's shape fed as an input...) are bound from the data set: the model is
-specialized to them, with a guard that refuses other values at call time.
+Sequence/optional outputs count as errors.
 
 JAX runs with 64-bit types enabled here, because ONNX models compute in int64/double.
 """
@@ -114,10 +119,15 @@ def _computed_at_import(graph) -> bool:
     return all(v.name in consts for v in graph.outputs)
 
 
-def run_case(case) -> dict:
-    """Import, compile and run one case; ``{'status': pass|mismatch|error, ...}``."""
+def run_case(case, mode: str = "once") -> dict:
+    """Import, compile and run one case; ``{'status': pass|mismatch|error, ...}``.
+
+    ``mode="once"``: compile the model file alone, as a user creates one session, then call
+    it with every data set (the compiled model specializes where shapes depend on inputs).
+    ``mode="inputs"``: compile with the first data set's inputs as examples (early
+    specialization), then call it with every data set.
+    """
     import tensorsmith
-    from tensorsmith.compiled import SpecializationError
     t0 = time.perf_counter()
     info: dict = {"status": "error", "message": ""}
     try:
@@ -126,17 +136,10 @@ def run_case(case) -> dict:
                  [_array(x, f"output {i}") for i, x in enumerate(outs)]) for ins, outs in data_or(case)]
         compiled = None
         for k, (ins, outs) in enumerate(data):
-            if compiled is not None:
-                try:
-                    got = compiled(*ins)
-                except SpecializationError:  # this data set binds other shape values
-                    compiled = None
             if compiled is None:
-                # The example inputs specialize the model where its shapes depend on them.
-                compiled = tensorsmith.compile(model, *ins, target="cpu")
-                info["specialized"] = sorted(compiled.specialized)
-                info["folded"] = _computed_at_import(compiled.graph)
-                got = compiled(*ins)
+                compiled = tensorsmith.compile(model, *(ins if mode == "inputs" else ()),
+                                               target="cpu")
+            got = compiled(*ins)
             if len(got) != len(outs):
                 info.update(status="mismatch", message=f"{len(got)} outputs, expected {len(outs)}")
                 break
@@ -149,12 +152,25 @@ def run_case(case) -> dict:
                 break
         else:
             info.update(status="pass")
+        if compiled is not None:
+            info["symbolic"] = compiled.symbolic
+            info["specialized"] = sorted(compiled.specialized)
+            info["compiles"] = compiled.cache_info().compiles
+            info["folded"] = _computed_at_import(compiled.graph)
     except Exception as e:  # noqa: BLE001 - every failure is a recorded outcome
         info["message"] = f"{type(e).__name__}: {e}"
         if os.environ.get("CONFORMANCE_TRACEBACK"):
             info["traceback"] = traceback.format_exc()
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return info
+
+
+def run_modes(case, modes: tuple[str, ...]) -> dict:
+    """The first mode's outcome, with the others' beside it (``with_inputs``)."""
+    res = run_case(case, modes[0])
+    if "inputs" in modes[1:]:
+        res["with_inputs"] = run_case(case, "inputs")
+    return res
 
 
 def data_or(case):
@@ -170,7 +186,7 @@ def _on_alarm(signum, frame):
     raise _Timeout()
 
 
-def _worker(conn, cases, timeout: int):
+def _worker(conn, cases, timeout: int, modes=("once",)):
     warnings.simplefilter("ignore")
     import jax
     # No global x64 here: CompiledModel turns it on for 64-bit graphs itself, as users get it.
@@ -182,7 +198,7 @@ def _worker(conn, cases, timeout: int):
             return
         signal.alarm(timeout)
         try:
-            res = run_case(cases[name])
+            res = run_modes(cases[name], modes)
         except _Timeout:
             res = {"status": "error", "message": f"Timeout: case took more than {timeout} s"}
         finally:
@@ -193,7 +209,8 @@ def _worker(conn, cases, timeout: int):
             jax.clear_caches()
 
 
-def run_all(cases: dict, jobs: int = 1, timeout: int = 60, progress=None) -> dict:
+def run_all(cases: dict, jobs: int = 1, timeout: int = 60, progress=None,
+            modes: tuple[str, ...] = ("once",)) -> dict:
     """Run every case in ``jobs`` worker processes; a hung worker is killed and replaced."""
     ctx = mp.get_context("fork")
     todo = list(cases)
@@ -202,7 +219,7 @@ def run_all(cases: dict, jobs: int = 1, timeout: int = 60, progress=None) -> dic
 
     def spawn():
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(child, cases, timeout), daemon=True)
+        p = ctx.Process(target=_worker, args=(child, cases, timeout, modes), daemon=True)
         p.start()
         workers[parent] = [p, None, 0.0]
         feed(parent)
@@ -267,6 +284,10 @@ def summarize(results: dict) -> dict:
                                        if r["status"] == "pass" and r.get("folded")),
             "passed_specialized": sum(1 for r in results.values()
                                       if r["status"] == "pass" and r.get("specialized")),
+            "passed_symbolic": sum(1 for r in results.values()
+                                   if r["status"] == "pass" and r.get("symbolic")),
+            "passed_with_inputs": sum(1 for r in results.values()
+                                      if r.get("with_inputs", {}).get("status") == "pass"),
             "categories": dict(cats.most_common())}
 
 
@@ -278,6 +299,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for every case's outcome")
     ap.add_argument("--top", type=int, default=25, help="failure categories to print")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each failing case")
+    ap.add_argument("--mode", choices=["both", "once", "inputs"], default="both",
+                    help="once: compile the model file alone, then call it with each data set "
+                         "(the headline); inputs: compile with the first data set as example "
+                         "inputs; both (default): once, with the inputs figure beside it")
     ap.add_argument("--write-passing", metavar="FILE",
                     help="also write the names of the passing cases, one a line (the list "
                          "tests/onnx/test_onnx_conformance.py guards)")
@@ -294,7 +319,8 @@ def main(argv=None) -> int:
         elif done % 100 == 0:
             print(f"  {done}/{total} cases ({time.time() - t0:.0f} s)", flush=True)
 
-    results = run_all(cases, args.jobs, args.timeout, progress)
+    modes = {"both": ("once", "inputs"), "once": ("once",), "inputs": ("inputs",)}[args.mode]
+    results = run_all(cases, args.jobs, args.timeout, progress, modes)
     summary = summarize(results)
     summary["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
@@ -303,10 +329,15 @@ def main(argv=None) -> int:
     if args.write_passing:
         Path(args.write_passing).write_text(
             "".join(f"{n}\n" for n, r in sorted(results.items()) if r["status"] == "pass"))
-    print(f"ONNX node conformance: {summary['passed']}/{summary['total']} passed "
+    how = {"once": "compiled once, then called with each data set",
+           "inputs": "compiled with example inputs"}[modes[0]]
+    print(f"ONNX node conformance ({how}): {summary['passed']}/{summary['total']} passed "
           f"({100 * summary['pass_rate']:.1f}%), {summary['mismatch']} mismatched, "
           f"{summary['error']} errors in {summary['seconds']} s -> {out}")
-    print(f"  (of the passes, {summary['passed_specialized']} were specialized to input values, "
+    if len(modes) > 1:
+        print(f"  compiled with example inputs: {summary['passed_with_inputs']}/{summary['total']} passed")
+    print(f"  (of the passes, {summary['passed_symbolic']} ran one symbolic graph, "
+          f"{summary['passed_specialized']} were specialized to input values, "
           f"{summary['passed_fully_folded']} computed entirely at import by folding)")
     for cat, n in list(summary["categories"].items())[:args.top]:
         print(f"  {n:5d}  {cat}")

@@ -296,9 +296,38 @@ def _abstract(x, batch_symbol):
     return shape, np.dtype(dtype)
 
 
+def input_names(fn: Callable, example_args: tuple, has_params: bool) -> list[str]:
+    """The graph input name of each leaf of ``example_args`` (``x``, ``batch/image``)."""
+    top_names = _arg_names(fn, len(example_args), has_params)
+    names = []
+    for i, a in enumerate(example_args):
+        for path, _ in jax.tree_util.tree_flatten_with_path(a)[0]:
+            sub = _path_name(path)
+            names.append(f"{top_names[i]}/{sub}" if sub else top_names[i])
+    return names
+
+
+def input_declarations(fn: Callable, example_args: tuple, has_params: bool,
+                       batch_dim=None) -> list[tuple[str, TensorType]]:
+    """``[(name, type)]`` of the inputs tracing would create; dims of ``jax.ShapeDtypeStruct``
+    examples made with ``jax.export.symbolic_shape`` stay symbols."""
+    batch_symbol = "N" if batch_dim is True else batch_dim
+    out = []
+    for n, a in zip(input_names(fn, example_args, has_params), jax.tree_util.tree_leaves(example_args)):
+        shape, dtype = _abstract(a, batch_symbol)
+        out.append((n, TensorType(tuple(d if isinstance(d, int) else str(d) for d in shape),
+                                  dtype_name(dtype))))
+    return out
+
+
 def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
                 name: str | None = None) -> Traced:
-    """Trace ``fn(*args)`` (or ``fn(params, *args)``) into a Graph plus pytree structure."""
+    """Trace ``fn(*args)`` (or ``fn(params, *args)``) into a Graph plus pytree structure.
+
+    Example args may be arrays or ``jax.ShapeDtypeStruct``; shapes made with
+    ``jax.export.symbolic_shape("N, H, W, 3")`` become symbolic dims (``batch_dim=`` is a
+    shorthand for a symbolic first dim).
+    """
     if not callable(fn):
         raise TypeError(f"trace() needs a callable JAX function, got {type(fn).__name__}")
     batch_symbol = "N" if batch_dim is True else batch_dim
@@ -336,13 +365,7 @@ def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
     graph_params = {n: np.asarray(x, dtype=spec.dtype)
                     for n, (_, x), spec in zip(p_names, p_leaves, p_specs)}
     conv = Converter(namer, graph_params)
-    top_names = _arg_names(fn, len(example_args), has_params)
-    arg_leaf_names = []
-    for i, a in enumerate(example_args):
-        leaves = jax.tree_util.tree_flatten_with_path(a)[0]
-        for path, _ in leaves:
-            sub = _path_name(path)
-            arg_leaf_names.append(f"{top_names[i]}/{sub}" if sub else top_names[i])
+    arg_leaf_names = input_names(fn, example_args, has_params)
     inputs = [Value(namer(n), TensorType(tuple(from_jax(d) for d in s.shape), dtype_name(s.dtype)))
               for n, s in zip(arg_leaf_names, specs)]
     jaxpr = closed.jaxpr

@@ -20,13 +20,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ...ir import Graph
+from ...ir import Graph, TensorType
 from . import ops as _ops  # noqa: F401  (fills the converter table)
 from .context import NodeContext
 from .converter import Importer
 from .errors import (NeedsInputValuesError, NeedsKnownValue, OnnxImportError, Unsupported,
                      UnsupportedNode, UnsupportedNodesError)
-from .loader import OnnxLoadError, load
+from .dtypes import value_info_type
+from .loader import LoadedOnnx, OnnxLoadError, load
 from .registry import CONVERTERS, lookup, onnx_op
 
 
@@ -34,15 +35,34 @@ def import_onnx(model, *, name: str | None = None, input_shapes: Mapping | None 
                 input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Convert an ONNX model to IR.
 
-    ``input_shapes`` overrides graph input shapes (``{name: (dims...)}``, symbols allowed).
+    ``model``: a path, bytes, ModelProto, or what ``load`` returned (read once, import often).
+    ``input_shapes`` overrides graph input shapes (``{name: (dims...)}``, symbols allowed):
+    concrete sizes specialize the import to a call's shapes.
     ``input_values`` specializes the graph to given values of some inputs: they stay graph
     inputs, but converters and folding may use their values (Reshape's shape, Slice's
     starts...). Call the compiled graph through ``guard_specialized`` so a call with other
     values is refused instead of silently wrong.
     """
-    loaded = load(model)
+    loaded = model if isinstance(model, LoadedOnnx) else load(model)
     imp = Importer(loaded.model, loaded.label, input_shapes=input_shapes, input_values=input_values)
     return imp.run(name)
+
+
+def input_types(model) -> list[tuple[str, TensorType]]:
+    """``[(name, type)]`` of the graph inputs an import would create, without converting nodes.
+
+    ``model`` may be anything ``load`` reads, or what it returned. Used to check call
+    arguments of a model whose import waits for a call's shapes or values.
+    """
+    loaded = model if isinstance(model, LoadedOnnx) else load(model)
+    g = loaded.model.graph
+    init = {t.name for t in g.initializer}
+    out = []
+    for vi in g.input:
+        if vi.name in init and loaded.model.ir_version < 4:
+            continue  # before IR 4 initializers were listed as inputs too (see Importer.run)
+        out.append((vi.name, value_info_type(vi, None, None, loaded.label)))
+    return out
 
 
 def import_onnx_specialized(model, available: Mapping[str, np.ndarray], *, name: str | None = None,
@@ -89,4 +109,4 @@ def guard_specialized(fn: Callable, graph: Graph, bound: Mapping[str, np.ndarray
 __all__ = ["CONVERTERS", "NeedsInputValuesError", "NeedsKnownValue", "NodeContext",
            "OnnxImportError", "OnnxLoadError", "SpecializationError", "Unsupported",
            "UnsupportedNode", "UnsupportedNodesError", "guard_specialized", "import_onnx",
-           "import_onnx_specialized", "lookup", "onnx_op"]
+           "import_onnx_specialized", "input_types", "LoadedOnnx", "lookup", "onnx_op"]

@@ -67,6 +67,9 @@ def _if(ctx, cond):
     t = [v.type for v in then_r.outputs]
     e = [v.type for v in else_r.outputs]
     if len(t) != len(e) or any(a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape) for a, b in zip(t, e)):
+        if ctx.scope.input_deps(cond):  # specialize to the condition's value (compiled models do)
+            ctx.require_known(cond, f"If condition (its branches give different types: then "
+                                    f"{[str(x) for x in t]}, else {[str(x) for x in e]})")
         ctx.unsupported(f"branches give different types: then {[str(x) for x in t]}, "
                         f"else {[str(x) for x in e]}")
     pred = ctx.convert(ctx.reshape(cond, ()), "bool")
