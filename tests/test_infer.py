@@ -1,0 +1,288 @@
+"""ir.infer_types: re-inference after a shape change (pruned params, a new input shape).
+
+Shrunk models are checked against an independent oracle: the original JAX function with
+the removed units' weights zeroed (pruned = masked), or the JAX function at the new shape.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tensorsmith
+from tensorsmith import codegen, ir
+from tensorsmith.errors import VerifyError
+from tensorsmith.ir import InferenceError, Value, infer_types
+
+sys.path.insert(0, str(Path(__file__).parent))
+import zoo  # noqa: E402
+
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def _run(g, *args):
+    """Compile ``g`` and call it (numpy arrays out)."""
+    return [np.asarray(o) for o in tensorsmith.compile(g)(*args)]
+
+
+def _shrunk(g, updates):
+    """``g`` with some params replaced, re-inferred and verified; ``g`` itself is unchanged."""
+    before = g.to_text()
+    out = infer_types(g.with_params(updates))
+    ir.verify(out)
+    assert g.to_text() == before
+    return out
+
+
+# --------------------------------------------------------------------------- (a) MLP
+def test_mlp_hidden_layer_shrinks_and_matches_the_masked_model():
+    fn, params, (x,) = zoo.ZOO["mlp"]()
+    g = zoo.traced("mlp", batch_dim=True)
+    drop = np.array([1, 4, 5, 17, 30])
+    keep = np.setdiff1d(np.arange(32), drop)
+    p = dict(g.params)
+    pruned = _shrunk(g, {"layer0/w": p["layer0/w"][:, keep], "layer0/b": p["layer0/b"][keep],
+                         "layer1/w": p["layer1/w"][keep]})
+    text = pruned.to_text()
+    assert "dot_general(%x, @layer0/w)" in text and "f32[N,27] = dot_general(%x" in text, text
+    assert "broadcast_dimensions=(1,), shape=(1, 27)" in text, text
+    assert "^jax.nn.relu(%" in text and "f32[N,27]):" in text, text  # the composite's region
+
+    masked = {k: dict(v) for k, v in params.items()}
+    masked["layer0"]["w"] = masked["layer0"]["w"].copy()
+    masked["layer0"]["w"][:, drop] = 0
+    masked["layer0"]["b"] = masked["layer0"]["b"].copy()
+    masked["layer0"]["b"][drop] = 0
+    for batch in (4, 7):
+        xb = zoo.fresh_inputs((np.zeros((batch, 16), np.float32),), seed=batch)[0]
+        want = np.asarray(fn(masked, xb))
+        np.testing.assert_allclose(_run(pruned, xb)[0], want, rtol=RTOL, atol=ATOL)
+        # The oracle is sensitive: the unmasked model differs.
+        assert not np.allclose(np.asarray(fn(params, xb)), want, rtol=RTOL, atol=ATOL)
+
+
+# --------------------------------------------------------------------------- (b) digits CNN
+def _digits_rows(keep, order):
+    """Rows of the first dense kernel that read the kept channels of the (4,4,32) map."""
+    if order == "NHWC":  # flatten index (h*4 + w)*32 + c
+        return (np.arange(16)[:, None] * 32 + keep[None, :]).reshape(-1)
+    return (keep[:, None] * 16 + np.arange(16)[None, :]).reshape(-1)  # c*16 + h*4 + w
+
+
+def _digits_prune(g, keep, order="NHWC"):
+    p = dict(g.params)
+    upd = {"params/Conv_1/kernel": p["params/Conv_1/kernel"][..., keep],
+           "params/Dense_0/kernel": p["params/Dense_0/kernel"][_digits_rows(keep, order)]}
+    for k in ["params/Conv_1/bias"] + [f"params/BatchNorm_1/{s}" for s in ("bias", "mean", "scale", "var")]:
+        upd[k] = p[k][keep]
+    return upd
+
+
+def test_digits_cnn_last_conv_loses_channels_and_matches_the_masked_model():
+    ex = tensorsmith.examples.load("digits-cnn")
+    x = np.asarray(ex.eval_data[0][:32], np.float32)
+    g = tensorsmith.trace(ex.fn, x, params=ex.params, batch_dim=True)
+    drop = np.array([0, 3, 8, 9, 21, 31])
+    keep = np.setdiff1d(np.arange(32), drop)
+    pruned = _shrunk(g, _digits_prune(g, keep))
+    text = pruned.to_text()
+    assert "f32[N,4,4,26] = conv(" in text, text
+    assert [ln.split("#")[0].split("= ")[0].strip() for ln in text.splitlines() if "reshape(" in ln] \
+        == ["%34: f32[N,416]"], text
+
+    masked = jax.tree_util.tree_map(np.array, ex.params)
+    p = masked["params"]
+    p["Conv_1"]["kernel"][..., drop] = 0
+    p["Conv_1"]["bias"][drop] = 0
+    p["BatchNorm_1"]["scale"][drop] = 0  # BN of a zero channel: (0 - mean) * 0 + 0 = 0
+    p["BatchNorm_1"]["bias"][drop] = 0
+    want = np.asarray(ex.fn(masked, x))
+    got = _run(pruned, x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(np.asarray(ex.fn(ex.params, x)), want, rtol=1e-4, atol=1e-4)
+    # The flatten is NHWC: rows picked in NCHW order give a graph that verifies but is wrong.
+    wrong = _shrunk(g, _digits_prune(g, keep, order="NCHW"))
+    assert not np.allclose(_run(wrong, x)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_digits_cnn_dense_not_shrunk_names_the_dot_and_the_param():
+    ex = tensorsmith.examples.load("digits-cnn")
+    g = zoo.traced("digits")
+    keep = np.arange(24)
+    upd = _digits_prune(g, keep)
+    del upd["params/Dense_0/kernel"]
+    with pytest.raises(InferenceError) as e:
+        infer_types(g.with_params(upd))
+    msg = str(e.value)
+    assert msg.startswith("node %35 = dot_general(...) [digits_cnn.py:34 (head)]: cannot follow "
+                          "input %34 changed from f32[8,512] to f32[8,384]: "), msg
+    assert "@params/Dense_0/kernel still has 512 in dim 0" in msg, msg
+    assert isinstance(e.value, VerifyError) and e.value.node.op == "dot_general"
+    del ex
+
+
+# --------------------------------------------------------------------------- (c) cannot follow
+def test_a_reshape_that_splits_a_changed_dim_is_an_error_naming_the_node():
+    r = np.random.default_rng(1)
+    w = r.standard_normal((16, 32)).astype(np.float32)
+
+    def heads(p, x):
+        h = x @ p["w"]
+        return h.reshape(x.shape[0], 4, 8).sum(-1)
+
+    g = tensorsmith.trace(heads, np.ones((2, 16), np.float32), params={"w": w})
+    with pytest.raises(InferenceError) as e:
+        infer_types(g.with_params({"w": w[:, :24]}))
+    msg = str(e.value)
+    assert msg.startswith("node %1 = reshape(...) [test_infer.py:"), msg
+    assert ("cannot follow input %0 changed from f32[2,32] to f32[2,24]: the reshape to [2,4,8] "
+            "splits dim(s) [32] into [4,8]") in msg, msg
+    # A pass that sets the split for the new input (3 heads of 8) is followed as given.
+    n = g.nodes[1]
+    edited = g.replace(nodes=(g.nodes[0], n.replace(attrs=n.attrs.set(shape=(2, 3, 8))), *g.nodes[2:]))
+    out = infer_types(edited.with_params({"w": w[:, :24]}))
+    ir.verify(out)
+    x = r.standard_normal((2, 16)).astype(np.float32)
+    np.testing.assert_allclose(_run(out, x)[0], (x @ w[:, :24]).reshape(2, 3, 8).sum(-1),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_a_partial_slice_of_a_changed_dim_is_an_error():
+    g = ir.parse("""graph @g(%x: f32[4,32]) {
+  %0: f32[4,16] = slice(%x) {limit=(4, 16), start=(0, 0)}
+  return %0
+}
+""")
+    with pytest.raises(InferenceError, match=r"node %0 = slice\(\.\.\.\): cannot follow input %x "
+                       r"changed from f32\[4,32\] to f32\[4,24\]: slice \[0:16:1\] takes part of "
+                       r"dim 1, which changed from 32 to 24"):
+        infer_types(g.replace(inputs=(Value("x", ir.TensorType((4, 24), "f32")),)))
+
+
+# --------------------------------------------------------------------------- (d) regions
+def test_constant_fills_and_iota_follow_a_new_input_length():
+    def fn(x):
+        h = x * jnp.arange(8, dtype=jnp.float32) + jnp.ones((8,), jnp.float32)
+        return jax.nn.relu(h).reshape(x.shape[0], 2, 4).sum(-1)
+
+    g = tensorsmith.trace(fn, np.ones((3, 8), np.float32))
+    new = g.replace(inputs=(Value("x", ir.TensorType((3, 6), "f32")),))
+    with pytest.raises(InferenceError, match=r"reshape.*splits dim\(s\) \[8\] into \[2,4\]"):
+        infer_types(new)
+
+    def fn2(x):  # the same without the split: everything follows the new length
+        h = x * jnp.arange(8, dtype=jnp.float32) + jnp.ones((8,), jnp.float32)
+        return jax.nn.relu(h).reshape(-1)
+
+    g = tensorsmith.trace(fn2, np.ones((3, 8), np.float32))
+    out = infer_types(g.replace(inputs=(Value("x", ir.TensorType((3, 6), "f32")),)))
+    ir.verify(out)
+    text = out.to_text()
+    assert "iota() {axis=0, dtype=\"f32\", shape=(6,)}" in text, text
+    assert "f32[18] = reshape(" in text, text
+    x = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
+    oracle = jax.jit(lambda x: jax.nn.relu(x * jnp.arange(6, dtype=jnp.float32) + 1.0).reshape(-1))
+    np.testing.assert_allclose(_run(out, x)[0], np.asarray(oracle(x)), rtol=RTOL, atol=ATOL)
+
+
+COND = """graph @g(%p: bool[], %x: f32[N,6]) {
+  param @w: f32[6,8]
+  param @v: f32[8,3]
+  %0: f32[N,8] = dot_general(%x, @w) {contracting_dims=((1,), (0,))}
+  %7: f32[N,8] = cond(%p, %0) {
+    ^then(%1: f32[N,8]):
+      %2: f32[] = constant() {dtype="f32", value=2.0}
+      %3: f32[N,8] = mul(%1, %2)
+      return %3
+    ^else(%4: f32[N,8]):
+      %5: f32[N,8] = tanh(%4)
+      %6: f32[1,8] = broadcast_in_dim(@b) {broadcast_dimensions=(1,), shape=(1, 8)}
+      %8: f32[N,8] = add(%5, %6)
+      return %8
+  }
+  %9: f32[N,3] = dot_general(%7, @v) {contracting_dims=((1,), (0,))}
+  return %9
+}
+"""
+
+
+def test_cond_branches_follow_the_shape_change():
+    r = np.random.default_rng(3)
+    params = {"w": r.standard_normal((6, 8)).astype(np.float32),
+              "v": r.standard_normal((8, 3)).astype(np.float32),
+              "b": r.standard_normal(8).astype(np.float32)}
+    text = COND.replace("  param @v", "  param @b: f32[8]\n  param @v")
+    g = ir.parse(text, params)
+    ir.verify(g)
+    keep = np.array([0, 2, 3, 6, 7])
+    out = _shrunk(g, {"w": params["w"][:, keep], "v": params["v"][keep], "b": params["b"][keep]})
+    txt = out.to_text()
+    assert "^then(%1: f32[N,5]):" in txt and "^else(%4: f32[N,5]):" in txt, txt
+    assert "%6: f32[1,5] = broadcast_in_dim(@b) {broadcast_dimensions=(1,), shape=(1, 5)}" in txt, txt
+    run = codegen.executor(out)
+    x = r.standard_normal((4, 6)).astype(np.float32)
+    h = x @ params["w"][:, keep]
+    for pred, want in ((True, (h * 2) @ params["v"][keep]),
+                       (False, (np.tanh(h) + params["b"][keep]) @ params["v"][keep])):
+        np.testing.assert_allclose(run(np.bool_(pred), x)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_cond_branches_that_stop_agreeing_are_an_error():
+    r = np.random.default_rng(3)
+    params = {"w": r.standard_normal((6, 8)).astype(np.float32),
+              "v": r.standard_normal((8, 3)).astype(np.float32),
+              "b": r.standard_normal(8).astype(np.float32)}
+    g = ir.parse(COND.replace("  param @v", "  param @b: f32[8]\n  param @v"), params)
+    # Only the else-branch's bias shrinks: the branch cannot add it to the unchanged width.
+    with pytest.raises(InferenceError, match=r"in region \^else: node %8 = add\(\.\.\.\): cannot "
+                       r"follow input %6 changed from f32\[1,8\] to f32\[1,5\]"):
+        infer_types(g.with_params({"b": params["b"][:5]}))
+
+
+# --------------------------------------------------------------------------- (e) unchanged
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_unchanged_zoo_graphs_come_back_identical(name):
+    for batch_dim in (None, True):
+        g = zoo.traced(name, batch_dim=batch_dim)
+        out = infer_types(g)
+        assert out.to_text() == g.to_text()
+
+
+def test_unchanged_onnx_models_come_back_identical():
+    sys.path.insert(0, str(Path(__file__).parent / "onnx"))
+    import models
+    from tensorsmith.frontends.onnx import import_onnx
+
+    for name, (build, _) in models.MODELS.items():
+        g = import_onnx(build())
+        assert infer_types(g).to_text() == g.to_text(), name
+
+
+def test_infer_types_recomputes_stale_declared_types():
+    g = ir.parse("""graph @g(%x: f32[4,8]) {
+  %0: f32[4,8] = exp(%x)
+  %1: f32[32] = reshape(%0) {shape=(32,)}
+  return %1
+}
+""")
+    new = g.replace(inputs=(Value("x", ir.TensorType((2, 8), "f32")),))
+    with pytest.raises(ir.VerificationError):
+        ir.verify(new)
+    assert infer_types(new).to_text() == """graph @g(%x: f32[2,8]) {
+  %0: f32[2,8] = exp(%x)
+  %1: f32[16] = reshape(%0) {shape=(16,)}
+  return %1
+}
+"""
+
+
+def test_reshape_groups():
+    from tensorsmith.ir.infer import reshape_groups
+    assert reshape_groups((8, 4, 4, 32), (8, 512)) == [([0], [0]), ([1, 2, 3], [1])]
+    assert reshape_groups(("N", 512), ("N", 4, 128)) == [([0], [0]), ([1], [1, 2])]
+    assert reshape_groups((2, 1, 6), (12, 1)) == [([0, 1, 2], [0]), ([], [1])]
+    assert reshape_groups((6, 4), (4, 6)) == [([0, 1], [0, 1])]
