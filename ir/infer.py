@@ -149,13 +149,16 @@ class _Inferer:
         return tuple(out)
 
     def hint(self, n: Node, ins: Sequence[Value], changed: Sequence[bool], env) -> str:
-        """A suggestion naming the unchanged operand that still has the old size, if any."""
+        """A suggestion naming the unchanged operand (and where its size comes from)."""
         for group in _couplings(n, [v.type for v in ins]):
             target = _changed_dim(group, n, ins, changed)
             for i, axis in group if target is not None else ():
                 d = ins[i].type.shape[axis]
                 if not changed[i] and d != 1 and not dims_equal(d, target):
-                    name = ("@" if ins[i].name not in env else "%") + ins[i].name
+                    name = _sigil(ins[i].name, env)
+                    _, src, src_axis = self.trace_dim(n.inputs[i].name, axis)
+                    if src != ins[i].name:
+                        name += f" (dim {src_axis} of {_sigil(src, env)})"
                     return (f" ({name} still has {d} in dim {axis} where the changed input now "
                             f"has {target}: change it too)")
         return ""
@@ -184,24 +187,38 @@ class _Inferer:
 
     def free_source(self, name: str, axis: int):
         """The (node output, axis) whose size is a free attribute and sets ``name``'s ``axis``."""
+        free, src, src_axis = self.trace_dim(name, axis)
+        return (src, src_axis) if free else None
+
+    def trace_dim(self, name: str, axis: int) -> tuple[bool, str, int]:
+        """Where ``name``'s ``axis`` gets its size: (is a free attribute, value, axis).
+
+        Walks back through broadcasts, transposes and element-wise ops on one full-rank operand;
+        the walk ends at a constant fill or iota (free), or at any other value (a param, an
+        input, an op's result) that fixes the size.
+        """
         n = self.producers.get(name)
         if n is None:
-            return None
+            return False, name, axis
         if n.op in ("constant", "iota"):
-            return n.outputs[0].name, axis
+            return True, name, axis
         if n.op == "broadcast_in_dim":
             dims = n.attrs["broadcast_dimensions"]
             if axis in dims and n.inputs[0].type.shape[dims.index(axis)] != 1:
-                return self.free_source(n.inputs[0].name, dims.index(axis))
-            return n.outputs[0].name, axis
+                return self.trace_dim(n.inputs[0].name, dims.index(axis))
+            return True, name, axis
         if n.op == "transpose":
-            return self.free_source(n.inputs[0].name, n.attrs["permutation"][axis])
+            return self.trace_dim(n.inputs[0].name, n.attrs["permutation"][axis])
         od = OPS.get(n.op)
         if od is not None and "elementwise" in od.traits:
             full = [v for v in n.inputs if v.type.rank == n.outputs[0].type.rank]
             if len(full) == 1 and all(v.type.rank == 0 for v in n.inputs if v is not full[0]):
-                return self.free_source(full[0].name, axis)
-        return None
+                return self.trace_dim(full[0].name, axis)
+        return False, name, axis
+
+
+def _sigil(name: str, env) -> str:
+    return ("%" if name in env else "@") + name
 
 
 def _same_values(a: Sequence[Value], b: Sequence[Value]) -> bool:
