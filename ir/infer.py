@@ -129,6 +129,8 @@ class _Inferer:
                                  f"the node has {len(n.outputs)}", n)
         outs = tuple(o if types_match(o.type, t) else Value(o.name, t)
                      for o, t in zip(n.outputs, types))
+        if attrs == n.attrs:
+            attrs = n.attrs
         if (_same_values(ins, n.inputs) and attrs is n.attrs and _same_values(outs, n.outputs)
                 and all(a is b for a, b in zip(regions, n.regions))):
             return n
@@ -155,12 +157,10 @@ class _Inferer:
             for i, axis in group if target is not None else ():
                 d = ins[i].type.shape[axis]
                 if not changed[i] and d != 1 and not dims_equal(d, target):
-                    name = _sigil(ins[i].name, env)
                     _, src, src_axis = self.trace_dim(n.inputs[i].name, axis)
-                    if src != ins[i].name:
-                        name += f" (dim {src_axis} of {_sigil(src, env)})"
-                    return (f" ({name} still has {d} in dim {axis} where the changed input now "
-                            f"has {target}: change it too)")
+                    origin = f" (from dim {src_axis} of {_sigil(src, env)})" if src != ins[i].name else ""
+                    return (f" ({_sigil(ins[i].name, env)} still has {d} in dim {axis}{origin} "
+                            f"where the changed input now has {target}: change it too)")
         return ""
 
     # --- constant fills that follow a changed partner ------------------------------------

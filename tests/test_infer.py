@@ -286,3 +286,77 @@ def test_reshape_groups():
     assert reshape_groups(("N", 512), ("N", 4, 128)) == [([0], [0]), ([1], [1, 2])]
     assert reshape_groups((2, 1, 6), (12, 1)) == [([0, 1, 2], [0]), ([], [1])]
     assert reshape_groups((6, 4), (4, 6)) == [([0, 1], [0, 1])]
+
+
+WHILE = """graph @g(%x: f32[N,8], %n: i32[]) {
+  param @b: f32[8]
+  %0: i32[] = constant() {dtype="i32", value=0}
+  %11: i32[], %12: f32[N,8] = while_loop(%0, %x, %n) {num_carry=2} {
+    ^cond(%1: i32[], %2: f32[N,8], %3: i32[]):
+      %4: bool[] = lt(%1, %3)
+      return %4
+    ^body(%5: i32[], %6: f32[N,8], %7: i32[]):
+      %8: i32[] = constant() {dtype="i32", value=1}
+      %9: i32[] = add(%5, %8)
+      %13: f32[1,8] = broadcast_in_dim(@b) {broadcast_dimensions=(1,), shape=(1, 8)}
+      %14: f32[N,8] = add(%6, %13)
+      %10: f32[N,8] = tanh(%14)
+      return %9, %10
+  }
+  return %12
+}
+"""
+
+
+def test_while_loop_carry_follows_the_shape_change():
+    r = np.random.default_rng(4)
+    b = r.standard_normal(8).astype(np.float32)
+    g = ir.parse(WHILE, {"b": b})
+    ir.verify(g)
+    keep = np.array([1, 2, 4, 7])
+    new = g.replace(inputs=(Value("x", ir.TensorType(("N", 4), "f32")), g.inputs[1]))
+    out = _shrunk(new, {"b": b[keep]})
+    text = out.to_text()
+    assert "%11: i32[], %12: f32[N,4] = while_loop(%0, %x, %n)" in text, text
+    assert "^cond(%1: i32[], %2: f32[N,4], %3: i32[]):" in text, text
+    assert "^body(%5: i32[], %6: f32[N,4], %7: i32[]):" in text, text
+    x = r.standard_normal((3, 4)).astype(np.float32)
+    want = x
+    for _ in range(3):
+        want = np.tanh(want + b[keep])
+    np.testing.assert_allclose(codegen.executor(out)(x, np.int32(3))[0], want, rtol=1e-5, atol=1e-6)
+    # Without the smaller bias the body cannot keep the carry's new type.
+    with pytest.raises(InferenceError, match=r"in region \^body: node %14 = add\(\.\.\.\): cannot "
+                       r"follow input %6 changed from f32\[N,8\] to f32\[N,4\]: .*\(%13 still has 8 in dim 1 \(from dim 0 of @b\) "):
+        infer_types(new)
+
+
+SCAN = """graph @g(%x: f32[N,8], %xs: f32[5,8]) {
+  %18: f32[N,8], %19: f32[5,N,8] = scan(%x, %xs) {length=5, num_carry=1, num_xs=1} {
+    ^body(%13: f32[N,8], %14: f32[8]):
+      %15: f32[N,8] = add(%13, %14)
+      %16: f32[N,8] = exp(%15)
+      return %15, %16
+  }
+  return %18, %19
+}
+"""
+
+
+def test_scan_length_and_body_follow_new_inputs():
+    g = ir.parse(SCAN)
+    out = infer_types(g.replace(inputs=(Value("x", ir.TensorType(("N", 6), "f32")),
+                                        Value("xs", ir.TensorType((7, 6), "f32")))))
+    ir.verify(out)
+    text = out.to_text()
+    assert "%18: f32[N,6], %19: f32[7,N,6] = scan(%x, %xs) {length=7, num_carry=1, num_xs=1}" in text, text
+    assert "^body(%13: f32[N,6], %14: f32[6]):" in text, text
+    r = np.random.default_rng(5)
+    x, xs = r.standard_normal((2, 6)).astype(np.float32), r.standard_normal((7, 6)).astype(np.float32) * 0.1
+    carry, ys = x, []
+    for t in range(7):
+        carry = carry + xs[t]
+        ys.append(np.exp(carry))
+    got = codegen.executor(out)(x, xs)
+    np.testing.assert_allclose(got[0], carry, rtol=1e-5)
+    np.testing.assert_allclose(got[1], np.stack(ys), rtol=1e-5)
