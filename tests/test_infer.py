@@ -360,3 +360,44 @@ def test_scan_length_and_body_follow_new_inputs():
     got = codegen.executor(out)(x, xs)
     np.testing.assert_allclose(got[0], carry, rtol=1e-5)
     np.testing.assert_allclose(got[1], np.stack(ys), rtol=1e-5)
+
+
+def test_onnx_resnet_residual_channels_shrink_and_match_onnxruntime_on_the_masked_model():
+    """Drop stem channels: the residual add couples them to layer1.1; every reader shrinks too."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    sys.path.insert(0, str(Path(__file__).parent / "onnx"))
+    import models
+    from tensorsmith.frontends.onnx import import_onnx
+
+    model = models.resnet_cnn()
+    g = import_onnx(model)
+    drop = np.array([2, 5, 11, 12])
+    keep = np.setdiff1d(np.arange(16), drop)
+    produce = ["stem.conv.weight", "layer1.1.conv.weight"] + [
+        f"{b}.bn.{s}" for b in ("stem", "layer1.1") for s in ("weight", "bias", "running_mean", "running_var")]
+    read = ["layer1.0.conv.weight", "layer2.0.conv.weight", "layer2.downsample.conv.weight"]
+    p = dict(g.params)
+    upd = {k: p[k][keep] for k in produce} | {k: p[k][:, keep] for k in read}
+    pruned = _shrunk(g, upd)
+    assert "%layer1.add: f32[N,12,32,32] = add(" in pruned.to_text()
+
+    masked = onnx.ModelProto()
+    masked.CopyFrom(model)
+    zero = {"stem.conv.weight", "layer1.1.conv.weight", "stem.bn.weight", "stem.bn.bias",
+            "layer1.1.bn.weight", "layer1.1.bn.bias"}
+    for init in masked.graph.initializer:
+        if init.name in zero:
+            arr = numpy_helper.to_array(init).copy()
+            arr[drop] = 0
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    sess = ort.InferenceSession(masked.SerializeToString(), providers=["CPUExecutionProvider"])
+    cm = tensorsmith.compile(pruned)
+    for batch in (2, 3):
+        x = models.resnet_inputs(batch, seed=batch)["image"]
+        want = sess.run(None, {"image": x})[0]
+        np.testing.assert_allclose(np.asarray(cm(x)[0]), want, rtol=1e-4, atol=1e-4)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert not np.allclose(dense.run(None, {"image": x})[0], want, rtol=1e-4, atol=1e-4)
