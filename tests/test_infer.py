@@ -401,3 +401,41 @@ def test_onnx_resnet_residual_channels_shrink_and_match_onnxruntime_on_the_maske
         np.testing.assert_allclose(np.asarray(cm(x)[0]), want, rtol=1e-4, atol=1e-4)
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert not np.allclose(dense.run(None, {"image": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+FOLLOWERS = """graph @g(%x: f32[2,5,5,8], %y: f32[4,8]) {
+  param @k: f32[3,3,1,8]
+  %0: f32[2,5,5,8] = conv(%x, @k) {dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=8, padding=((1, 1), (1, 1))}
+  %1: f32[2,1,1,8] = reduce_window(%0) {kind="max", window_dimensions=(1, 5, 5, 1), window_strides=(1, 5, 5, 1)}
+  %2: f32[4,8], %3: i32[4,8] = top_k(%y) {k=8}
+  %4: f32[] = constant() {dtype="f32", value=1.5}
+  %5: f32[8,4] = broadcast_in_dim(%4) {broadcast_dimensions=(), shape=(8, 4)}
+  %6: f32[4,8] = transpose(%5) {permutation=(1, 0)}
+  %7: f32[4,8] = add(%2, %6)
+  return %1, %7
+}
+"""
+
+
+def test_depthwise_conv_global_pool_full_top_k_and_a_transposed_fill_follow():
+    r = np.random.default_rng(6)
+    k = r.standard_normal((3, 3, 1, 8)).astype(np.float32)
+    g = ir.parse(FOLLOWERS, {"k": k})
+    ir.verify(g)
+    keep = np.array([0, 1, 3, 4, 6, 7])
+    new = g.replace(inputs=(Value("x", ir.TensorType((2, 7, 7, 6), "f32")),
+                            Value("y", ir.TensorType((4, 5), "f32"))))
+    out = _shrunk(new, {"k": k[..., keep]})
+    text = out.to_text()
+    assert "feature_group_count=6" in text, text
+    assert "window_dimensions=(1, 7, 7, 1), window_strides=(1, 7, 7, 1)" in text, text
+    assert "top_k(%y) {k=5}" in text, text
+    assert "%5: f32[5,4] = broadcast_in_dim(%4) {broadcast_dimensions=(), shape=(5, 4)}" in text, text
+    x = r.standard_normal((2, 7, 7, 6)).astype(np.float32)
+    y = r.standard_normal((4, 5)).astype(np.float32)
+    pooled, added = codegen.executor(out)(x, y)
+    conv = jax.lax.conv_general_dilated(x, k[..., keep], (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=6)
+    np.testing.assert_allclose(pooled, np.asarray(conv).max(axis=(1, 2), keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(added, -np.sort(-y, axis=-1) + 1.5, rtol=1e-6)
