@@ -439,3 +439,16 @@ def test_depthwise_conv_global_pool_full_top_k_and_a_transposed_fill_follow():
                                         feature_group_count=6)
     np.testing.assert_allclose(pooled, np.asarray(conv).max(axis=(1, 2), keepdims=True), rtol=1e-5)
     np.testing.assert_allclose(added, -np.sort(-y, axis=-1) + 1.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,dims,shape", [("digits", ("B", 8, 8, 1), (3, 8, 8, 1)),
+                                             ("transformer_block", ("B", "S", 16), (3, 5, 16))])
+def test_a_static_trace_made_symbolic_runs_at_new_shapes(name, dims, shape):
+    fn, params, _ = zoo.ZOO[name]()
+    g = zoo.traced(name)
+    x = g.inputs[0]
+    out = infer_types(g.replace(inputs=(Value(x.name, ir.TensorType(dims, x.dtype)),)))
+    ir.verify(out)
+    xb = np.random.default_rng(7).random(shape).astype(np.float32)
+    np.testing.assert_allclose(_run(out, xb)[0], np.asarray(zoo.call(fn, params, xb)),
+                               rtol=1e-5, atol=1e-5)
