@@ -116,7 +116,7 @@ class Rewriter:
             raise ValueError(f"{self.current_pattern}: replacing %{node.name} needs "
                              f"{len(node.outputs)} values, got {len(values)}")
         for old, new in zip(node.outputs, values):
-            if not types_match(old.type, new.type):
+            if old.type != new.type and not types_match(old.type, new.type):
                 if not retype:
                     raise ValueError(f"pattern '{self.current_pattern}' replaced %{old.name}: "
                                      f"{old.type} with %{new.name}: {new.type} (pass retype=True "

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tensorsmith
 from tensorsmith import codegen, ir
@@ -452,3 +454,36 @@ def test_a_static_trace_made_symbolic_runs_at_new_shapes(name, dims, shape):
     xb = np.random.default_rng(7).random(shape).astype(np.float32)
     np.testing.assert_allclose(_run(out, xb)[0], np.asarray(zoo.call(fn, params, xb)),
                                rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3), min_size=1, max_size=4),
+       st.data())
+def test_reshape_groups_pair_runs_of_equal_size(runs, data):
+    """Build src/dst from runs of dims with equal products; groups cover both, in order."""
+    src, dst = [], []
+    for run in runs:
+        src.extend(run)
+        size = int(np.prod(run))
+        dst.extend(data.draw(st.sampled_from(sorted(_factorizations(size))), label="factors"))
+    from tensorsmith.ir.infer import reshape_groups
+    groups = reshape_groups(tuple(src), tuple(dst))
+    assert [i for gi, _ in groups for i in gi] == list(range(len(src)))
+    assert [j for _, gj in groups for j in gj] == list(range(len(dst)))
+    for gi, gj in groups:
+        assert np.prod([src[i] for i in gi]) == np.prod([dst[j] for j in gj])
+        assert (gi and gj) or all(src[i] == 1 for i in gi) and all(dst[j] == 1 for j in gj)
+        for p in range(1, len(gi)):  # minimal: no shorter runs already hold equal sizes
+            for q in range(1, len(gj)):
+                assert np.prod([src[i] for i in gi[:p]]) != np.prod([dst[j] for j in gj[:q]])
+
+
+def _factorizations(n: int) -> set[tuple[int, ...]]:
+    """Ordered factorizations of n into factors >= 2 (and (1,) for n == 1), up to 3 factors."""
+    if n == 1:
+        return {(1,)}
+    out = {(n,)}
+    for a in range(2, n):
+        if n % a == 0:
+            out |= {(a,) + rest for rest in _factorizations(n // a) if rest != (1,) and len(rest) < 3}
+    return out
