@@ -103,3 +103,34 @@ def test_equal_dims_written_differently_are_the_same_type():
     out = apply_patterns(ir.parse(src), [respell])
     ir.verify(out)
     assert [n.op for n in out.nodes] == ["reshape", "exp", "neg"]
+
+
+def test_patterns_downstream_of_a_retype_see_the_new_types_in_the_same_sweep():
+    seen = []
+
+    @pattern("swap-add", ops="add")
+    def swap_add(rw, node):  # a same-type replacement: the add must already be retyped
+        seen.append(str(node.outputs[0].type))
+        a, b = node.inputs
+        return rw.replace(node, rw.op("add", b, a))
+
+    out = apply_patterns(ir.parse(TEXT, PARAMS), [narrow, swap_add], max_sweeps=1)
+    ir.verify(out)
+    assert seen == ["f32[8,3]"]
+
+
+def test_a_constant_fill_next_to_a_retyped_value_is_resized_by_the_sweep():
+    src = """graph @main(%x: f32[8,6]) {
+  param @w: f32[6,4]
+  %0: f32[8,4] = dot_general(%x, @w) {contracting_dims=((1,), (0,))}
+  %1: f32[1,4] = constant() {dtype="f32", value=0.5, shape=(1, 4)}
+  %2: f32[8,4] = add(%0, %1)
+  return %2
+}
+"""
+
+    out = apply_patterns(ir.parse(src, {"w": PARAMS["w"]}), [narrow])
+    ir.verify(out)
+    assert '%1: f32[1,3] = constant() {dtype="f32", shape=(1, 3), value=0.5}' in out.to_text()
+    x = R.standard_normal((8, 6)).astype(np.float32)
+    np.testing.assert_allclose(codegen.executor(out)(x)[0], x @ PARAMS["w"][:, KEEP] + 0.5, rtol=1e-5)
