@@ -7,6 +7,10 @@ region bodies are re-inferred from what feeds them. Attributes that carry shapes
 change (a flatten's target follows a new channel count, a bias broadcast follows its operand,
 a constant fill or iota follows the dim it is combined with); a node that cannot follow is
 an ``InferenceError`` naming it. Nothing here mutates the graph it is given.
+
+An iota resized along its own axis counts 0..n-1 at the new size: right when a length
+changed (sequence, batch, image size), not when particular channels were removed; a pruning
+pass that keeps an iota over pruned channels slices it itself.
 """
 from __future__ import annotations
 
@@ -238,8 +242,8 @@ def _changed_dim(group, n: Node, ins: Sequence[Value], changed: Sequence[bool]):
     for i, axis in group:
         if not changed[i]:
             continue
-        old, new = n.inputs[i].type.shape[axis], ins[i].type.shape[axis]
-        if new != 1 and not dims_equal(old, new):
+        was, new = n.inputs[i].type, ins[i].type.shape[axis]
+        if new != 1 and (was.rank != ins[i].type.rank or not dims_equal(was.shape[axis], new)):
             sizes.append(new)
     if not sizes or any(not dims_equal(s, sizes[0]) for s in sizes[1:]):
         return None
