@@ -376,7 +376,9 @@ def _follow_broadcast(n: Node, ins, attrs):
     old, new = n.inputs[0].type.shape, ins[0].shape
     shape = list(attrs["shape"])
     for i, d in enumerate(attrs["broadcast_dimensions"]):
-        if not dims_equal(old[i], new[i]) and new[i] != 1:
+        # A changed operand dim sets the output dim, even a new 1: keeping the old size
+        # would broadcast the one remaining row where the operand used to map one to one.
+        if not dims_equal(old[i], new[i]):
             shape[d] = _attr_dim(new[i])
     return attrs.set(shape=tuple(shape))
 

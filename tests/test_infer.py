@@ -487,3 +487,30 @@ def _factorizations(n: int) -> set[tuple[int, ...]]:
         if n % a == 0:
             out |= {(a,) + rest for rest in _factorizations(n // a) if rest != (1,) and len(rest) < 3}
     return out
+
+
+def test_head_pruning_with_the_split_reshapes_set_by_the_pass():
+    """Drop head 1 of 2: the pass sets the head-split reshapes; the merge back follows."""
+    fn, params, _ = zoo.ZOO["transformer_block"]()
+    g = zoo.traced("transformer_block", batch_dim=True)
+    p = dict(g.params)
+    upd = {f"attn/{w}": p[f"attn/{w}"][:, :8] for w in ("wq", "wk", "wv")}
+    upd["attn/wo"] = p["attn/wo"][:8]
+    with pytest.raises(InferenceError, match=r"node %20 = reshape\(\.\.\.\) \[zoo.py:110 \(heads\)\]"):
+        infer_types(g.with_params(upd))
+
+    def one_head(n):
+        if n.op == "reshape" and n.outputs[0].type.rank == 4:
+            return n.replace(attrs=n.attrs.set(shape=n.attrs["shape"][:2] + (1, 8)))
+        return n
+
+    edited = g.replace(nodes=tuple(one_head(n) for n in g.nodes))
+    out = _shrunk(edited, upd)
+    text = out.to_text()
+    assert text.count("f32[N,8,1,8] = reshape(") == 3 and "f32[N,8,8] = reshape(" in text, text
+    masked = jax.tree_util.tree_map(np.array, params)
+    masked["attn"]["wo"][8:] = 0
+    x = np.random.default_rng(8).standard_normal((3, 8, 16)).astype(np.float32)
+    want = np.asarray(fn(masked, x))
+    np.testing.assert_allclose(_run(out, x)[0], want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(fn(params, x)), want, rtol=1e-5, atol=1e-5)
