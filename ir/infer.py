@@ -128,6 +128,8 @@ class _Inferer:
             hint = self.hint(n, ins, changed, env)
             raise InferenceError(f"{where}{describe(n)}: cannot follow {what}: {e}{hint}",
                                  n) from None
+        if any(changed):
+            self.refuse_new_broadcasts(n, ins, changed, types[0] if types else None, where)
         if len(types) != len(n.outputs):
             raise InferenceError(f"{where}{describe(n)}: the type rule gives {len(types)} outputs, "
                                  f"the node has {len(n.outputs)}", n)
@@ -166,6 +168,29 @@ class _Inferer:
                     return (f" ({_sigil(ins[i].name, env)} still has {d} in dim {axis}{origin} "
                             f"where the changed input now has {target}: change it too)")
         return ""
+
+    def refuse_new_broadcasts(self, n: Node, ins, changed, out: TensorType | None, where: str):
+        """An element-wise input dim that shrank to 1 must not start broadcasting silently."""
+        od = OPS.get(n.op)
+        if out is None or od is None or "elementwise" not in od.traits:
+            return
+        for k, group in enumerate(_couplings(n, [v.type for v in ins])):
+            for i, axis in group:
+                was = n.inputs[i].type
+                if not (changed[i] and ins[i].type.shape[axis] == 1 and was.rank == ins[i].type.rank
+                        and was.shape[axis] != 1 and out.shape[k] != 1):
+                    continue
+                asked = False
+                for j, ax in group:  # a constant fill partner can shrink to 1 as well
+                    src = self.free_source(n.inputs[j].name, ax) if j != i else None
+                    if src is not None and ins[j].type.shape[ax] != 1:
+                        asked |= self.resize.setdefault(src[0], {}).setdefault(src[1], 1) == 1
+                if asked:
+                    raise _Restart()
+                raise InferenceError(
+                    f"{where}{describe(n)}: cannot follow {_changes(n, ins)}: dim {axis} of "
+                    f"%{ins[i].name} shrank from {was.shape[axis]} to 1 and would now broadcast "
+                    f"to {out.shape[k]}; change the other operands too", n)
 
     # --- constant fills that follow a changed partner ------------------------------------
     def request_resizes(self, n: Node, ins: Sequence[Value], changed: Sequence[bool]) -> bool:

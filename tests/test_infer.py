@@ -514,3 +514,22 @@ def test_head_pruning_with_the_split_reshapes_set_by_the_pass():
     want = np.asarray(fn(masked, x))
     np.testing.assert_allclose(_run(out, x)[0], want, rtol=1e-5, atol=1e-5)
     assert not np.allclose(np.asarray(fn(params, x)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_dim_that_shrinks_to_one_does_not_start_broadcasting_silently():
+    g = ir.parse("""graph @g(%x: f32[4,2], %y: f32[4,2]) {
+  %0: f32[4,2] = add(%x, %y)
+  %1: f32[] = constant() {dtype="f32", value=3.0}
+  %2: f32[4,2] = broadcast_in_dim(%1) {broadcast_dimensions=(), shape=(4, 2)}
+  %3: f32[4,2] = mul(%x, %2)
+  return %0, %3
+}
+""")
+    t = ir.TensorType((4, 1), "f32")
+    with pytest.raises(InferenceError, match=r"node %0 = add\(\.\.\.\): cannot follow input %x "
+                       r"changed from f32\[4,2\] to f32\[4,1\]: dim 1 of %x shrank from 2 to 1 and "
+                       r"would now broadcast to 2"):
+        infer_types(g.replace(inputs=(Value("x", t), g.inputs[1])))
+    out = infer_types(g.replace(inputs=(Value("x", t), Value("y", t))))
+    ir.verify(out)  # both operands shrank; the constant fill of %3 shrinks with %x
+    assert "%2: f32[4,1] = broadcast_in_dim(%1) {broadcast_dimensions=(), shape=(4, 1)}" in out.to_text()
