@@ -135,7 +135,7 @@ class _Inferer:
                                  f"the node has {len(n.outputs)}", n)
         outs = tuple(o if types_match(o.type, t) else Value(o.name, t)
                      for o, t in zip(n.outputs, types))
-        if attrs == n.attrs:
+        if attrs is not n.attrs and attrs == n.attrs:
             attrs = n.attrs
         if (_same_values(ins, n.inputs) and attrs is n.attrs and _same_values(outs, n.outputs)
                 and all(a is b for a, b in zip(regions, n.regions))):
