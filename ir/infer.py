@@ -492,10 +492,10 @@ def _follow_scan(n: Node, ins, attrs):
     nc, nx = attrs["num_carry"], attrs["num_xs"]
     for old, new in zip(n.inputs[nc:nc + nx], ins[nc:nc + nx]):
         if new.rank and not dims_equal(old.type.shape[0], new.shape[0]):
-            if not isinstance(new.shape[0], int):
+            if not isinstance(new.shape[0], int) and OPS["scan"].attr_spec("length").kind == "int":
                 raise _CannotFollow(f"scan length follows %{old.name}, now {new}, whose leading "
                                     "dim is not static")
-            return attrs.set(length=new.shape[0])
+            return attrs.set(length=_attr_dim(new.shape[0]))
     return attrs
 
 
