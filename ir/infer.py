@@ -5,8 +5,8 @@ shape) calls ``infer_types(graph)`` and gets a graph whose every value type is r
 order, from the graph inputs and the *current* params through the op registry's type rules;
 region bodies are re-inferred from what feeds them. Attributes that carry shapes follow the
 change (a flatten's target follows a new channel count, a bias broadcast follows its operand,
-a constant fill or iota follows the dim it is combined with); a node that cannot follow is
-an ``InferenceError`` naming it. Nothing here mutates the graph it is given.
+a constant fill or iota follows the dim it is combined with, a mean's literal element count
+is recounted); a node that cannot follow is an ``InferenceError`` naming it. Nothing here mutates the graph it is given.
 
 An iota resized along its own axis counts 0..n-1 at the new size: right when a length
 changed (sequence, batch, image size), not when particular channels were removed; a pruning
@@ -48,8 +48,9 @@ def infer_types(graph: Graph) -> Graph:
     """A new graph whose types are recomputed from its inputs and params (see module doc)."""
     types = {k: TensorType.of(v) for k, v in graph.params.items()}
     resize: dict[str, dict[int, object]] = {}
+    recount: dict[str, object] = {}
     for _ in range(_MAX_ROUNDS):
-        inf = _Inferer(types.get, resize, _producers(graph))
+        inf = _Inferer(types.get, resize, _producers(graph), recount)
         try:
             return inf.graph(graph, graph.inputs, root=True)
         except _Restart:
@@ -76,10 +77,12 @@ def _producers(g: Graph) -> dict[str, Node]:
 class _Inferer:
     """One forward run over a graph; ``resize`` holds the constant-fill sizes found so far."""
 
-    def __init__(self, param_type: ParamTypes, resize: dict, producers: Mapping[str, Node]):
+    def __init__(self, param_type: ParamTypes, resize: dict, producers: Mapping[str, Node],
+                 recount: dict | None = None):
         self.param_type = param_type
         self.resize = resize
         self.producers = producers
+        self.recount = {} if recount is None else recount  # constant -> new element count
 
     # --- graphs and nodes ----------------------------------------------------------------
     def graph(self, g: Graph, inputs: Sequence[Value], root: bool = False) -> Graph:
@@ -114,6 +117,10 @@ class _Inferer:
             resized = {o.name: self.resize[o.name] for o in n.outputs if o.name in self.resize}
             if resized:
                 attrs = _apply_resize(n, attrs, resized[n.outputs[0].name])
+            if n.outputs and n.outputs[0].name in self.recount:
+                attrs = attrs.set(value=self.recount[n.outputs[0].name])
+            if n.op in ("div", "mul") and len(n.inputs) == 2:
+                self.recount_mean(n, env, where)
             regions = self.regions(n, ins, attrs, where)
         except _CannotFollow as e:
             raise InferenceError(f"{where}{describe(n)}: cannot follow {_changes(n, ins)}: {e}",
@@ -191,6 +198,46 @@ class _Inferer:
                     f"{where}{describe(n)}: cannot follow {_changes(n, ins)}: dim {axis} of "
                     f"%{ins[i].name} shrank from {was.shape[axis]} to 1 and would now broadcast "
                     f"to {out.shape[k]}; change the other operands too", n)
+
+    def recount_mean(self, n: Node, env, where: str) -> None:
+        """A mean's constant divisor (or 1/n factor) follows the new count of reduced elements.
+
+        Frontends write a mean over static dims as ``reduce_sum`` then a division by the
+        element count as a literal: a value computed from a shape, which a shape change
+        leaves stale unless it is recounted here.
+        """
+        if n.op == "div":
+            total, const = n.inputs
+        else:
+            const, total = sorted(n.inputs, key=lambda v: v.type.rank)
+        c = self.producers.get(const.name)
+        r = self.producers.get(total.name)
+        while r is not None and r.op in ("broadcast_in_dim", "reshape", "expand_dims", "convert"):
+            r = self.producers.get(r.inputs[0].name)
+        if (c is None or c.op != "constant" or const.type.rank != 0 or r is None
+                or r.op != "reduce_sum" or r.inputs[0].name not in env):
+            return
+        old_in, new_in = r.inputs[0].type, env[r.inputs[0].name].type
+        axes = [a % max(old_in.rank, 1) for a in r.attrs["axes"]]
+        if old_in.rank != new_in.rank or not axes:
+            return
+        old, new = shape_numel([old_in.shape[a] for a in axes]), shape_numel([new_in.shape[a] for a in axes])
+        value = c.attrs["value"]
+        if (not isinstance(old, int) or isinstance(value, bool) or not isinstance(value, (int, float))
+                or dims_equal(old, new)):
+            return
+        want = float(old) if n.op == "div" else 1.0 / old
+        if abs(value - want) > 1e-6 * abs(want):
+            return  # not this mean's count: a real constant
+        if not isinstance(new, int):
+            raise InferenceError(
+                f"{where}{describe(n)}: cannot follow {_changes(r, [env[r.inputs[0].name]])}: "
+                f"it divides a sum over {old} elements (dims {tuple(axes)}) by the literal "
+                f"{value}, and the count is now {new}, which a literal cannot hold (import the "
+                "model with symbolic dims so the frontend computes the count)", n)
+        if c.outputs[0].name not in self.recount:
+            self.recount[c.outputs[0].name] = float(new) if n.op == "div" else 1.0 / new
+            raise _Restart()
 
     # --- constant fills that follow a changed partner ------------------------------------
     def request_resizes(self, n: Node, ins: Sequence[Value], changed: Sequence[bool]) -> bool:

@@ -533,3 +533,29 @@ def test_a_dim_that_shrinks_to_one_does_not_start_broadcasting_silently():
     out = infer_types(g.replace(inputs=(Value("x", t), Value("y", t))))
     ir.verify(out)  # both operands shrank; the constant fill of %3 shrinks with %x
     assert "%2: f32[4,1] = broadcast_in_dim(%1) {broadcast_dimensions=(), shape=(4, 1)}" in out.to_text()
+
+
+def test_a_mean_divisor_follows_the_count_of_reduced_elements():
+    """Layer norm over a pruned hidden dim: jnp.mean's literal 1/16 count must follow."""
+    r = np.random.default_rng(9)
+    gamma = (1 + 0.1 * r.standard_normal(16)).astype(np.float32)
+
+    def ln(p, x):
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + 1e-5) * p["g"]
+
+    g = tensorsmith.trace(ln, np.ones((3, 16), np.float32), params={"g": gamma})
+    keep = np.arange(0, 16, 4)
+    new = g.replace(inputs=(Value("x", ir.TensorType((3, 4), "f32")),)).with_params({"g": gamma[keep]})
+    out = infer_types(new)
+    ir.verify(out)
+    assert "value=4.0" in out.to_text() and "value=16.0" not in out.to_text(), out.to_text()
+    x = r.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(_run(out, x)[0], np.asarray(ln({"g": gamma[keep]}, x)), rtol=1e-5,
+                               atol=1e-5)
+    # To a symbolic count a literal cannot follow: the node is named, not left stale.
+    with pytest.raises(InferenceError, match=r"divides a sum over 16 elements \(dims \(1,\)\) by "
+                       r"the literal 16.0, and the count is now H"):
+        infer_types(g.replace(inputs=(Value("x", ir.TensorType((3, "H"), "f32")),)).with_params(
+            {"g": np.ones(1, np.float32)}))
