@@ -134,3 +134,23 @@ def test_a_constant_fill_next_to_a_retyped_value_is_resized_by_the_sweep():
     assert '%1: f32[1,3] = constant() {dtype="f32", shape=(1, 3), value=0.5}' in out.to_text()
     x = R.standard_normal((8, 6)).astype(np.float32)
     np.testing.assert_allclose(codegen.executor(out)(x)[0], x @ PARAMS["w"][:, KEEP] + 0.5, rtol=1e-5)
+
+
+def test_a_retype_inside_a_composite_body_changes_the_composite_and_its_users():
+    fired = []
+
+    @pattern("keep-three-columns", ops="max")
+    def keep_three(rw, node):
+        if fired:
+            return None
+        fired.append(node.name)
+        m = rw.op("max", *node.inputs)
+        return rw.replace(node, rw.op("slice", m, start=(0, 0), limit=(8, 3)), retype=True)
+
+    out = apply_patterns(ir.parse(TEXT, PARAMS), [keep_three], regions=True)
+    ir.verify(out)
+    text = out.to_text()
+    assert "%6: f32[8,3] = composite(%2)" in text and "%7: f32[24] = reshape(%6) {shape=(24,)}" in text, text
+    x = R.standard_normal((8, 6)).astype(np.float32)
+    want = np.exp(np.maximum(x @ PARAMS["w"] + PARAMS["b"], 0)[:, :3].reshape(-1))
+    np.testing.assert_allclose(codegen.executor(out)(x)[0], want, rtol=1e-5)
