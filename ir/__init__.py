@@ -13,3 +13,6 @@ __all__ = ["Attrs", "AttrSpec", "Cost", "DTYPES", "Dim", "Graph", "GraphBuilder"
            "OPS", "OpDef", "OpTypeError", "ParseError", "TensorType", "Value", "VerificationError",
            "define_op", "dtype_name", "get_op", "graph_stats", "load", "make_node", "numpy_dtype",
            "parse", "save", "verify"]
+from .infer import InferenceError, infer_types  # noqa: E402  (re-inference after shape changes)
+
+__all__ += ["InferenceError", "infer_types"]

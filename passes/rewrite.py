@@ -7,6 +7,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..ir import Graph, Node, TensorType, Value, make_node
+from ..ir.infer import InferenceError, infer_types, retype_node
+from ..ir.verify import types_match
 from .context import PassContext
 
 
@@ -48,6 +50,9 @@ class Rewriter:
         self.outputs = {v.name for v in graph.outputs}
         self.changed = False
         self.current_pattern = ""
+        # Values whose type changed after a ``replace(..., retype=True)``: same name, new type.
+        self.retyped: dict[str, Value] = {}
+        self.retype_any = False  # a retype happened: the sweep ends with a full infer_types
 
     # --- queries -----------------------------------------------------------------------
     def producer(self, v: Value) -> Node | None:
@@ -99,16 +104,24 @@ class Rewriter:
         self.namer.taken.discard(name)
         return self.params.pop(name)
 
-    def replace(self, node: Node, values: Sequence[Value] | Value) -> bool:
-        """Route every use of ``node``'s outputs to ``values`` (same types required)."""
+    def replace(self, node: Node, values: Sequence[Value] | Value, retype: bool = False) -> bool:
+        """Route every use of ``node``'s outputs to ``values``.
+
+        The types must match unless ``retype``: then the users downstream are re-inferred for
+        the new types (shape attributes follow, see ``ir.infer_types``) as the sweep reaches
+        them, and the sweep ends with a full ``infer_types`` of the graph.
+        """
         values = [values] if isinstance(values, Value) else list(values)
         if len(values) != len(node.outputs):
             raise ValueError(f"{self.current_pattern}: replacing %{node.name} needs "
                              f"{len(node.outputs)} values, got {len(values)}")
         for old, new in zip(node.outputs, values):
-            if old.type != new.type:
-                raise ValueError(f"pattern '{self.current_pattern}' replaced %{old.name}: {old.type} "
-                                 f"with %{new.name}: {new.type}")
+            if old.type != new.type and not types_match(old.type, new.type):
+                if not retype:
+                    raise ValueError(f"pattern '{self.current_pattern}' replaced %{old.name}: "
+                                     f"{old.type} with %{new.name}: {new.type} (pass retype=True "
+                                     "to let the users follow the new type)")
+                self.retype_any = True
             self.subst[old.name] = new
         self._forget_reads(node)  # ``node`` is dead now: it no longer reads its inputs
         for old, new in zip(node.outputs, values):
@@ -140,12 +153,36 @@ class Rewriter:
     def resolve(self, v: Value) -> Value:
         while v.name in self.subst:
             v = self.subst[v.name]
-        return v
+        return self.retyped.get(v.name, v)
+
+    def param_type(self, name: str) -> TensorType | None:
+        arr = self.params.get(name)
+        return None if arr is None else TensorType.of(arr)
 
 
 def _remap(n: Node, rw: Rewriter) -> Node:
     ins = tuple(rw.resolve(v) for v in n.inputs)
-    return n if ins == n.inputs else n.replace(inputs=ins)
+    if ins == n.inputs:
+        return n
+    if not rw.retype_any or all(types_match(a.type, b.type) for a, b in zip(n.inputs, ins)):
+        return n.replace(inputs=ins)
+    return _retype(n, ins, rw)
+
+
+def _retype(n: Node, ins: Sequence[Value], rw: Rewriter) -> Node:
+    """``n`` re-inferred for inputs whose types changed; its outputs' users follow."""
+    try:
+        m = retype_node(n, ins, rw.param_type)
+    except InferenceError:
+        # Some fixes need the whole graph (resizing a constant fill upstream): leave the node
+        # for the infer_types that ends the sweep, which fixes it or names it. Its inputs keep
+        # the types it was built for, so that inference sees (and reports) what changed.
+        return n.replace(inputs=tuple(v if types_match(v.type, o.type) else Value(v.name, o.type)
+                                      for v, o in zip(ins, n.inputs)))
+    for old, new in zip(n.outputs, m.outputs):
+        if new is not old:
+            rw.retyped[old.name] = new
+    return m
 
 
 def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
@@ -160,6 +197,7 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
     rw = Rewriter(graph, ctx, seen_remarks)
     if parent is not None:
         rw.params, rw.namer = parent.params, parent.namer
+        rw.retype_any = parent.retype_any
     out: list[Node] = []
     for n in graph.nodes:
         n = _remap(n, rw)
@@ -168,6 +206,8 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
             if any(a is not b for a, b in zip(new, n.regions)):
                 rw._forget_reads(n)  # the rewritten body may read other params
                 n = n.replace(regions=new)
+                if rw.retype_any:  # a body's outputs may have changed type
+                    n = _retype(n, n.inputs, rw)
                 rw._commit([n])
                 rw.changed = True
         rw.new_nodes = []
@@ -187,7 +227,12 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
             rw.producers.update({o.name: n for o in n.outputs})
     outputs = tuple(rw.resolve(v) for v in graph.outputs)
     params = rw.params if parent is None else {}
-    return graph.replace(nodes=tuple(out), outputs=outputs, params=params), rw.changed
+    result = graph.replace(nodes=tuple(out), outputs=outputs, params=params)
+    if parent is not None:
+        parent.retype_any |= rw.retype_any
+    elif rw.retype_any:
+        result = infer_types(result)  # settles what the node-by-node retyping could not
+    return result, rw.changed
 
 
 def _rewrite_region(region: Graph, patterns, ctx, parent: Rewriter, max_sweeps: int = 20) -> Graph:
