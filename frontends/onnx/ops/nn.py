@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
+
 from ..registry import onnx_op
 from ._util import broadcast_shapes, is_float, norm_axis
 
@@ -233,17 +235,33 @@ def _max_pool_with_indices(ctx, x, kernel, strides, dilations, padding):
 def _avg_pool(ctx, x):
     kernel, strides, dilations, padding = _pool_geometry(ctx, x)
     explicit = conv_padding(ctx, x.shape[2:], kernel, strides, dilations)
-    ones = ctx.op("constant", value=1.0, dtype=x.dtype, shape=tuple(x.shape))
-    if ctx.attr("count_include_pad", 0):
-        # Explicit pads count as elements; the extra ceil-mode padding does not.
-        lo = (0, 0) + tuple(p[0] for p in explicit)
-        hi = (0, 0) + tuple(p[1] for p in explicit)
-        x = ctx.op("pad", x, ctx.scalar(0, x), low=lo, high=hi)
-        ones = ctx.op("pad", ones, ctx.scalar(1, x), low=lo, high=hi)
-        padding = [(0, p[1] - e[1]) for p, e in zip(padding, explicit)]
     total = _window("sum", x, kernel, strides, dilations, padding, ctx)
-    count = _window("sum", ones, kernel, strides, dilations, padding, ctx)
-    return ctx.op("div", total, count)
+    count = _pool_counts(x.shape[2:], kernel, strides, dilations, padding,
+                         explicit if ctx.attr("count_include_pad", 0) else None)
+    # The divisor depends on the spatial position only, so it is computed here: a scalar when
+    # every window counts alike, else a small (out spatial) array. A full-size `ones` fed to
+    # reduce_window made XLA constant-fold for 15-28 s on DenseNet-121 (issue 20).
+    if (count == count.flat[0]).all():
+        return ctx.op("div", total, ctx.scalar(float(count.flat[0]), x))
+    return ctx.op("div", total, ctx.const(count, x.dtype))
+
+
+def _pool_counts(sizes, kernel, strides, dilations, padding, counted_pads):
+    """Elements each pooling window averages over, per output position (spatial dims only).
+
+    Padding never counts, except the explicit pads when ``counted_pads`` gives them
+    (count_include_pad); the extra ceil-mode padding never counts.
+    """
+    per_dim = []
+    for i, (n, k, s, d, (lo, hi)) in enumerate(zip(sizes, kernel, strides, dilations, padding)):
+        out = (n + lo + hi - ((k - 1) * d + 1)) // s + 1
+        start = np.arange(out)[:, None] * s - lo + np.arange(k)[None, :] * d  # (out, k)
+        first, end = (0, n) if counted_pads is None else (-counted_pads[i][0], n + counted_pads[i][1])
+        per_dim.append(((start >= first) & (start < end)).sum(axis=1).astype(np.float64))
+    count = per_dim[0]
+    for c in per_dim[1:]:
+        count = np.multiply.outer(count, c)
+    return count
 
 
 @onnx_op("LpPool")
