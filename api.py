@@ -1,6 +1,7 @@
 """The public entry points: trace, compile, load."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -93,25 +94,34 @@ def _flat_calibration(calibration, in_tree) -> list[tuple] | None:
     return batches
 
 
+def _no_progress(text: str):
+    return contextlib.nullcontext()
+
+
 def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             batch_dim=None, calibration=None, data: dict | None = None, verify: bool = True,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
-            dump_ir=None) -> CompiledModel:
+            dump_ir=None, progress=None) -> CompiledModel:
     """Trace/import ``model``, run the pass pipeline, and lower it for ``target``.
 
-    ``passes``: a pipeline string (``"canonicalize,dce"``), a list, or ``"default"``.
+    ``passes``: a pipeline string (``"canonicalize,dce"``) or list; None (the default) runs
+    the ``default`` pipeline, as the CLI does; ``[]`` or ``"none"`` runs no pass.
     ``calibration``: example argument tuples for passes that run the model.
     ``data``: other named inputs a pass documents that it needs.
     ``dump_ir``: a folder for ``00-source.tsir``, ``01-<pass>.tsir``, ... (with weights).
+    ``progress``: ``progress(text)`` -> a context manager around each step (import, each pass).
     """
     check_target(target)
-    steps = parse_pipeline(passes)  # refuse bad names/options before doing any work
-    source, in_tree, out_tree, bound = import_model(model, *example_args, params=params,
-                                                    batch_dim=batch_dim, name=name)
+    # refuse bad names/options before doing any work
+    steps = parse_pipeline("default" if passes is None else passes)
+    with (progress or _no_progress)("importing the model"):
+        source, in_tree, out_tree, bound = import_model(model, *example_args, params=params,
+                                                        batch_dim=batch_dim, name=name)
     ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, in_tree),
                       data=dict(data or {}))
     graph, history = (run_pipeline(source, steps, ctx, verify_ir=verify,
-                                   print_ir_after=print_ir_after) if steps else (source, History()))
+                                   print_ir_after=print_ir_after, progress=progress)
+                      if steps else (source, History()))
     if dump_ir is not None:  # before codegen, so the dumps exist even if lowering fails
         from .report import dump_ir as write_dumps
         write_dumps(source, history, dump_ir)

@@ -76,7 +76,7 @@ def build_times(fn, params, args, repeats: int) -> dict:
     return {
         "trace_s": _median_time(lambda: tensorsmith.trace(fn, *args, params=params), repeats),
         "compile_call_s": _median_time(lambda: tensorsmith.compile(fn, *args, params=params,
-                                                                   passes=None), repeats),
+                                                                   passes=[]), repeats),
         "lower_s": lower_s, "xla_compile_s": xla_s,
         "jax_lower_s": jax_lower_s, "jax_xla_compile_s": jax_xla_s,
     }
@@ -84,7 +84,7 @@ def build_times(fn, params, args, repeats: int) -> dict:
 
 def latency(fn, params, args, rounds: int, calls: int, warmup: int, target: str = "cpu") -> dict:
     """Median per-call seconds of each side and the median per-round ratio ours / jax.jit."""
-    cm = tensorsmith.compile(fn, *args, params=params, passes=None, target=target)
+    cm = tensorsmith.compile(fn, *args, params=params, passes=[], target=target)
     base = jax.jit(fn)
     device = jax.devices(target)[0]
     p_dev = jax.device_put(params, device)
