@@ -422,7 +422,7 @@ def cmd_passes(args) -> int:
     print()
     print("pipelines (use a name anywhere a pass goes):")
     for name in sorted(PIPELINES):
-        print(f"  {name:<22} {PIPELINES[name]}")
+        print(f"  {name:<22} {PIPELINES[name] or '(no passes: the model as imported)'}")
     print()
     print("syntax: pass{option=value,list=[a,b],...},pass,...   e.g. --passes 'default,dce'")
     return 0

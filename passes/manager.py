@@ -57,6 +57,18 @@ class PassError(PassFailure, RuntimeError):
 class History(list):
     """The records of a pipeline run, in order; look one up by pass name or index."""
 
+    def __str__(self) -> str:
+        """One line per pass: time, nodes before -> after, remark counts."""
+        lines = []
+        for r in self:
+            kinds: dict[str, int] = {}
+            for m in r.remarks:
+                kinds[m.kind] = kinds.get(m.kind, 0) + 1
+            notes = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no remarks"
+            lines.append(f"{r.index:>2} {r.name:<16} {1e3 * r.seconds:9.2f} ms  "
+                         f"{r.before.nodes} -> {r.after.nodes} nodes  {notes}")
+        return "\n".join(lines) if lines else "(no passes ran)"
+
     def find(self, key) -> PassRecord:
         if isinstance(key, int):
             return self[key]

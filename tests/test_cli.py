@@ -104,6 +104,7 @@ def test_passes_lists_every_pass_option_and_pipeline(capsys):
         for opt in info.options:
             assert opt.describe() in out
     for name, pipe in PIPELINES.items():
+        pipe = pipe or "(no passes: the model as imported)"
         assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(pipe)}$", out, re.M)
 
 
@@ -329,3 +330,18 @@ def test_train_script_writes_where_told_and_never_into_the_package(tmp_path, mon
     with np.load(tmp_path / out / "weights.npz", allow_pickle=False) as z:
         assert "params/Conv_0/kernel" in z.files
     assert shipped.read_bytes() == before
+
+
+def test_history_and_remarks_print_as_lines():
+    import jax.numpy as jnp
+    cm = tensorsmith.compile(lambda x: jnp.maximum(x * 1.0, 0.0), np.ones(3, np.float32),
+                             passes="canonicalize,dce")
+    rec = cm.history[0]
+    assert str(rec.remarks) == "\n".join(f"[canonicalize] {r.kind}: {r.node}: {r.message}"
+                                         for r in rec.remarks) and len(rec.remarks) >= 2
+    assert str(rec.remarks.of_kind("missed")) == "(no remarks)"
+    lines = str(cm.history).splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["1", "canonicalize"], ["2", "dce"]]
+    assert f"{rec.before.nodes} -> {rec.after.nodes} nodes  {len(rec.remarks)} applied" in lines[0]
+    assert str(tensorsmith.compile(lambda x: x * 2, np.ones(3, np.float32), passes="none").history) \
+        == "(no passes ran)"
