@@ -8,6 +8,8 @@ is checked against onnxruntime on the same inputs.
                                   [--out benchmarks/results/first_call.json]
 
 Exit status 1 when a model's first call (compile + call) takes longer than --goal seconds.
+Wall time on a shared machine depends on its load, so each row also gives the process's CPU
+seconds for compile + first call and the 1-minute load average when it ended.
 """
 from __future__ import annotations
 
@@ -50,11 +52,11 @@ def measure_one(path: str, passes: str) -> dict:
             continue
         shape = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
         inputs.append(rng.standard_normal(shape).astype(np.float32))
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     cm = tensorsmith.compile(path, passes=passes)
     t2 = time.perf_counter()
     out = [np.asarray(o) for o in cm(*inputs)]
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     cm(*inputs)
     t4 = time.perf_counter()
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -64,6 +66,7 @@ def measure_one(path: str, passes: str) -> dict:
     scale = max(float(np.max(np.abs(b))) for b in want)
     return {"model": Path(path).stem, "passes": passes, "import_tensorsmith_s": t_import,
             "compile_s": t2 - t1, "first_call_s": t3 - t2, "total_s": t3 - t1,
+            "total_cpu_s": c3 - c1, "load_average_1min": os.getloadavg()[0],
             "second_call_s": t4 - t3, "nodes": len(cm.graph.nodes),
             "max_abs_err_vs_onnxruntime": err, "max_abs_output": scale}
 
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
         if r["total_s"] > args.goal:
             slow.append(p.stem)
         print(f"{r['model']:<22} compile {r['compile_s']:6.2f} s  first call {r['first_call_s']:6.2f} s"
-              f"  total {r['total_s']:6.2f} s  (then {1e3 * r['second_call_s']:.1f} ms/call; "
+              f"  total {r['total_s']:6.2f} s, {r['total_cpu_s']:6.2f} s CPU (load "
+              f"{r['load_average_1min']:.1f})  (then {1e3 * r['second_call_s']:.1f} ms/call; "
               f"|err| vs onnxruntime {r['max_abs_err_vs_onnxruntime']:.2g} of "
               f"{r['max_abs_output']:.2g})", flush=True)
     result = {"benchmark": "first_call", "goal_s": args.goal, "passes": args.passes,
