@@ -325,6 +325,8 @@ def test_train_script_writes_where_told_and_never_into_the_package(tmp_path, mon
         train.parse_args(["--out", str(train.PACKAGE_DIR)])
     monkeypatch.chdir(tmp_path)
     assert train.parse_args([]).out == train.Path(".")  # default: the current folder
+    full = train.load_data
+    monkeypatch.setattr(train, "load_data", lambda: tuple(a[:128] for a in full()))  # quick
     out = train.main(["--epochs", "1", "--min-accuracy", "0"])
     assert (tmp_path / out / "weights.npz").is_file() and (tmp_path / out / "test.npz").is_file()
     with np.load(tmp_path / out / "weights.npz", allow_pickle=False) as z:
