@@ -1,6 +1,7 @@
 """The public entry points: trace, compile, load."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -183,36 +184,46 @@ def _is_abstract(leaf) -> bool:
         isinstance(d, int) for d in leaf.shape)
 
 
+def _no_progress(text: str):
+    return contextlib.nullcontext()
+
+
 def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             batch_dim=None, calibration=None, data: dict | None = None, verify: bool = True,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
             dump_ir=None, cache_size: int = DEFAULT_CACHE_SIZE,
             recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
-            cast_inputs: bool = False) -> CompiledModel:
+            cast_inputs: bool = False, progress=None) -> CompiledModel:
     """Import ``model``, run the pass pipeline once, and lower it for ``target``.
 
     The result compiles one XLA executable per call signature (LRU of ``cache_size``);
     models whose import needs concrete shapes or shape-deciding input values are re-imported
     per signature. Example inputs are optional: they specialize early and warm the cache.
-    ``passes``: a pipeline string (``"canonicalize,dce"``), a list, or ``"default"``.
+    ``passes``: a pipeline string (``"canonicalize,dce"``) or list; None (the default) runs
+    the ``default`` pipeline, as the CLI does; ``[]`` or ``"none"`` runs no pass.
     ``calibration``: example argument tuples for passes that run the model.
     ``data``: other named inputs a pass documents that it needs.
     ``dump_ir``: a folder for ``00-source.tsir``, ``01-<pass>.tsir``, ... (with weights).
     ``recompile_warning``: warn once after this many recompiles (None: never).
     ``cast_inputs``: cast arguments of another dtype when the cast is safe in kind
     (f64 -> f32, int -> float); without it such calls raise ``CallError``.
+    ``progress``: ``progress(text)`` -> a context manager around each step (import, each pass).
     """
     check_target(target)
-    steps = parse_pipeline(passes)  # refuse bad names/options before doing any work
+    # refuse bad names/options before doing any work
+    steps = parse_pipeline("default" if passes is None else passes)
+    progress = progress or _no_progress
     ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, None),
                       data=dict(data or {}))
 
     def optimize(source: Graph):
         if not steps:
             return source, History()
-        return run_pipeline(source, steps, ctx, verify_ir=verify, print_ir_after=print_ir_after)
+        return run_pipeline(source, steps, ctx, verify_ir=verify, print_ir_after=print_ir_after,
+                            progress=progress)
 
-    front = _frontend(model, example_args, params, batch_dim, name)
+    with progress("importing the model"):
+        front = _frontend(model, example_args, params, batch_dim, name)
     concrete = example_args and not any(_is_abstract(x) for x in jax.tree_util.tree_leaves(example_args))
     if front.base is None and not host_has(target):
         # An export-only target cannot specialize at call time: specialize now or say how.

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import codegen
 from .ir import Graph, Node, Value
+from .errors import UsageFailure
 from .passes import PassContext, format_pipeline, parse_pipeline, run_pipeline
 
 __all__ = ["BisectResult", "NodeDivergence", "StepError", "bisect", "compare_outputs"]
@@ -66,6 +67,8 @@ class BisectResult:
     worst: int | None = None  # index into steps of the worst pass (None: no pass added error)
     nodes: list[NodeDivergence] = field(default_factory=list)
     params: list[tuple[str, float]] = field(default_factory=list)  # params the worst pass changed
+    # When the reference itself is NaN/inf no pass can be blamed: what was non-finite, where.
+    nonfinite: list[str] = field(default_factory=list)
 
     @property
     def worst_pass(self) -> str | None:
@@ -76,7 +79,8 @@ class BisectResult:
         return {"pipeline": self.pipeline, "reference": self.reference, "tolerance": self.tolerance,
                 "steps": [s.as_dict() for s in self.steps], "worst": self.worst,
                 "worst_pass": self.worst_pass, "nodes": [n.as_dict() for n in self.nodes],
-                "params": [{"name": n, "rel_l2": e} for n, e in self.params]}
+                "params": [{"name": n, "rel_l2": e} for n, e in self.params],
+                "nonfinite": list(self.nonfinite)}
 
     def __str__(self) -> str:
         has_acc = any(s.accuracy is not None for s in self.steps)
@@ -89,6 +93,12 @@ class BisectResult:
             rows.append(row + ([_pct(s.accuracy)] if has_acc else []))
         lines = [f"bisect: {self.pipeline or '(empty pipeline)'}  (errors vs {self.reference})",
                  *_table(head, rows)]
+        if self.nonfinite:
+            lines.append("")
+            lines.append("the source model's outputs are already not finite on this data, so "
+                         "errors against them say nothing about the passes:")
+            lines += [f"  {what}" for what in self.nonfinite]
+            return "\n".join(lines)
         if self.worst is None:
             lines.append(f"no pass added more than {self.tolerance:g} relative L2 error")
             return "\n".join(lines)
@@ -250,6 +260,33 @@ def _changed_params(before: Graph, after: Graph) -> list[tuple[str, float]]:
     return sorted(out, key=lambda t: -t[1])
 
 
+class BisectUsageError(UsageFailure, ValueError):
+    """bisect() was given data that does not fit the model."""
+
+
+def _check_shapes(source: Graph, inputs: list) -> None:
+    for v, x in zip(source.inputs, inputs):
+        want = tuple(v.type.shape)
+        if len(want) != x.ndim or any(isinstance(d, int) and d != n for d, n in zip(want, x.shape)):
+            raise BisectUsageError(
+                f"bisect: input %{v.name} is {v.type}; the data for it has shape {x.shape}"
+                " (pass batch_dim=True so any batch size fits, or data of the example's shape)")
+
+
+def _nonfinite(source: Graph, outputs: Sequence, who: str) -> list[str]:
+    """One line per output of ``who`` holding NaN or inf, naming the output; [] when finite."""
+    lines = []
+    for i, o in enumerate(outputs):
+        a = np.asarray(o)
+        if a.dtype.kind not in "fc":
+            continue
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        if nan or inf:
+            name = f"%{source.outputs[i].name}" if i < len(source.outputs) else f"#{i}"
+            lines.append(f"{who}: output {i} ({name}) has {nan} NaN and {inf} inf of {a.size} values")
+    return lines
+
+
 def bisect(model, *example_args, params=None, passes="default", data: Sequence | None = None,
            labels=None, top: int = 10, batch_dim=None, calibration=None,
            pass_data: dict | None = None, tolerance: float = 1e-6) -> BisectResult:
@@ -264,20 +301,30 @@ def bisect(model, *example_args, params=None, passes="default", data: Sequence |
     """
     from .api import _flat_calibration, import_model
     steps = parse_pipeline(passes)
+    is_jax = callable(model) and not isinstance(model, Graph) and not isinstance(model, (str, bytes))
+    flat_ex, ex_tree = jax.tree_util.tree_flatten(example_args)
+    if (is_jax and data is not None and batch_dim is None and len(data) == len(flat_ex)
+            and any(np.shape(d) != np.shape(e) for d, e in zip(data, flat_ex))):
+        # Trace at the data's shapes: the example inputs only say what the model takes.
+        example_args = jax.tree_util.tree_unflatten(ex_tree, [np.asarray(d) for d in data])
     source, in_tree, _, _ = import_model(model, *example_args, params=params, batch_dim=batch_dim)
     inputs = list(data) if data is not None else jax.tree_util.tree_leaves(example_args)
     if len(inputs) != len(source.inputs):
-        raise ValueError(f"bisect: the model takes {len(source.inputs)} inputs "
-                         f"({', '.join('%' + v.name for v in source.inputs)}); data has {len(inputs)}")
+        raise BisectUsageError(f"bisect: the model takes {len(source.inputs)} inputs "
+                               f"({', '.join('%' + v.name for v in source.inputs)}); data has "
+                               f"{len(inputs)}")
     inputs = [np.asarray(x) for x in inputs]
+    _check_shapes(source, inputs)
     source_out = codegen.executor(source)(*inputs)
-    if callable(model) and not isinstance(model, Graph):
+    if is_jax:
         args = jax.tree_util.tree_unflatten(in_tree, inputs)
         raw = model(params, *args) if params is not None else model(*args)
         reference = [np.asarray(r) for r in jax.tree_util.tree_leaves(raw)]
         ref_name = f"the JAX function {getattr(model, '__name__', 'model')}"
     else:
         reference, ref_name = source_out, "the source graph"
+    nonfinite = (_nonfinite(source, reference, ref_name)
+                 or (_nonfinite(source, source_out, "the source graph as imported") if is_jax else []))
     ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, in_tree),
                       data=dict(pass_data or {}))
     _, history = run_pipeline(source, steps, ctx) if steps else (source, [])
@@ -288,7 +335,9 @@ def bisect(model, *example_args, params=None, passes="default", data: Sequence |
         outs = codegen.executor(rec.graph)(*inputs)
         results.append(StepError(rec.index, rec.name, dict(rec.options), nodes=len(rec.graph.nodes),
                                  **compare_outputs(reference, outs, labels)))
-    result = BisectResult(format_pipeline(steps), ref_name, tolerance, results)
+    result = BisectResult(format_pipeline(steps), ref_name, tolerance, results, nonfinite=nonfinite)
+    if nonfinite:
+        return result
     deltas = [(results[i].rel_l2 - results[i - 1].rel_l2
                if not math.isinf(results[i].rel_l2) else math.inf, i)
               for i in range(1, len(results))]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +168,7 @@ def stats_table(source, final) -> str:
             ["params", f"{s.params:,}", f"{f.params:,}", _delta(s.params, f.params)],
             ["param bytes", _human(s.param_bytes, "B"), _human(f.param_bytes, "B"),
              _delta(s.param_bytes, f.param_bytes)],
-            ["FLOPs", _human(s.flops), _human(f.flops), _delta(s.flops, f.flops)],
+            ["FLOPs", _human(s.flops, "FLOPs"), _human(f.flops, "FLOPs"), _delta(s.flops, f.flops)],
             ["weight sparsity", f"{100 * s.sparsity:.1f}%", f"{100 * f.sparsity:.1f}%",
              f"{100 * (f.sparsity - s.sparsity):+.1f} pt" if f.sparsity != s.sparsity else "="]]
     return _table(["", "source", "compiled", "change"], rows, right=(1, 2, 3))
@@ -183,6 +185,43 @@ def history_table(history) -> str:
     return _table(["#", "pass", "time", "nodes in", "out", "remarks"], rows, right=(0, 2, 3, 4))
 
 
+# --- progress ---------------------------------------------------------------------------
+PROGRESS_AFTER = 1.0
+"""Seconds a step may take before a progress line (stderr) announces it; quick steps are silent."""
+
+
+class Progress:
+    """``with progress("pass dce (4/4)"):`` announces a step on stderr once it has run for
+    PROGRESS_AFTER seconds, and then says how long it took."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    @contextlib.contextmanager
+    def __call__(self, what: str):
+        stream = self.stream or sys.stderr
+        announced = threading.Event()
+
+        def announce():
+            announced.set()
+            print(f"tensorsmith: {what} ...", file=stream, flush=True)
+
+        timer = threading.Timer(PROGRESS_AFTER, announce)
+        timer.daemon = True
+        t0 = time.perf_counter()
+        if PROGRESS_AFTER <= 0:
+            announce()
+        else:
+            timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            if announced.is_set():
+                print(f"tensorsmith: {what}: {time.perf_counter() - t0:.1f} s", file=stream,
+                      flush=True)
+
+
 # --- measuring --------------------------------------------------------------------------
 def _block(x):
     import jax
@@ -190,9 +229,12 @@ def _block(x):
 
 
 def median_latencies(fns: Sequence[Callable], args: tuple, repeats: int = 30) -> list[float]:
-    """Median seconds per call of each function, calls interleaved so drift hits all alike."""
-    for fn in fns:  # compile and warm up
-        _block(fn(*args))
+    """Median seconds per call of each function, calls interleaved so drift hits all alike.
+
+    Each function must have run on ``args`` once already (compiled for exactly these arrays:
+    a call with other array kinds, e.g. numpy vs device arrays, would compile again).
+    """
+    for fn in fns:  # warm up
         _block(fn(*args))
     times = [[] for _ in fns]
     for _ in range(repeats):
@@ -218,20 +260,30 @@ def baseline_fn(spec: ModelSpec, source, device) -> tuple[Callable, str]:
     return (lambda *a: jitted(params, *a)), "source IR"
 
 
-def _quality_lines(base, cm, inputs: tuple, labels, what: str) -> list[str]:
+def quality(ref_out, got_out, labels, what: str) -> tuple[list[str], dict]:
+    """Lines comparing the compiled model's outputs with the source's, and the same as data."""
     import jax
-    ref = [np.asarray(o) for o in jax.tree_util.tree_leaves(base(*inputs))]
-    got = [np.asarray(o) for o in jax.tree_util.tree_leaves(cm(*inputs))]
+    ref = [np.asarray(o) for o in jax.tree_util.tree_leaves(ref_out)]
+    got = [np.asarray(o) for o in jax.tree_util.tree_leaves(got_out)]
     err = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
               for a, b in zip(ref, got))
     lines = []
+    data = {"on": what, "max_abs_error": err}
     y = None if labels is None else np.asarray(labels)
     if y is not None and y.dtype.kind in "iu" and ref[0].ndim >= 1 and ref[0].shape[:-1] == y.shape:
         acc = [float(np.mean(np.argmax(o, -1) == y)) for o in (ref[0], got[0])]
+        data["accuracy"] = {"source": acc[0], "compiled": acc[1]}
         lines.append(f"accuracy on {what}: source {100 * acc[0]:.2f}%  compiled {100 * acc[1]:.2f}%  "
                      f"({100 * (acc[1] - acc[0]):+.2f} pt)")
     lines.append(f"max |compiled - source| on {what}: {err:.3g}")
-    return lines
+    return lines, data
+
+
+def speed_words(t_base: float, t_cm: float) -> str:
+    """``1.17x faster`` / ``1.05x slower`` / ``same speed``: the compiled model vs the baseline."""
+    if t_cm <= 0 or t_base <= 0 or abs(t_base / t_cm - 1) < 0.005:
+        return "same speed"
+    return f"{t_base / t_cm:.2f}x faster" if t_cm < t_base else f"{t_cm / t_base:.2f}x slower"
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -247,21 +299,27 @@ def cmd_compile(args) -> int:
     from .passes import format_pipeline, parse_pipeline
     steps = parse_pipeline(args.passes)  # refuse a bad pipeline before loading anything
     spec = resolve_model(args.model)
-    print_after = True if args.print_ir_after_all else (args.print_ir_after or ())
+    print_after = {s.name for s in steps} if args.print_ir_after_all else set(args.print_ir_after or ())
     from .ir.registry import did_you_mean
     for name in args.print_ir_after or ():
         if name not in {s.name for s in steps}:
             raise UsageError(f"--print-ir-after {name!r}: no such pass in the pipeline"
                              f"{did_you_mean(name, [s.name for s in steps])}; it runs "
                              f"{format_pipeline(steps) or 'nothing'}")
+    progress = Progress()
     cm = ts_compile(spec.model, *spec.example_inputs, params=spec.params, target=args.target,
-                    passes=steps, batch_dim=_batch_dim(args, spec), print_ir_after=print_after,
-                    name=spec.name.replace("-", "_"), dump_ir=args.dump_ir)
+                    passes=steps, batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"),
+                    dump_ir=args.dump_ir, progress=progress)
     out = print
     out(f"model     {spec.name}  (@{cm.graph.name}, {len(cm.graph.inputs)} input(s): "
         f"{', '.join(str(v.type) for v in cm.graph.inputs)})")
     out(f"target    {args.target}{'' if cm.runnable else ' (export-only on this host)'}")
     out(f"pipeline  {format_pipeline(steps) or '(none)'}")
+    for rec in cm.history:  # after the header, so the output reads in order
+        if rec.name in print_after:
+            out("")
+            out(f"// ----- IR after {rec.name} (step {rec.index}) -----")
+            out(rec.ir_after.rstrip("\n"))
     out("")
     out(stats_table(cm.source, cm.graph))
     if cm.history:
@@ -270,6 +328,7 @@ def cmd_compile(args) -> int:
     if args.print_ir:
         out("")
         out(cm.ir())
+    measured: dict = {}
     if cm.runnable:
         device = jax.devices(args.target)[0]
         base, base_name = baseline_fn(spec, cm.source, device)
@@ -281,27 +340,43 @@ def cmd_compile(args) -> int:
             inputs, labels, what = spec.example_inputs, None, "the example inputs"
         else:
             inputs, labels, what = _synthetic_inputs(cm.graph), None, "random inputs"
+        # One set of device arrays for every call below: each model then compiles once (numpy
+        # and device arrays are different jit cache entries).
+        on_device = jax.device_put(inputs, device)
+        with progress(f"XLA compile and first call of the source model ({base_name})"):
+            ref = _block(base(*on_device))
+        with progress("XLA compile and first call of the compiled model"):
+            got = _block(cm(*on_device))
         out("")
-        for line in _quality_lines(base, cm, inputs, labels, what):
+        lines, measured = quality(ref, got, labels, what)
+        for line in lines:
             out(line)
-        on_device = jax.device_put(inputs, device)  # time the model, not the input copies
-        t_base, t_cm = median_latencies([base, cm], on_device, args.repeats)
-        batch = np.shape(jax.tree_util.tree_leaves(inputs)[0])[:1]
-        out(f"latency (batch {batch[0] if batch else '-'}, median of {args.repeats} interleaved runs, "
-            f"{jax.default_backend()}): {base_name} {1e3 * t_base:.3f} ms  compiled "
-            f"{1e3 * t_cm:.3f} ms  ({t_base / t_cm:.2f}x)")
+        if args.repeats:
+            with progress(f"latency: {args.repeats} interleaved runs of each model"):
+                t_base, t_cm = median_latencies([base, cm], on_device, args.repeats)
+            batch = np.shape(jax.tree_util.tree_leaves(inputs)[0])[:1]
+            measured["latency"] = {"baseline": base_name, "baseline_s": t_base, "compiled_s": t_cm,
+                                   "repeats": args.repeats, "backend": jax.default_backend(),
+                                   "batch": int(batch[0]) if batch else None}
+            out(f"latency (batch {batch[0] if batch else '-'}, median of {args.repeats} interleaved "
+                f"runs, {jax.default_backend()}): {base_name} {1e3 * t_base:.3f} ms  compiled "
+                f"{1e3 * t_cm:.3f} ms  ({speed_words(t_base, t_cm)})")
+        else:
+            out("latency   not measured (--repeats 0)")
     else:
         out("")
         out(f"not run: this host has no {args.target} device; the artifact runs on one")
     out("")
-    artifact = cm.export(args.output or Path("out") / f"{spec.name}.tsx")
+    with progress("exporting"):
+        artifact = cm.export(args.output or Path("out") / f"{spec.name}.tsx")
     out(f"artifact  {artifact}  ({_human(artifact.stat().st_size, 'B')}; "
         f"tensorsmith.load({str(artifact)!r}))")
     if args.dump_ir:
         last = f"{len(cm.history):02d}-{cm.history[-1].name}.tsir" if cm.history else "00-source.tsir"
         out(f"IR dumps  {args.dump_ir}/00-source.tsir .. {last} (+ .npz weights; tensorsmith.ir.load)")
     if args.report:
-        out(f"report    {cm.report(args.report)}")
+        from .report import write_report
+        out(f"report    {write_report(cm, args.report, measured=measured)}")
     return 0
 
 
@@ -314,7 +389,7 @@ def cmd_inspect(args) -> int:
         print(graph.to_text())
         print()
     print(f"@{graph.name}: {s.nodes} nodes, {s.params} params ({s.param_elems:,} elements, "
-          f"{_human(s.param_bytes, 'B')}, {100 * s.sparsity:.1f}% zero), {_human(s.flops)}FLOPs "
+          f"{_human(s.param_bytes, 'B')}, {100 * s.sparsity:.1f}% zero), {_human(s.flops, 'FLOPs')} "
           f"(symbolic dims counted as 1)")
     print()
     print(_table(["op", "count"], [[op, str(n)] for op, n in sorted(s.ops.items(), key=lambda t: -t[1])],
@@ -339,18 +414,23 @@ def cmd_passes(args) -> int:
         print(f"  {name:<22} {info.doc}")
         for o in info.options:
             print(f"      {o.describe()}")
+        patterns = getattr(sys.modules.get(info.fn.__module__), "PATTERNS", None)
+        if patterns and any(o.name == "disable" for o in info.options):
+            print(f"      patterns (names for disable=[...]): {', '.join(p.name for p in patterns)}")
         if info.needs:
             print(f"      needs: {', '.join(info.needs)} (compile(..., {info.needs[0]}=...))")
     print()
     print("pipelines (use a name anywhere a pass goes):")
     for name in sorted(PIPELINES):
-        print(f"  {name:<22} {PIPELINES[name]}")
+        print(f"  {name:<22} {PIPELINES[name] or '(no passes: the model as imported)'}")
     print()
     print("syntax: pass{option=value,list=[a,b],...},pass,...   e.g. --passes 'default,dce'")
     return 0
 
 
 def _load_data(path: str, n_inputs: int) -> tuple[list, np.ndarray | None]:
+    if not Path(path).is_file():
+        raise UsageError(f"--data {path!r}: no such file")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -397,6 +477,16 @@ def cmd_bisect(args) -> int:
 
 
 # --- argument parsing -------------------------------------------------------------------
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -439,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dump-ir", metavar="DIR",
                    help="write 00-source.tsir, 01-<pass>.tsir, ... (+ weights) into DIR")
     c.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
-    c.add_argument("--repeats", type=_positive, default=30, metavar="R",
-                   help="timed runs per model for the latency comparison (default: 30)")
+    c.add_argument("--repeats", type=_count, default=30, metavar="R",
+                   help="timed runs per model for the latency comparison (default: 30; 0 skips "
+                        "the latency measurement)")
     c.set_defaults(run=cmd_compile)
 
     c = model_cmd("inspect", "print a model's IR, op counts, params, bytes and FLOPs")

@@ -113,23 +113,76 @@ def _bar(value: float, top: float, width: int = 120, color: str = "#4c78a8") -> 
             f'<rect width="{w}" height="12" fill="{color}"/></svg>')
 
 
+WEIGHTS_SHOWN = 12  # biggest weights listed openly; the rest fold into a <details>
+
+
+def _zeros(arr) -> float | None:
+    if arr is None or getattr(arr, "abstract", False) or arr.size == 0:
+        return None
+    return 1 - int((arr != 0).sum()) / arr.size
+
+
 def _weights_table(cm) -> str:
-    rows = []
-    for name, arr in cm.graph.params.items():
-        abstract = getattr(arr, "abstract", False)
-        after = 0.0 if abstract or arr.size == 0 else 1 - (int((arr != 0).sum()) / arr.size)
-        old = cm.source.params.get(name)
-        before = ("-" if old is None or getattr(old, "abstract", False) or old.size == 0
-                  else f"{100 * (1 - int((old != 0).sum()) / old.size):.1f}%")
-        rows.append(f"<tr><td class=name>@{_e(name)}</td><td>{_e(tuple(arr.shape))}</td>"
-                    f"<td>{_e(dtype_name(arr.dtype))}</td><td class=num>{_e(_human(arr.nbytes, 'B'))}</td>"
-                    f"<td class=num>{_e(before)}</td><td class=num>{100 * after:.1f}%</td>"
-                    f"<td>{_bar(after, 1.0, color='#e45756')}</td></tr>")
-    if not rows:
+    """Weights, biggest first; sparsity columns only when some weight has zeros."""
+    params = sorted(cm.graph.params.items(), key=lambda kv: (-kv[1].nbytes, kv[0]))
+    if not params:
         return "<p>This model has no weights.</p>"
-    return ("<table class=layers><thead><tr><th>param</th><th>shape</th><th>dtype</th>"
-            "<th>bytes</th><th>sparsity before</th><th>sparsity after</th><th></th></tr></thead>"
-            "<tbody>" + "".join(rows) + "</tbody></table>")
+    zeros = {k: (_zeros(cm.source.params.get(k)), _zeros(a)) for k, a in params}
+    sparse = any(z for pair in zeros.values() for z in pair)
+    rows = []
+    for name, arr in params:
+        before, after = zeros[name]
+        cells = (f"<tr><td class=name>@{_e(name)}</td><td>{_e(tuple(arr.shape))}</td>"
+                 f"<td>{_e(dtype_name(arr.dtype))}</td><td class=num>{_e(_human(arr.nbytes, 'B'))}</td>")
+        if sparse:
+            cells += (f"<td class=num>{'-' if before is None else f'{100 * before:.1f}%'}</td>"
+                      f"<td class=num>{100 * (after or 0.0):.1f}%</td>"
+                      f"<td>{_bar(after or 0.0, 1.0, color='#e45756')}</td>")
+        rows.append(cells + "</tr>")
+    head = ("<thead><tr><th>param</th><th>shape</th><th>dtype</th><th>bytes</th>"
+            + ("<th>sparsity before</th><th>sparsity after</th><th></th>" if sparse else "")
+            + "</tr></thead>")
+    total = sum(a.nbytes for _, a in params)
+    note = ("" if sparse else
+            "<p class=meta>No weight has zeros, before or after the pipeline.</p>")
+    out = (f"<p class=meta>{len(params)} weights, {_e(_human(total, 'B'))}, biggest first.</p>{note}"
+           f"<table class=layers id=weights>{head}<tbody>{''.join(rows[:WEIGHTS_SHOWN])}</tbody></table>")
+    if len(rows) > WEIGHTS_SHOWN:
+        rest = sum(a.nbytes for _, a in params[WEIGHTS_SHOWN:])
+        out += (f"<details><summary>{len(rows) - WEIGHTS_SHOWN} smaller weights "
+                f"({_e(_human(rest, 'B'))})</summary><table class=layers>{head}<tbody>"
+                f"{''.join(rows[WEIGHTS_SHOWN:])}</tbody></table></details>")
+    return out
+
+
+def _measured(measured: dict | None) -> str:
+    """What the CLI measured (accuracy, error, latency), or '' when nothing was."""
+    if not measured:
+        return ""
+    rows = []
+    acc = measured.get("accuracy")
+    if acc:
+        rows.append(f"<tr><th>accuracy on {_e(measured.get('on', ''))}</th>"
+                    f"<td class=num>{100 * acc['source']:.2f}%</td>"
+                    f"<td class=num>{100 * acc['compiled']:.2f}%</td>"
+                    f"<td class=num>{100 * (acc['compiled'] - acc['source']):+.2f} pt</td></tr>")
+    if "max_abs_error" in measured:
+        rows.append(f"<tr><th>max |compiled - source| on {_e(measured.get('on', ''))}</th>"
+                    f"<td></td><td class=num>{measured['max_abs_error']:.3g}</td><td></td></tr>")
+    lat = measured.get("latency")
+    if lat:
+        from .cli import speed_words
+        rows.append(f"<tr><th>latency (batch {_e(lat.get('batch') or '-')}, median of "
+                    f"{_e(lat['repeats'])} runs, {_e(lat['backend'])})</th>"
+                    f"<td class=num>{1e3 * lat['baseline_s']:.3f} ms</td>"
+                    f"<td class=num>{1e3 * lat['compiled_s']:.3f} ms</td>"
+                    f"<td class=num>{_e(speed_words(lat['baseline_s'], lat['compiled_s']))}</td></tr>")
+    if not rows:
+        return ""
+    baseline = _e((lat or {}).get("baseline", "source"))
+    return (f"<h2>Measured</h2><table class=layers id=measured><thead><tr><th></th>"
+            f"<th>{baseline}</th><th>compiled</th><th>change</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _metrics_tables(history) -> str:
@@ -147,7 +200,8 @@ def _metrics_tables(history) -> str:
             body.append(f"<tr><td class=name>{_e(r['label'])}</td><td>{_e(r['kind'])}</td>{cells}</tr>")
         out.append(f"<h3>{_e(key)}</h3><table class=layers><thead><tr><th>layer</th><th>remark</th>"
                    f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
-    return "".join(out) or "<p>No pass attached per-layer numbers to its remarks.</p>"
+    # no section at all when no pass attached numbers: an empty heading says nothing
+    return "<h2>Per-layer metrics from passes</h2>" + "".join(out) if out else ""
 
 
 def _remarks(history) -> str:
@@ -255,7 +309,10 @@ _JS = r"""
     return svg;
   }
   function pipelineTable(data) {
-    var cols = ['#', 'pass', 'time', 'nodes', 'params', 'param bytes', 'FLOPs', 'sparsity', 'remarks'];
+    var sparse = data.source.sparsity > 0 || data.final.sparsity > 0 || data.passes.some(
+      function (p) { return p.before.sparsity > 0 || p.after.sparsity > 0; });
+    var cols = ['#', 'pass', 'time', 'nodes', 'params', 'param bytes', 'FLOPs'].concat(
+      sparse ? ['sparsity', 'remarks'] : ['remarks']);
     var table = el('table', {id: 'pipeline-table'}), head = el('tr');
     cols.forEach(function (c) { head.appendChild(el('th', {}, c)); });
     table.appendChild(el('thead')).appendChild(head);
@@ -275,8 +332,8 @@ _JS = r"""
       tr.appendChild(change(p.before.nodes, p.after.nodes, String));
       tr.appendChild(change(p.before.params, p.after.params, String));
       tr.appendChild(change(p.before.param_bytes, p.after.param_bytes, function (x) { return fmt(x, 'B'); }));
-      tr.appendChild(change(p.before.flops, p.after.flops, function (x) { return fmt(x); }));
-      tr.appendChild(change(p.before.sparsity, p.after.sparsity, pct, true));
+      tr.appendChild(change(p.before.flops, p.after.flops, function (x) { return fmt(x, 'FLOPs'); }));
+      if (sparse) tr.appendChild(change(p.before.sparsity, p.after.sparsity, pct, true));
       var r = [];
       for (var k in p.remarks) r.push(p.remarks[k] + ' ' + k);
       tr.appendChild(el('td', {}, r.join(', ') || '-'));
@@ -289,8 +346,8 @@ _JS = r"""
     total.appendChild(change(data.source.nodes, data.final.nodes, String));
     total.appendChild(change(data.source.params, data.final.params, String));
     total.appendChild(change(data.source.param_bytes, data.final.param_bytes, function (x) { return fmt(x, 'B'); }));
-    total.appendChild(change(data.source.flops, data.final.flops, function (x) { return fmt(x); }));
-    total.appendChild(change(data.source.sparsity, data.final.sparsity, pct, true));
+    total.appendChild(change(data.source.flops, data.final.flops, function (x) { return fmt(x, 'FLOPs'); }));
+    if (sparse) total.appendChild(change(data.source.sparsity, data.final.sparsity, pct, true));
     total.appendChild(el('td'));
     body.appendChild(total);
     table.appendChild(body);
@@ -314,8 +371,11 @@ _JS = r"""
 """
 
 
-def render_report(cm) -> str:
-    """The report for a CompiledModel as one self-contained HTML page (no network access)."""
+def render_report(cm, measured: dict | None = None) -> str:
+    """The report for a CompiledModel as one self-contained HTML page (no network access).
+
+    ``measured``: accuracy/error/latency the caller measured (the CLI's), shown when given.
+    """
     data = report_data(cm)
     title = f"tensorsmith report: @{data['model']}"
     return f"""<!DOCTYPE html>
@@ -328,10 +388,11 @@ def render_report(cm) -> str:
 <pre id="ts-error" hidden></pre>
 <h2>Pipeline</h2>
 <div id="pipeline"><noscript>The pipeline table needs JavaScript; the data is in the ts-data script element.</noscript></div>
-<h2>Weights per layer</h2>{_weights_table(cm)}
-<h2>Per-layer metrics from passes</h2>{_metrics_tables(cm.history)}
+{_measured(measured)}
+{_metrics_tables(cm.history)}
 <h2>Remarks</h2>{_remarks(cm.history)}
 <h2>IR diff per pass</h2>{_diffs(cm.history)}
+<h2>Weights</h2>{_weights_table(cm)}
 <h2>Ops</h2>{_op_counts(cm)}
 <details><summary>Final IR</summary><pre>{_e(cm.graph.to_text())}</pre></details>
 {_json_script(data)}
@@ -340,8 +401,8 @@ def render_report(cm) -> str:
 """
 
 
-def write_report(cm, path) -> Path:
+def write_report(cm, path, measured: dict | None = None) -> Path:
     """Write the HTML report for ``cm`` to ``path`` atomically; returns the path."""
     path = Path(path)
-    atomic_write(path, render_report(cm).encode("utf-8"))
+    atomic_write(path, render_report(cm, measured).encode("utf-8"))
     return path

@@ -87,7 +87,7 @@ def _sides(model, feeds: dict, threads: int) -> tuple[dict, dict]:
     import tensorsmith
 
     build, sides = {}, {}
-    for label, passes in (("tensorsmith", None), ("tensorsmith_default", "default")):
+    for label, passes in (("tensorsmith", []), ("tensorsmith_default", "default")):
         t0 = time.perf_counter()
         cm = tensorsmith.compile(model, target="cpu", passes=passes)
         args = [feeds[v.name] for v in cm.graph.inputs]

@@ -1,6 +1,6 @@
 """Call overhead of a tensorsmith-compiled model (no passes) against jax.jit of the same function.
 
-With ``passes=None`` the compiled program is the model itself, so any difference in
+With ``passes=[]`` the compiled program is the model itself, so any difference in
 steady-state latency is what tensorsmith adds per call (argument handling, param passing,
 pytree work). Every timed call is a hit of the executable cache: "ratio" for a model
 compiled with example inputs, "sym" for the same model compiled with a symbolic batch dim
@@ -78,7 +78,7 @@ def build_times(fn, params, args, repeats: int) -> dict:
     return {
         "trace_s": _median_time(lambda: tensorsmith.trace(fn, *args, params=params), repeats),
         "compile_call_s": _median_time(lambda: tensorsmith.compile(fn, *args, params=params,
-                                                                   passes=None), repeats),
+                                                                   passes=[]), repeats),
         "lower_s": lower_s, "xla_compile_s": xla_s,
         "jax_lower_s": jax_lower_s, "jax_xla_compile_s": jax_xla_s,
     }
@@ -86,10 +86,10 @@ def build_times(fn, params, args, repeats: int) -> dict:
 
 def latency(fn, params, args, rounds: int, calls: int, warmup: int, target: str = "cpu") -> dict:
     """Median per-call seconds of each side and the median per-round ratio ours / jax.jit."""
-    cm = tensorsmith.compile(fn, *args, params=params, passes=None, target=target)
+    cm = tensorsmith.compile(fn, *args, params=params, passes=[], target=target)
     # The same model with a symbolic batch dim: one graph, an executable per shape, so
     # every timed call below is a cache hit of the compile-once path.
-    sym = tensorsmith.compile(fn, *args, params=params, passes=None, target=target, batch_dim=True)
+    sym = tensorsmith.compile(fn, *args, params=params, passes=[], target=target, batch_dim=True)
     base = jax.jit(fn)
     device = jax.devices(target)[0]
     p_dev = jax.device_put(params, device)

@@ -1,10 +1,16 @@
-"""Train the digits-cnn example and write examples/digits_cnn/{weights,test}.npz."""
+"""Train the digits-cnn example and write digits_cnn/{weights,test}.npz under a folder you give.
+
+    python -m tensorsmith.examples.train_digits_cnn [--out DIR] [--epochs N]
+
+DIR defaults to the current folder. The bundled copy inside the package is never
+overwritten: to ship new weights, copy the two files into examples/digits_cnn/ yourself.
+"""
 
 from __future__ import annotations
 
-import os
+import argparse
+import io
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,8 @@ else:  # run as a plain script: python examples/train_digits_cnn.py
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from digits_cnn import BN_EPS, apply, batch_norm, conv, head
 
-OUT_DIR = Path(__file__).resolve().parent / "digits_cnn"
+PACKAGE_DIR = Path(__file__).resolve().parent
+SUBFOLDER = "digits_cnn"
 SEED = 0
 EPOCHS = 40
 BATCH_SIZE = 32
@@ -145,21 +152,36 @@ def flatten(tree: Tree, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz next to `path` and rename it into place."""
+    """Write an .npz atomically (tensorsmith's atomic_write: a temp file renamed into place)."""
+    from tensorsmith.ir.serialize import atomic_write
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped data must be world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, buf.getvalue())
 
 
-def main() -> None:
-    """Train, check held-out accuracy, and write the weights and test split."""
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options; refuses an --out inside the installed package."""
+    ap = argparse.ArgumentParser(prog="python -m tensorsmith.examples.train_digits_cnn",
+                                 description="Train the digits CNN; write DIR/digits_cnn/"
+                                             "weights.npz and test.npz.")
+    ap.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                    help="folder to write digits_cnn/ into (default: the current folder)")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"training epochs (default: {EPOCHS})")
+    ap.add_argument("--min-accuracy", type=float, default=MIN_ACCURACY,
+                    help=f"write nothing below this held-out accuracy (default: {MIN_ACCURACY})")
+    args = ap.parse_args(argv)
+    target = (args.out / SUBFOLDER).resolve()
+    if target == PACKAGE_DIR or PACKAGE_DIR in target.parents:
+        ap.error(f"--out {str(args.out)!r} is inside the tensorsmith package ({PACKAGE_DIR}); "
+                 "the bundled weights are never overwritten: write elsewhere and copy the files")
+    return args
+
+
+def main(argv=None) -> Path:
+    """Train, check held-out accuracy, and write the weights and test split; returns the folder."""
+    args = parse_args(argv)
+    out_dir = args.out / SUBFOLDER
     x_train, x_test, y_train, y_test = load_data()
     params = init_params(jax.random.key(SEED))
     m = jax.tree.map(jnp.zeros_like, params)
@@ -167,7 +189,7 @@ def main() -> None:
     rng = np.random.default_rng(SEED)
     steps_per_epoch = len(x_train) // BATCH_SIZE
     t = 0
-    for epoch in range(EPOCHS):
+    for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
         losses = []
         for i in range(steps_per_epoch):
@@ -184,13 +206,14 @@ def main() -> None:
     train_acc = accuracy(params, x_train, y_train)
     test_acc = accuracy(params, x_test, y_test)
     print(f"train accuracy {train_acc:.4f}")
-    if test_acc < MIN_ACCURACY:
-        sys.exit(f"held-out accuracy {test_acc:.4f} < {MIN_ACCURACY}; not writing weights")
+    if test_acc < args.min_accuracy:
+        sys.exit(f"held-out accuracy {test_acc:.4f} < {args.min_accuracy}; not writing weights")
 
-    save_npz_atomic(OUT_DIR / "weights.npz", flatten(params))
-    save_npz_atomic(OUT_DIR / "test.npz", {"x_test": x_test, "y_test": y_test})
-    print(f"wrote {OUT_DIR / 'weights.npz'} and {OUT_DIR / 'test.npz'}")
+    save_npz_atomic(out_dir / "weights.npz", flatten(params))
+    save_npz_atomic(out_dir / "test.npz", {"x_test": x_test, "y_test": y_test})
+    print(f"wrote {out_dir / 'weights.npz'} and {out_dir / 'test.npz'}")
     print(f"held-out accuracy {test_acc:.4f} ({len(y_test)} images)")
+    return out_dir
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ _JAX_NN = os.path.join("jax", "_src", "nn", "functions.py")
 _JAX_SRC = os.sep + os.path.join("jax", "_src") + os.sep
 
 
+class MissingParamsError(ModelImportError, TypeError):
+    """A function traced without ``params=`` asked for one more argument."""
+
+
 class UnsupportedPrimitiveError(ModelImportError, NotImplementedError):
     """The traced function uses a JAX primitive tensorsmith cannot represent."""
 
@@ -359,7 +363,16 @@ def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
     # Weights are stored as JAX computes with them: a float64 numpy array or a Python float
     # becomes float32 (unless x64 is on), as it would under jax.jit.
     p_specs = [jax.ShapeDtypeStruct(np.shape(x), _canonical_dtype(x)) for _, x in p_leaves]
-    closed = jax.make_jaxpr(flat_fn)(p_specs, *specs)
+    try:
+        closed = jax.make_jaxpr(flat_fn)(p_specs, *specs)
+    except TypeError as e:
+        if has_params or "required positional argument" not in str(e):
+            raise
+        # fn(params, x) called as fn(x): say how to pass the weights (issue 20)
+        raise MissingParamsError(
+            f"calling {getattr(fn, '__name__', 'the function')} with {len(example_args)} example "
+            f"input(s) failed: {e}. If its first argument is the weights, as in fn(params, x), "
+            f"pass them as params=: compile(fn, x, params=params)") from None
 
     namer = Namer(p_names)
     graph_params = {n: np.asarray(x, dtype=spec.dtype)

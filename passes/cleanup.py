@@ -46,3 +46,4 @@ def inline(graph: Graph, ctx: PassContext, names: str = "*") -> Graph:
 
 
 register_pipeline("default", "canonicalize,cse,fold-constants,dce")
+register_pipeline("none", "")  # compile(..., passes="none"): the model as imported

@@ -37,6 +37,17 @@ class Remark:
                 "node": self.node, "data": dict(self.data)}
 
 
+class Remarks(list):
+    """A list of remarks that prints as one readable line per remark."""
+
+    def __str__(self) -> str:
+        return "\n".join(str(r) for r in self) if self else "(no remarks)"
+
+    def of_kind(self, kind: str) -> "Remarks":
+        """The remarks of one kind (applied | missed | note)."""
+        return Remarks(r for r in self if r.kind == kind)
+
+
 @dataclass
 class PassContext:
     """Services for passes; a pass must not reach for global state instead."""
@@ -44,7 +55,7 @@ class PassContext:
     executor: Executor | None = None
     calibration: Sequence[tuple] | None = None  # list of input tuples (flat, graph order)
     data: dict[str, Any] = field(default_factory=dict)  # other named inputs (a teacher, labels)
-    remarks: list[Remark] = field(default_factory=list)
+    remarks: Remarks = field(default_factory=Remarks)
     pass_name: str = ""
 
     def remark(self, kind: str, message: str, node: Node | str | None = None, **data) -> None:

@@ -1,6 +1,7 @@
 """The pass manager: runs a pipeline, verifies between passes, records what each pass did."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import sys
 import time
@@ -10,7 +11,7 @@ from typing import Sequence
 from ..ir import Graph, graph_stats, verify
 from ..ir.stats import GraphStats
 from ..ir.verify import VerificationError
-from .context import PassContext, Remark
+from .context import PassContext, Remarks
 from .pipeline import Step, parse_pipeline
 from .registry import get_pass
 from ..errors import PassFailure
@@ -29,7 +30,7 @@ class PassRecord:
     after: GraphStats
     ir_before: str
     ir_after: str
-    remarks: list[Remark] = field(default_factory=list)
+    remarks: Remarks = field(default_factory=Remarks)  # print(rec.remarks): one line each
     graph: Graph | None = field(default=None, repr=False)  # the graph after this pass
 
     @property
@@ -56,6 +57,18 @@ class PassError(PassFailure, RuntimeError):
 class History(list):
     """The records of a pipeline run, in order; look one up by pass name or index."""
 
+    def __str__(self) -> str:
+        """One line per pass: time, nodes before -> after, remark counts."""
+        lines = []
+        for r in self:
+            kinds: dict[str, int] = {}
+            for m in r.remarks:
+                kinds[m.kind] = kinds.get(m.kind, 0) + 1
+            notes = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no remarks"
+            lines.append(f"{r.index:>2} {r.name:<16} {1e3 * r.seconds:9.2f} ms  "
+                         f"{r.before.nodes} -> {r.after.nodes} nodes  {notes}")
+        return "\n".join(lines) if lines else "(no passes ran)"
+
     def find(self, key) -> PassRecord:
         if isinstance(key, int):
             return self[key]
@@ -68,9 +81,18 @@ class History(list):
         return matches[0]
 
 
+def _no_progress(text: str):
+    return contextlib.nullcontext()
+
+
 def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, verify_ir: bool = True,
-                 print_ir_after: Sequence[str] | bool = (), out=None) -> tuple[Graph, History]:
-    """Run the pipeline on ``graph`` (never modified); returns the final graph and history."""
+                 print_ir_after: Sequence[str] | bool = (), out=None,
+                 progress=None) -> tuple[Graph, History]:
+    """Run the pipeline on ``graph`` (never modified); returns the final graph and history.
+
+    ``progress``: ``progress(text)`` returns a context manager wrapped around each pass (the
+    CLI's progress lines).
+    """
     steps: list[Step] = parse_pipeline(pipeline)  # all names and options checked up front
     ctx = ctx or PassContext()
     for s in steps:
@@ -85,23 +107,25 @@ def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, veri
         info = get_pass(step.name)
         ctx.pass_name = step.name
         n_remarks = len(ctx.remarks)
-        t0 = time.perf_counter()
-        try:
-            result = info.fn(current, ctx, **step.options)
-        except (VerificationError, PassError):
-            raise
-        except Exception as e:
-            raise PassError(f"pass '{step.name}' (step {i}) failed: {type(e).__name__}: {e}") from e
-        seconds = time.perf_counter() - t0
-        if not isinstance(result, Graph):
-            raise PassError(f"pass '{step.name}' returned {type(result).__name__}, not a Graph")
-        t1 = time.perf_counter()
-        if verify_ir:
-            verify(result, context=f"after pass '{step.name}' (step {i})")
-        vsec = time.perf_counter() - t1
+        with (progress or _no_progress)(f"pass {step.name} ({i}/{len(steps)})"):
+            t0 = time.perf_counter()
+            try:
+                result = info.fn(current, ctx, **step.options)
+            except (VerificationError, PassError):
+                raise
+            except Exception as e:
+                raise PassError(f"pass '{step.name}' (step {i}) failed: {type(e).__name__}: {e}") \
+                    from e
+            seconds = time.perf_counter() - t0
+            if not isinstance(result, Graph):
+                raise PassError(f"pass '{step.name}' returned {type(result).__name__}, not a Graph")
+            t1 = time.perf_counter()
+            if verify_ir:
+                verify(result, context=f"after pass '{step.name}' (step {i})")
+            vsec = time.perf_counter() - t1
         after_stats, after_text = graph_stats(result), result.to_text()
         rec = PassRecord(i, step.name, dict(step.options), seconds, vsec, before_stats, after_stats,
-                         before_text, after_text, ctx.remarks[n_remarks:], result)
+                         before_text, after_text, Remarks(ctx.remarks[n_remarks:]), result)
         history.append(rec)
         if print_ir_after is True or step.name in (print_ir_after or ()):
             print(f"// ----- IR after {step.name} (step {i}) -----", file=out)

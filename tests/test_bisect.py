@@ -124,3 +124,40 @@ def test_wrong_number_of_inputs_is_named(mlp):
     fn, params, args, x, _ = mlp
     with pytest.raises(ValueError, match="takes 1 inputs"):
         tensorsmith.bisect(fn, *args, params=params, data=[x, x], passes="dce")
+
+
+def test_a_non_finite_source_is_reported_not_blamed_on_a_pass():
+    def model(params, x):
+        return jax.numpy.log(x @ params["w"])  # log of negatives: NaN in the source itself
+
+    p = {"w": np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)}
+    x = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    ref = np.asarray(model(p, x))
+    assert np.isnan(ref).any()
+    res = tensorsmith.bisect(model, x, params=p, passes="canonicalize,dce")
+    assert res.worst is None and res.nodes == []
+    out_name = tensorsmith.trace(model, x, params=p).outputs[0].name
+    want = (f"the JAX function model: output 0 (%{out_name}) has {int(np.isnan(ref).sum())} NaN "
+            f"and 0 inf of {ref.size} values")
+    assert res.nonfinite == [want]
+    text = str(res)
+    assert "already not finite" in text and want in text and "<- worst" not in text
+
+
+def test_the_readme_example_needs_no_batch_dim():
+    # README: r = tensorsmith.bisect(fn, x, params=p, passes="default", data=[x_test], labels=y_test)
+    ex = tensorsmith.examples.load("digits-cnn")
+    x_test, y_test = ex.eval_data
+    res = tensorsmith.bisect(ex.fn, *ex.example_inputs, params=ex.params, passes="default",
+                             data=[x_test], labels=y_test)
+    acc = float(np.mean(np.asarray(ex.fn(ex.params, x_test)).argmax(-1) == y_test))
+    assert res.steps[0].accuracy == pytest.approx(acc) and len(ex.example_inputs[0]) != len(x_test)
+    assert res.worst is None
+
+
+def test_data_of_the_wrong_shape_is_named(mlp):
+    fn, params, args, x, inlined = mlp
+    g = tensorsmith.trace(fn, *args, params=params)  # a graph: shapes fixed at the example's
+    with pytest.raises(tensorsmith.UsageFailure, match=r"input %\w+ is f32\[4,\d+\]; the data for "
+                                                       r"it has shape \(64, \d+\)"):
+        tensorsmith.bisect(g, data=[x], passes="dce")

@@ -104,6 +104,7 @@ def test_passes_lists_every_pass_option_and_pipeline(capsys):
         for opt in info.options:
             assert opt.describe() in out
     for name, pipe in PIPELINES.items():
+        pipe = pipe or "(no passes: the model as imported)"
         assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(pipe)}$", out, re.M)
 
 
@@ -204,3 +205,145 @@ def test_onnx_file_is_a_model(capsys, tmp_path):
     x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
     got = np.asarray(tensorsmith.load(tmp_path / "t.tsx")(x)[0])  # graph models return a list
     np.testing.assert_allclose(got, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-6)
+
+
+# --- what a new user hits (issue 20) --------------------------------------------------------
+@pytest.fixture
+def compile_log():
+    """Messages of JAX's compile log (jax_log_compiles) while the test runs."""
+    import logging
+
+    import jax
+    msgs: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            msgs.append(record.getMessage())
+
+    handler = Keep(level=logging.DEBUG)
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    jax.config.update("jax_log_compiles", True)
+    yield msgs
+    jax.config.update("jax_log_compiles", False)
+    logger.removeHandler(handler)
+
+
+def test_each_model_compiles_once_and_slow_steps_print_progress(capsys, user_module, compile_log,
+                                                                monkeypatch):
+    monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.0)  # announce every step, however quick
+    rc, out, err = run(capsys, "compile", "tsm_user_models:make", "--repeats", "2",
+                       "-o", str(user_module / "t.tsx"))
+    assert rc == 0, err
+    xla = [m for m in compile_log if m.startswith("Finished XLA compilation")]
+    # the source function and the compiled model once each, however many calls were timed
+    # (fold-constants compiles its own evaluation when anything folds)
+    assert sum("jit(wrapped)" in m for m in xla) == 1, xla
+    assert sum("jit(apply)" in m for m in xla) == 1, xla
+    steps = [ln.split(": ", 1)[1] for ln in err.splitlines() if ln.endswith(" ...")]
+    assert steps == ["importing the model ...", "pass canonicalize (1/4) ...", "pass cse (2/4) ...",
+                     "pass fold-constants (3/4) ...", "pass dce (4/4) ...",
+                     "XLA compile and first call of the source model (jax.jit(fn)) ...",
+                     "XLA compile and first call of the compiled model ...",
+                     "latency: 2 interleaved runs of each model ...", "exporting ..."]
+    assert re.search(r"^tensorsmith: pass dce \(4/4\): \d+\.\d s$", err, re.M)
+    assert re.search(r"compiled [\d.]+ ms  \((\d+\.\d\dx (faster|slower)|same speed)\)$", out, re.M)
+
+
+def test_quick_steps_print_nothing_on_stderr(capsys, user_module, monkeypatch):
+    monkeypatch.setattr(cli, "PROGRESS_AFTER", 60.0)  # every step here is quicker than this
+    rc, _, err = run(capsys, "compile", "tsm_user_models:make", "--passes", "dce", "--repeats", "1",
+                     "-o", str(user_module / "t.tsx"))
+    assert rc == 0 and err == "", err
+
+
+def test_repeats_0_skips_the_latency_measurement(capsys, user_module, monkeypatch):
+    monkeypatch.setattr(cli, "PROGRESS_AFTER", 0.0)
+    rc, out, err = run(capsys, "compile", "tsm_user_models:make", "--repeats", "0",
+                       "-o", str(user_module / "t.tsx"))
+    assert rc == 0, err
+    assert "latency   not measured (--repeats 0)" in out and "interleaved" not in out + err
+    assert "accuracy on 50 held-out samples" in out
+    rc, _, err = run(capsys, "compile", "--repeats", "-1")
+    assert rc == 2 and "'-1' is not a whole number >= 0" in err
+
+
+def test_print_ir_after_comes_after_the_header(capsys, user_module):
+    rc, out, err = run(capsys, "compile", "tsm_user_models:make", "--passes", "canonicalize,dce",
+                       "--print-ir-after", "dce", "--repeats", "0", "-o", str(user_module / "t.tsx"))
+    assert rc == 0, err
+    assert out.index("pipeline  canonicalize,dce") < out.index("// ----- IR after dce (step 2) -----")
+    assert out.index("// ----- IR after dce") < out.index("nodes ")
+    assert "IR after canonicalize" not in out
+
+
+def test_speed_words_say_which_way():
+    assert cli.speed_words(2.34, 2.0) == "1.17x faster"
+    assert cli.speed_words(2.0, 2.5) == "1.25x slower"
+    assert cli.speed_words(1.0, 1.001) == "same speed"
+
+
+def test_flops_print_with_a_space_and_one_unit_style(capsys, user_module):
+    rc, out, _ = run(capsys, "inspect", "tsm_user_models:make", "--no-ir")
+    assert rc == 0
+    assert re.search(r"params \(.*\), (\d+ FLOPs|\d+\.\d [KMGT]FLOPs) \(symbolic", out), out
+    assert not re.search(r"\dFLOPs", out)
+    assert cli._human(800, "FLOPs") == "800 FLOPs" and cli._human(1234567, "FLOPs") == "1.2 MFLOPs"
+    rc, out, _ = run(capsys, "compile", "tsm_user_models:make", "--passes", "dce", "--repeats", "0",
+                     "-o", str(user_module / "t.tsx"))
+    assert re.search(r"^FLOPs\s+[\d.]+ [KMGT]?FLOPs\s+[\d.]+ [KMGT]?FLOPs\s", out, re.M), out
+
+
+def test_passes_lists_the_pattern_names_canonicalize_takes(capsys):
+    from tensorsmith.passes.canonicalize import PATTERNS
+    rc, out, _ = run(capsys, "passes")
+    assert rc == 0
+    line = next(ln for ln in out.splitlines() if "patterns (names for disable=[...])" in ln)
+    assert line.split(": ", 1)[1].split(", ") == [p.name for p in PATTERNS]
+
+
+def test_data_file_that_does_not_exist(capsys, tmp_path):
+    rc, _, err = run(capsys, "bisect", "digits-cnn", "--passes", "dce",
+                     "--data", str(tmp_path / "nope.npz"))
+    assert rc == 2 and "nope.npz': no such file" in err, err
+
+
+def test_forgetting_params_hints_at_params():
+    def apply(params, x):
+        return x @ params["w"]
+
+    with pytest.raises(tensorsmith.ModelImportError, match=r"pass them as params=") as e:
+        tensorsmith.compile(apply, np.ones((2, 3), np.float32))
+    assert "missing 1 required positional argument" in str(e.value)
+
+
+def test_train_script_writes_where_told_and_never_into_the_package(tmp_path, monkeypatch):
+    from tensorsmith.examples import train_digits_cnn as train
+    shipped = train.PACKAGE_DIR / "digits_cnn" / "weights.npz"
+    before = shipped.read_bytes()
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", str(train.PACKAGE_DIR)])
+    monkeypatch.chdir(tmp_path)
+    assert train.parse_args([]).out == train.Path(".")  # default: the current folder
+    full = train.load_data
+    monkeypatch.setattr(train, "load_data", lambda: tuple(a[:128] for a in full()))  # quick
+    out = train.main(["--epochs", "1", "--min-accuracy", "0"])
+    assert (tmp_path / out / "weights.npz").is_file() and (tmp_path / out / "test.npz").is_file()
+    with np.load(tmp_path / out / "weights.npz", allow_pickle=False) as z:
+        assert "params/Conv_0/kernel" in z.files
+    assert shipped.read_bytes() == before
+
+
+def test_history_and_remarks_print_as_lines():
+    import jax.numpy as jnp
+    cm = tensorsmith.compile(lambda x: jnp.maximum(x * 1.0, 0.0), np.ones(3, np.float32),
+                             passes="canonicalize,dce")
+    rec = cm.history[0]
+    assert str(rec.remarks) == "\n".join(f"[canonicalize] {r.kind}: {r.node}: {r.message}"
+                                         for r in rec.remarks) and len(rec.remarks) >= 2
+    assert str(rec.remarks.of_kind("missed")) == "(no remarks)"
+    lines = str(cm.history).splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["1", "canonicalize"], ["2", "dce"]]
+    assert f"{rec.before.nodes} -> {rec.after.nodes} nodes  {len(rec.remarks)} applied" in lines[0]
+    assert str(tensorsmith.compile(lambda x: x * 2, np.ones(3, np.float32), passes="none").history) \
+        == "(no passes ran)"

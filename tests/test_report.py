@@ -133,9 +133,81 @@ def test_report_screenshot(compiled, tmp_path_factory):
 
 def test_render_without_history(compiled):
     fn, params, args = ZOO["mlp"]()
-    cm = tensorsmith.compile(fn, *args, params=params)
+    cm = tensorsmith.compile(fn, *args, params=params, passes=[])
     page = render_report(cm)
     assert "The pipeline is empty." in page and "No pass left remarks." in page
+
+
+def test_what_has_no_data_is_not_shown():
+    fn, params, args = ZOO["mlp"]()
+    dense = {k: np.where(np.asarray(v) == 0, 1, v).astype(np.asarray(v).dtype)
+             for k, v in jax_leaves_with_names(params).items()}
+    cm = tensorsmith.compile(fn, *args, params=_rebuild(params, dense), passes="default")
+    assert all(not (np.asarray(a) == 0).any() for a in cm.graph.params.values())
+    page = render_report(cm)
+    assert "Per-layer metrics" not in page  # no pass attached numbers
+    assert "sparsity before" not in page and "No weight has zeros" in page
+    assert "<h2>Measured</h2>" not in page  # nothing measured was passed in
+
+
+def jax_leaves_with_names(tree) -> dict:
+    import jax
+    return {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _rebuild(tree, by_name: dict):
+    import jax
+    return jax.tree_util.tree_map_with_path(lambda p, v: by_name[jax.tree_util.keystr(p)], tree)
+
+
+def test_weights_biggest_first_and_the_tail_folded():
+    from tensorsmith.ir import parse
+    from tensorsmith.report import WEIGHTS_SHOWN
+    n = WEIGHTS_SHOWN + 5
+    lines = [f"  param @w{i}: f32[{i + 1}]" for i in range(n)]
+    body = [f"  %{i}: f32[{i + 1}] = neg(@w{i})" for i in range(n)]
+    text = ("graph @many() {\n" + "\n".join(lines + body) + "\n  return "
+            + ", ".join(f"%{i}" for i in range(n)) + "\n}\n")
+    g = parse(text, params={f"w{i}": np.ones(i + 1, np.float32) for i in range(n)})
+    page = render_report(tensorsmith.compile(g, passes=[]))
+    weights = page[page.index("<h2>Weights</h2>"):page.index("<h2>Ops</h2>")]
+    names = re.findall(r"<td class=name>@(w\d+)</td>", weights)
+    assert names == [f"w{i}" for i in reversed(range(n))]  # by size, biggest first
+    shown, folded = weights.split("<details>", 1)
+    assert len(re.findall("<td class=name>", shown)) == WEIGHTS_SHOWN
+    assert "5 smaller weights" in folded
+    # the remarks and diffs come before the weights, so a long table cannot push them away
+    assert page.index("<h2>Remarks</h2>") < page.index("<h2>IR diff per pass</h2>") < \
+        page.index("<h2>Weights</h2>")
+
+
+def test_measured_accuracy_and_latency_appear(compiled):
+    measured = {"on": "50 held-out samples", "max_abs_error": 1.5e-7,
+                "accuracy": {"source": 0.86, "compiled": 0.84},
+                "latency": {"baseline": "jax.jit(fn)", "baseline_s": 0.002, "compiled_s": 0.001,
+                            "repeats": 30, "backend": "cpu", "batch": 50}}
+    page = render_report(compiled, measured)
+    table = page[page.index("<h2>Measured</h2>"):]
+    table = table[:table.index("</table>")]
+    rows = [_cells(r) for r in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+    assert rows[1] == ["accuracy on 50 held-out samples", "86.00%", "84.00%", "-2.00 pt"]
+    assert rows[2] == ["max |compiled - source| on 50 held-out samples", "", "1.5e-07", ""]
+    assert rows[3] == ["latency (batch 50, median of 30 runs, cpu)", "2.000 ms", "1.000 ms",
+                       "2.00x faster"]
+
+
+def test_cli_report_carries_what_the_cli_measured(tmp_path, capsys):
+    from tensorsmith import cli
+    rc = cli.main(["compile", "--repeats", "2", "-o", str(tmp_path / "d.tsx"),
+                   "--report", str(tmp_path / "r.html")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    page = (tmp_path / "r.html").read_text()
+    acc = re.search(r"accuracy on 360 held-out samples: source ([\d.]+)%  compiled ([\d.]+)%", out)
+    assert f"<td class=num>{acc.group(1)}%</td><td class=num>{acc.group(2)}%</td>" in page
+    lat = re.search(r"jax.jit\(fn\) ([\d.]+) ms  compiled ([\d.]+) ms  \(([^)]+)\)", out)
+    assert (f"<td class=num>{lat.group(1)} ms</td><td class=num>{lat.group(2)} ms</td>"
+            f"<td class=num>{lat.group(3)}</td>") in page
 
 
 def test_dump_ir_reads_back(compiled, tmp_path):

@@ -263,3 +263,55 @@ def test_everything_foldable_is_evaluated_in_one_compiled_call():
     out2, _ = run_pipeline(g, "fold-constants", PassContext(executor=batch_fails))
     assert calls[0] == (4, True) and len(calls) == 4  # then add, rsqrt, mul one by one
     assert out2.to_text() == out.to_text()
+
+
+def test_what_sizes_refuse_is_never_evaluated():
+    # AveragePool's old divisor: a full-size `ones` pooled by reduce_window. The result cannot
+    # be uniform (padding) and is far over 2x the params it reads (none): refused from its
+    # type, so XLA never constant-folds it (that took 15-28 s on DenseNet-121).
+    text = """graph @main(%x: f32[1,8,28,28]) {
+  param @w: f32[8]
+  %0: f32[1,8,28,28] = constant() {dtype="f32", shape=(1, 8, 28, 28), value=1.0}
+  %1: f32[1,8,28,28] = reduce_window(%0) {kind="sum", padding=((0, 0), (0, 0), (1, 1), (1, 1)), window_dimensions=(1, 1, 3, 3), window_strides=(1, 1, 1, 1)}
+  %2: f32[8] = neg(@w)
+  %3: f32[8] = exp(%2)
+  %4: f32[1,8,28,28] = div(%x, %1)
+  return %4, %3
+}
+"""
+    evaluated = []
+
+    def recording(graph, jit=None):
+        evaluated.extend(n.op for n in graph.nodes)
+        return executor(graph, jit=jit)
+
+    g = parse(text, params={"w": R.standard_normal(8).astype(np.float32)})
+    ctx = PassContext(executor=recording)
+    out, _ = run_pipeline(g, PIPELINE, ctx)
+    assert "reduce_window" not in evaluated and evaluated == ["neg", "exp"]
+    assert [n.op for n in out.nodes] == ["constant", "reduce_window", "div"]
+    assert remarks(ctx, "missed") == ["[fold-constants] missed: %1: did not fold: its result "
+                                      "(24.5 KiB) would be over 2x the 0 B of params it reads"]
+    assert_same_numerics(g, out)
+
+
+def test_one_param_read_by_many_foldable_nodes_does_not_multiply_the_model():
+    # issue 15: each of 16 unary nodes reads the 1 KiB @w and makes 1 KiB; folding all of them
+    # would make the weights 17 KiB. The model may at most double (MAX_GROWTH).
+    unary = ["neg", "abs", "exp", "sin", "cos", "tanh", "sqrt", "square", "floor", "ceil",
+             "sign", "logistic", "log1p", "expm1", "round", "relu"]
+    lines = [f"  %{i}: f32[256] = {op}(@w)" for i, op in enumerate(unary)]
+    lines += [f"  %{100 + i}: f32[256] = add(%x, %{i})" for i in range(len(unary))]
+    rets = ", ".join(f"%{100 + i}" for i in range(len(unary)))
+    text = "graph @main(%x: f32[256]) {\n  param @w: f32[256]\n" + "\n".join(lines) + \
+        f"\n  return {rets}\n}}\n"
+    w = np.abs(R.standard_normal(256)).astype(np.float32)
+    before, out, ctx = run(text, PIPELINE, params={"w": w})
+    total = sum(a.nbytes for a in out.params.values())
+    assert total <= 2 * w.nbytes, list(out.params)
+    assert len(out.params) == 2  # @w (still read) and one folded result
+    missed = remarks(ctx, "missed")
+    assert len(missed) == 15 and missed[0] == (
+        "[fold-constants] missed: %1: did not fold: the model's folded weights would grow past "
+        "2x its 1.0 KiB of params (already +1.0 KiB)")
+    assert_same_numerics(before, out, tol=1e-5)
