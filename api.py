@@ -193,7 +193,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
             dump_ir=None, cache_size: int = DEFAULT_CACHE_SIZE,
             recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
-            cast_inputs: bool = False, progress=None) -> CompiledModel:
+            cast_inputs: bool = False, progress=None, warm_up: bool = True) -> CompiledModel:
     """Import ``model``, run the pass pipeline once, and lower it for ``target``.
 
     The result compiles one XLA executable per call signature (LRU of ``cache_size``);
@@ -208,6 +208,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     ``cast_inputs``: cast arguments of another dtype when the cast is safe in kind
     (f64 -> f32, int -> float); without it such calls raise ``CallError``.
     ``progress``: ``progress(text)`` -> a context manager around each step (import, each pass).
+    ``warm_up``: compile for the example inputs' signature now (False: at the first call).
     """
     check_target(target)
     # refuse bad names/options before doing any work
@@ -264,7 +265,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                        recompile_warning=recompile_warning, cast_inputs=cast_inputs,
                        jax_dtypes=callable(model) and not isinstance(model, Graph)
                        and not _is_onnx(model), name=name or front.label)
-    if concrete and cm.runnable:
+    if concrete and cm.runnable and warm_up:
         cm.warm_up(*example_args)  # early specialization: errors surface here, not at a call
     return cm
 

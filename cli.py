@@ -309,7 +309,8 @@ def cmd_compile(args) -> int:
     progress = Progress()
     cm = ts_compile(spec.model, *spec.example_inputs, params=spec.params, target=args.target,
                     passes=steps, batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"),
-                    dump_ir=args.dump_ir, progress=progress)
+                    dump_ir=args.dump_ir, progress=progress,
+                    warm_up=False)  # first called at the evaluation data's shape
     out = print
     out(f"model     {spec.name}  (@{cm.graph.name}, {len(cm.graph.inputs)} input(s): "
         f"{', '.join(str(v.type) for v in cm.graph.inputs)})")
