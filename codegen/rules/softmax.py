@@ -1,0 +1,76 @@
+"""Softmax and log-softmax lowerings that cannot overflow, whatever XLA fuses.
+
+XLA:CPU may fuse ``x - max(x)`` with the producer of ``x`` into one FMA (``sum * (1/169)
+- max`` in a global average pool), so an element equal to the max no longer gives exactly 0
+and, for logits of size ~1e9, ``exp`` of the rounding residue overflows: all-NaN output
+(ONNX's own ``light_squeezenet.onnx``). An optimization barrier does not help: XLA:CPU drops
+it. So the difference is fixed by comparison instead of trusted to cancel: elements equal to
+the row max (compared as rounded values, which no FMA touches) get exactly 0, every other
+difference is clamped to <= 0. The row sum is then >= 1, and ``+inf`` logits share the mass
+equally (the limit) rather than giving ``inf - inf = NaN``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from ..lowering import lowering
+
+_LOW_PRECISION = (jnp.float16, jnp.bfloat16)
+
+
+def _shifted(x, axes):
+    """``x - max(x)`` over ``axes``: exactly 0 at the max, never positive."""
+    m = jnp.max(x, axis=axes, keepdims=True)
+    return jnp.where(x == m, jnp.zeros((), x.dtype), jnp.minimum(x - m, jnp.zeros((), x.dtype)))
+
+
+def _upcast(x):
+    # f16/bf16 sums of 1000 exps lose digits; compute in f32 and round once at the end.
+    return x.astype(jnp.float32) if x.dtype in _LOW_PRECISION else x
+
+
+def safe_softmax(x, axes):
+    """softmax(x) over ``axes`` (an int or a tuple of ints)."""
+    y = _upcast(x)
+    e = jnp.exp(_shifted(y, axes))
+    return (e / jnp.sum(e, axis=axes, keepdims=True)).astype(x.dtype)
+
+
+def safe_log_softmax(x, axes):
+    """log_softmax(x) over ``axes`` (an int or a tuple of ints)."""
+    y = _upcast(x)
+    d = _shifted(y, axes)
+    return (d - jnp.log(jnp.sum(jnp.exp(d), axis=axes, keepdims=True))).astype(x.dtype)
+
+
+@lowering("softmax")
+def _softmax(ctx, node, x):
+    return safe_softmax(x, node.attrs.get("axis", -1))
+
+
+@lowering("log_softmax")
+def _log_softmax(ctx, node, x):
+    return safe_log_softmax(x, node.attrs.get("axis", -1))
+
+
+# jax.nn.softmax / log_softmax traced by the JAX frontend arrive as composites whose body is
+# jax's own max-subtract-exp sequence, which XLA fuses the same way. Those bodies are lowered
+# with the rules above (the axes are read from the body's reduce_max); a body of another
+# shape (``where=`` given, a pass rewrote it) is inlined as it is.
+_COMPOSITES = {"jax.nn.softmax": safe_softmax, "jax.nn.log_softmax": safe_log_softmax}
+
+
+def composite_softmax(node):
+    """The safe lowering for a softmax-family composite, or None for any other composite."""
+    fn = _COMPOSITES.get(node.attrs.get("name"))
+    if fn is None or len(node.inputs) != 1 or len(node.outputs) != 1:
+        return None
+    body = node.regions[0] if node.regions else None
+    if body is None or body.inputs[0].type != node.outputs[0].type:
+        return None
+    maxes = [n for n in body.nodes if n.op == "reduce_max"]
+    if len(maxes) != 1 or maxes[0].inputs[0] is not body.inputs[0] or not maxes[0].attrs.get("axes"):
+        return None
+    axes = tuple(maxes[0].attrs["axes"])
+    return lambda x: fn(x, axes)
