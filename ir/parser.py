@@ -289,7 +289,11 @@ def parse(text: str, params: dict | None = None) -> Graph:
     # Collect param names first so regions may refer to the root graph's params.
     p.param_names = set(re.findall(r"^\s*param @(" + _NAME + r")", text, re.M))
     p.param_names = {unquote(n) if n.startswith('"') else n for n in p.param_names}
-    g = p.graph()
+    try:
+        g = p.graph()
+    except RecursionError:  # "((((..." attribute values or regions nested thousands deep
+        no = p.lines[min(p.i, len(p.lines) - 1)][0] if p.lines else 0
+        raise ParseError(f"line {no}: nested too deeply") from None
     if p.i != len(p.lines):
         no, rest = p.lines[p.i]
         raise ParseError(f"line {no}: unexpected text after the graph: {rest.strip()!r}")
