@@ -127,3 +127,20 @@ def test_light_squeezenet_matches_onnxruntime():
     got = np.asarray(ts.compile(str(LIGHT))(x)[0])
     assert not np.isnan(got).any()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_rewritten_softmax_composite_runs_its_own_body():
+    # Only jax's exact softmax body is replaced by the safe lowering; an edited body is kept.
+    g = parse("""graph @m(%x: f32[2,3]) {
+  %y: f32[2,3] = composite(%x) {name="jax.nn.softmax"} {
+    ^jax.nn.softmax(%a: f32[2,3]):
+      %m: f32[2] = reduce_max(%a) {axes=(1,)}
+      %b: f32[2,1] = broadcast_in_dim(%m) {broadcast_dimensions=(0,), shape=(2, 1)}
+      %d: f32[2,3] = sub(%a, %b)
+      return %d
+  }
+  return %y
+}
+""")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(np.asarray(ts.compile(g)(x)[0]), x - x.max(1, keepdims=True))

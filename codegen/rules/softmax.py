@@ -55,22 +55,28 @@ def _log_softmax(ctx, node, x):
 
 
 # jax.nn.softmax / log_softmax traced by the JAX frontend arrive as composites whose body is
-# jax's own max-subtract-exp sequence, which XLA fuses the same way. Those bodies are lowered
-# with the rules above (the axes are read from the body's reduce_max); a body of another
-# shape (``where=`` given, a pass rewrote it) is inlined as it is.
-_COMPOSITES = {"jax.nn.softmax": safe_softmax, "jax.nn.log_softmax": safe_log_softmax}
+# jax's own max-subtract-exp sequence, which XLA fuses the same way. A body that is exactly
+# that sequence is lowered with the rules above (axes read from its reduce_max); any other
+# body (``where=`` given, a pass rewrote it, another jax version) is inlined as it is.
+_PREFIX = ("reduce_max", "constant", "max", "broadcast_in_dim", "sub", "exp", "reduce_sum",
+           "broadcast_in_dim")
+_COMPOSITES = {"jax.nn.softmax": (safe_softmax, _PREFIX + ("div",)),
+               "jax.nn.log_softmax": (safe_log_softmax, _PREFIX + ("log", "sub"))}
 
 
 def composite_softmax(node):
     """The safe lowering for a softmax-family composite, or None for any other composite."""
-    fn = _COMPOSITES.get(node.attrs.get("name"))
-    if fn is None or len(node.inputs) != 1 or len(node.outputs) != 1:
+    fn, ops = _COMPOSITES.get(node.attrs.get("name"), (None, None))
+    if fn is None or len(node.inputs) != 1 or len(node.outputs) != 1 or len(node.regions) != 1:
         return None
-    body = node.regions[0] if node.regions else None
-    if body is None or body.inputs[0].type != node.outputs[0].type:
+    body = node.regions[0]
+    if (tuple(n.op for n in body.nodes) != ops or len(body.inputs) != 1
+            or body.inputs[0].type != node.outputs[0].type
+            or body.outputs[0] is not body.nodes[-1].outputs[0]):
         return None
-    maxes = [n for n in body.nodes if n.op == "reduce_max"]
-    if len(maxes) != 1 or maxes[0].inputs[0] is not body.inputs[0] or not maxes[0].attrs.get("axes"):
+    first, const = body.nodes[0], body.nodes[1]
+    if (first.inputs[0].name != body.inputs[0].name or not first.attrs.get("axes")
+            or const.attrs.get("value") != float("-inf")):
         return None
-    axes = tuple(maxes[0].attrs["axes"])
+    axes = tuple(first.attrs["axes"])
     return lambda x: fn(x, axes)
