@@ -92,3 +92,12 @@ def test_any_text_round_trips(names, gname, loc, loc2, tag, key, op):
     back = parse(text)
     assert _summary(back) == _summary(g)
     assert back.to_text() == text
+
+
+def test_export_with_line_separators_in_names_loads_back(tmp_path):
+    g = _graph(x="in\u2028put", w="w\x85\r", y="y\v", gname="g\u2029", loc="a\nb")
+    g = Graph(g.name, g.inputs, g.outputs, [g.nodes[0].replace(attrs={}), g.nodes[1]], g.params)
+    loaded = ts.load(ts.compile(g).export(tmp_path / "m.tsx"))
+    assert _summary(loaded.graph) == _summary(g)
+    x = np.array([4.0, 1.0], np.float32)
+    np.testing.assert_array_equal(np.asarray(loaded(x)[0]), np.maximum(x + [1, -3], 0))
