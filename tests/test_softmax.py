@@ -144,3 +144,20 @@ def test_a_rewritten_softmax_composite_runs_its_own_body():
 """)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(np.asarray(ts.compile(g)(x)[0]), x - x.max(1, keepdims=True))
+
+
+@pytest.mark.parametrize("value", [6.76909e9, 1e30, 1.0])
+def test_onnx_reduce_log_sum_exp_of_pooled_equal_values(value):
+    # the same fused FMA in ONNX ReduceLogSumExp gave inf where onnxruntime gives the value
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import helper
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+             helper.make_node("ReduceLogSumExp", ["p"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [2, 1000, 13, 13])],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.full((2, 1000, 13, 13), value, np.float32)
+    x[1] = np.random.default_rng(0).standard_normal((1000, 13, 13)) * value
+    want = ort.InferenceSession(model).run(None, {"x": x})[0]
+    got = np.asarray(ts.compile(model)(x)[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
