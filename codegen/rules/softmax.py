@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from ..lowering import lowering
 
+
 def _shifted(x, axes):
     """``x - max(x)`` over ``axes``: exactly 0 at the max, never positive."""
     m = jnp.max(x, axis=axes, keepdims=True)
