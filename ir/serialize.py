@@ -46,7 +46,14 @@ def weights_path(path) -> Path:
 
 
 def _umask() -> int:
-    # The umask can only be read by setting it; set it straight back.
+    """The process umask: read from /proc where it can be (setting it races other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
