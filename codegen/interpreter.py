@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..ir import Graph
+from ..ir.dims import DimExpr
 from .lowering import LoweringContext, LoweringError, lower_node
 
 
@@ -16,7 +17,8 @@ def bind_symbols(graph: Graph, args: Sequence) -> dict:
             raise ValueError(f"input %{v.name} expects rank {v.type.rank} ({v.type}), "
                              f"got shape {tuple(shape)}")
         for d, actual in zip(v.type.shape, shape):
-            if isinstance(d, str) and d.isidentifier():
+            if isinstance(d, DimExpr) and d.is_symbol:
+                d = str(d)
                 if symbols.setdefault(d, actual) is not actual and symbols[d] != actual:
                     raise ValueError(f"input %{v.name} ({v.type}) binds {d}={actual}, but an "
                                      f"earlier input bound {d}={symbols[d]}")

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node
 from ..ir.registry import OpTypeError
+from ..ir.dims import from_jax
 from .jax_rules import PRIMITIVES, IDENTITY, INLINE, COMPOSITE
 from ..errors import ModelImportError
 
@@ -342,10 +343,10 @@ def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
         for path, _ in leaves:
             sub = _path_name(path)
             arg_leaf_names.append(f"{top_names[i]}/{sub}" if sub else top_names[i])
-    inputs = [Value(namer(n), TensorType(tuple(str(d) if not isinstance(d, int) else d
-                                               for d in s.shape), dtype_name(s.dtype)))
+    inputs = [Value(namer(n), TensorType(tuple(from_jax(d) for d in s.shape), dtype_name(s.dtype)))
               for n, s in zip(arg_leaf_names, specs)]
     jaxpr = closed.jaxpr
+    conv.dim_sources = inputs  # dim_as_value reads symbolic sizes off these
     args = [Value(n, TensorType.of(graph_params[n])) for n in p_names] + inputs
     outs = conv.run(jaxpr, closed.consts, args)
     gname = name or getattr(fn, "__name__", "main")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import dtype_name
+from ..ir.dims import from_jax
 
 # Primitives that only pass values through (no computation once traced for inference).
 IDENTITY = {"stop_gradient", "copy", "copy_p", "sharding_constraint", "device_put",
@@ -109,7 +110,7 @@ def _select_n(c, e, ins, loc):
 
 
 def _dims(shape):
-    return tuple(d if isinstance(d, (int, np.integer)) else str(d) for d in shape)
+    return tuple(from_jax(d) for d in shape)
 
 
 @rule("dot_general")
@@ -305,3 +306,44 @@ def _window(kind):
 
 for _kind in ["max", "min", "sum"]:
     PRIMITIVES[f"reduce_window_{_kind}"] = _window(_kind)
+
+
+@rule("dim_as_value")
+def _dim_as_value(c, e, ins, loc):
+    """A symbolic dim as a run-time scalar: the input sizes it is made of, read by shape_of."""
+    dtype = _dtype(e.outvars[0].aval.dtype)
+    return emit_dim(c, from_jax(e.params["dim"]), dtype, loc)
+
+
+def emit_dim(c, d, dtype: str, loc: str = ""):
+    """IR computing dim ``d`` at run time from the graph inputs' sizes (a scalar of ``dtype``)."""
+    from ..ir.dims import DimExpr
+
+    def const(v):
+        return c.emit("constant", [], value=int(v), dtype=dtype)
+
+    def symbol(name):
+        for v in getattr(c, "dim_sources", ()):
+            for i, s in enumerate(v.type.shape):
+                if isinstance(s, DimExpr) and s.is_symbol and str(s) == name:
+                    n = c.emit("shape_of", [v], start=i, end=i + 1, dtype=dtype, loc=loc)
+                    return c.emit("reshape", [n], shape=(), loc=loc)
+        raise OpTypeError(f"dimension symbol {name!r} is not the size of any input")
+
+    def value(x):
+        if isinstance(x, int):
+            return const(x)
+        total = None
+        for mono, coef in x.terms:
+            term = const(coef) if coef != 1 or not mono else None
+            for atom, exp in mono:
+                if atom[0] == "sym":
+                    a = symbol(atom[1])
+                else:
+                    op = {"floordiv": "div", "max": "max", "min": "min"}[atom[0]]
+                    a = c.emit(op, [value(atom[1]), value(atom[2])], loc=loc)
+                for _ in range(exp):
+                    term = a if term is None else c.emit("mul", [term, a], loc=loc)
+            total = term if total is None else c.emit("add", [total, term], loc=loc)
+        return total
+    return value(d)

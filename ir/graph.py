@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .types import TensorType
+from .types import DimExpr, TensorType
 
 AttrValue = Any  # int | float | bool | str | None | tuple[AttrValue, ...]
 
@@ -20,6 +20,8 @@ def freeze_attr(value, key: str = "?") -> AttrValue:
     """Normalise an attribute value to plain immutable Python (lists become tuples)."""
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, DimExpr):  # attributes stay plain: a symbolic dim is held as its text
+        return str(value)
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, (int, np.integer)):

@@ -82,7 +82,7 @@ class _Line:
 
     def type(self) -> TensorType:
         m = self.regex(_TYPE, "a type like f32[N,8]")
-        dims = [d.strip() for d in m.group(2).split(",")] if m.group(2).strip() else []
+        dims = split_dims(m.group(2)) if m.group(2).strip() else []
         try:
             return TensorType(tuple(int(d) if d.isdigit() else d for d in dims), m.group(1))
         except (ValueError, TypeError) as e:
@@ -121,6 +121,20 @@ class _Line:
         if tok.lstrip("-").isdigit():
             return int(tok)
         return float(tok)
+
+
+def split_dims(text: str) -> list[str]:
+    """The dims of a type's bracket text, split at commas outside parentheses (max(a,b))."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur += ch
+    out.append(cur.strip())
+    return out
 
 
 _ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))", re.S)

@@ -132,6 +132,7 @@ def _kind_ok(kind: str, v) -> bool:
     from .types import DTYPES
     checks = {
         "int": _is_int,
+        "dim": _is_dim,
         "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
         "bool": lambda x: isinstance(x, bool),
         "str": lambda x: isinstance(x, str),
@@ -144,7 +145,7 @@ def _kind_ok(kind: str, v) -> bool:
     return check is None or check(v)
 
 
-_KIND_TEXT = {"int": "an int", "float": "a number", "bool": "true or false", "str": "a string",
+_KIND_TEXT = {"int": "an int", "dim": "a dimension (an int or text such as 2*N)", "float": "a number", "bool": "true or false", "str": "a string",
               "dtype": "an element type name (f32, i8, ...)", "ints": "a tuple of ints",
               "floats": "a tuple of numbers"}
 

@@ -1,9 +1,7 @@
 """Element types, dimensions and tensor types of the IR."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -12,8 +10,8 @@ try:  # ml_dtypes ships with jaxlib; it only adds numpy dtypes (bfloat16, float8
 except ImportError:  # pragma: no cover - jaxlib always brings it
     _mld = None
 
-Dim = Union[int, str]
-"""A dimension: a static size, or a symbol / symbolic expression such as ``N`` or ``2*N``."""
+from .dims import (Dim, DimError, DimExpr, DimTypeError, bounds, dim_ge, dim_max, dim_min,  # noqa: F401
+                   dim_symbols, eval_dim, exact_div, floordiv, parse_dim)
 
 _NUMPY_DTYPES: dict[str, object] = {
     "bool": np.bool_,
@@ -77,20 +75,24 @@ def itemsize_bits(dtype: str) -> int:
     return numpy_dtype(dtype).itemsize * 8
 
 
-_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 def check_dim(d) -> Dim:
-    """Validate and normalise one dimension (numpy ints become int)."""
-    if isinstance(d, (bool, np.bool_)):
-        raise TypeError(f"dimension must be an int or a symbol, got {d!r}")
-    if isinstance(d, (int, np.integer)):
-        if d < 0:
-            raise ValueError(f"negative dimension {d}")
-        return int(d)
-    if isinstance(d, str) and d.strip():
-        return d.replace(" ", "")
-    raise TypeError(f"dimension must be an int or a symbol, got {d!r}")
+    """Validate and normalise one dimension: ints, ``DimExpr``, or dim text such as ``2*N``."""
+    if isinstance(d, DimExpr):
+        dim = d
+    elif isinstance(d, (bool, np.bool_)):
+        raise DimTypeError(f"dimension must be an int or a symbolic dim, got {d!r}")
+    elif isinstance(d, (int, np.integer)):
+        dim = int(d)
+    elif isinstance(d, str):
+        dim = parse_dim(d)
+    else:
+        raise DimTypeError(f"dimension must be an int or a symbolic dim, got {d!r}")
+    if isinstance(dim, int):
+        if dim < 0:
+            raise DimError(f"negative dimension {d}")
+    elif bounds(dim)[1] < 0:
+        raise DimError(f"dimension {dim} is negative for every size of its symbols")
+    return dim
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class TensorType:
         """Element count; symbolic dims count as ``symbols[name]`` (default 1)."""
         n = 1
         for d in self.shape:
-            n *= d if isinstance(d, int) else eval_dim(d, symbols or {}, default=1)
+            v = d if isinstance(d, int) else eval_dim(d, symbols or {}, default=1)
+            n *= max(v, 0) if isinstance(v, int) else v
         return n
 
     def nbytes(self, symbols: dict[str, int] | None = None) -> int:
@@ -138,129 +141,21 @@ class TensorType:
         return TensorType(tuple(array.shape), dtype_name(array.dtype))
 
 
-# --- symbolic dimension expressions -------------------------------------------------------
-# A symbolic dim is a small expression over symbols and ints: ``N``, ``2*N``, ``N*64+1``.
-# They are evaluated by a tiny recursive-descent parser, never by Python's eval.
+# --- helpers over dims (int | DimExpr; text is parsed) --------------------------------------
 
-_TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(//|[-+*()%]))")
-
-
-def _tokens(expr: str):
-    pos, out = 0, []
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"bad dimension expression {expr!r} at {expr[pos:]!r}")
-        pos = m.end()
-        num, name, opr = m.groups()
-        out.append(("num", int(num)) if num else ("name", name) if name else ("op", opr))
-    return out
+def dims_equal(a, b) -> bool:
+    """Whether two dims are equal for all symbol values (normal forms compared, no sampling)."""
+    return check_dim(a) == check_dim(b)
 
 
-def eval_dim(expr: Dim, symbols: dict, default=None):
-    """Evaluate a dimension with symbols bound (values may be ints or jax symbolic dims)."""
-    if isinstance(expr, int):
-        return expr
-    toks = _tokens(expr)
-    pos = 0
-
-    def peek():
-        return toks[pos] if pos < len(toks) else (None, None)
-
-    def atom():
-        nonlocal pos
-        kind, val = peek()
-        pos += 1
-        if kind == "num":
-            return val
-        if kind == "name":
-            if val in symbols:
-                return symbols[val]
-            if default is not None:
-                return default
-            raise KeyError(f"dimension symbol {val!r} is not bound")
-        if (kind, val) == ("op", "("):
-            v = add()
-            if peek() != ("op", ")"):
-                raise ValueError(f"unbalanced parenthesis in dimension {expr!r}")
-            pos += 1
-            return v
-        if (kind, val) == ("op", "-"):
-            return -atom()
-        raise ValueError(f"bad dimension expression {expr!r}")
-
-    def mul():
-        nonlocal pos
-        v = atom()
-        while peek() in (("op", "*"), ("op", "//"), ("op", "%")):
-            o = peek()[1]
-            pos += 1
-            r = atom()
-            v = v * r if o == "*" else v // r if o == "//" else v % r
-        return v
-
-    def add():
-        nonlocal pos
-        v = mul()
-        while peek() in (("op", "+"), ("op", "-")):
-            o = peek()[1]
-            pos += 1
-            r = mul()
-            v = v + r if o == "+" else v - r
-        return v
-
-    result = add()
-    if pos != len(toks):
-        raise ValueError(f"bad dimension expression {expr!r}")
-    return result
-
-
-def dim_symbols(expr: Dim) -> set[str]:
-    """The symbol names a dimension mentions."""
-    if isinstance(expr, int):
-        return set()
-    return {v for k, v in _tokens(expr) if k == "name"}
-
-
-def dims_equal(a: Dim, b: Dim) -> bool:
-    """Structural equality of two dims (symbolic expressions compared after normalisation)."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a == b
-    if isinstance(a, int) or isinstance(b, int):
-        return False
-    if a == b:
-        return True
-    # Compare by evaluating at a few symbol assignments: cheap and robust for the
-    # polynomial expressions that arise (products and sums of symbols and ints).
-    syms = dim_symbols(a) | dim_symbols(b)
-    for seed in (7, 13, 101):
-        env = {s: seed + 3 * i for i, s in enumerate(sorted(syms))}
-        if eval_dim(a, env) != eval_dim(b, env):
-            return False
-    return True
-
-
-def dim_mul(a: Dim, b: Dim) -> Dim:
+def dim_mul(a, b) -> Dim:
     """Product of two dims, kept symbolic when either is."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a * b
-    if a == 1:
-        return b
-    if b == 1:
-        return a
-    if a == 0 or b == 0:
-        return 0
-    return f"{_paren(a)}*{_paren(b)}"
-
-
-def _paren(d: Dim) -> str:
-    s = str(d)
-    return f"({s})" if any(c in s for c in "+-") else s
+    return check_dim(a) * check_dim(b)
 
 
 def shape_numel(shape) -> Dim:
     """Product of dims, symbolic if any is."""
     n: Dim = 1
     for d in shape:
-        n = dim_mul(n, d)
+        n = n * check_dim(d)
     return n

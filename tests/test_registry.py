@@ -38,7 +38,7 @@ def test_every_lowering_has_an_op():
 
 
 def test_every_op_has_a_doc_and_attr_kinds():
-    kinds = {"int", "float", "bool", "str", "dtype", "ints", "floats", "any"}
+    kinds = {"int", "float", "bool", "str", "dtype", "ints", "floats", "any", "dim"}
     for name, od in ir.OPS.items():
         assert od.doc, f"op {name!r} has no doc"
         for a in od.attrs:

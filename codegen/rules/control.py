@@ -39,5 +39,30 @@ def _scan(ctx, node, *operands):
         outs = ctx.run_region(body, c + tuple(x) + invariant)
         return tuple(outs[:nc]), tuple(outs[nc:])
 
-    final, ys = lax.scan(step, carry, xs, length=a["length"], reverse=a.get("reverse", False))
+    length = ctx.dim(a["length"])
+    if not isinstance(length, int):
+        return _scan_symbolic(ctx, node, step, carry, xs, length)
+    final, ys = lax.scan(step, carry, xs, length=length, reverse=a.get("reverse", False))
+    return tuple(final) + tuple(ys)
+
+
+def _scan_symbolic(ctx, node, step, carry, xs, length):
+    """A scan of symbolic length (under export, where lax.scan needs a constant length): a
+    fori_loop writing each step's ys into buffers shaped from the IR types."""
+    import jax.numpy as jnp
+    from ...ir import numpy_dtype
+    reverse = node.attrs.get("reverse", False)
+    nc = node.attrs["num_carry"]
+    bufs = tuple(jnp.zeros(ctx.shape(v.type.shape), numpy_dtype(v.type.dtype))
+                 for v in node.outputs[nc:])
+
+    def body(i, state):
+        c, ys = state
+        t = length - 1 - i if reverse else i
+        x = tuple(lax.dynamic_index_in_dim(v, t, keepdims=False) for v in xs)
+        c, y = step(c, x)
+        ys = tuple(lax.dynamic_update_index_in_dim(b, u.astype(b.dtype), t, 0) for b, u in zip(ys, y))
+        return tuple(c), ys
+
+    final, ys = lax.fori_loop(0, length, body, (tuple(carry), bufs))
     return tuple(final) + tuple(ys)

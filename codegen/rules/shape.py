@@ -26,13 +26,12 @@ def _broadcast_in_dim(ctx, node, x):
 @lowering("slice")
 def _slice(ctx, node, x):
     a = node.attrs
-    limit = [x.shape[i] if isinstance(l, str) else l for i, l in enumerate(a["limit"])]
-    return lax.slice(x, a["start"], limit, a.get("strides"))
+    return lax.slice(x, ctx.shape(a["start"]), ctx.shape(a["limit"]), a.get("strides"))
 
 
 @lowering("dynamic_slice")
 def _dynamic_slice(ctx, node, x, *starts):
-    return lax.dynamic_slice(x, starts, node.attrs["sizes"])
+    return lax.dynamic_slice(x, starts, ctx.shape(node.attrs["sizes"]))
 
 
 @lowering("dynamic_update_slice")

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from ..graph import Attrs
 from ..registry import OpTypeError
+from ..dims import DimError, dim_ge, parse_dim
 from ..types import Dim, TensorType, dims_equal
 
 
@@ -69,3 +70,33 @@ def numel(t: TensorType, symbols: dict) -> int:
 def ints(attrs: Attrs, key: str) -> tuple[int, ...]:
     v = attrs[key]
     return tuple(v) if isinstance(v, tuple) else (v,)
+
+
+def dim_of(v) -> Dim:
+    """An attribute entry as a dim: ints stay ints (even negative), text is parsed."""
+    try:
+        return parse_dim(v) if isinstance(v, str) else v
+    except DimError as e:
+        raise OpTypeError(str(e)) from None
+
+
+def require_ge(a: Dim, b: Dim, msg: str) -> None:
+    """``a >= b`` must hold for every symbol value; the error says whether it fails or is unproven."""
+    ok = dim_ge(a, b)
+    if ok is None:
+        raise OpTypeError(f"{msg} (cannot prove {a} >= {b} for all sizes)")
+    if not ok:
+        raise OpTypeError(msg)
+
+
+def window_size(d: Dim, w: int, stride: int, lo: int, hi: int, base_dil: int, win_dil: int,
+                what: str) -> Dim:
+    """Output length of a strided, padded, dilated window: ``(D + lo + hi - W)//s + 1``."""
+    dd = (d - 1) * base_dil + 1 if dim_ge(d, 1) else 0  # symbols are >= 1
+    ww = (w - 1) * win_dil + 1
+    size = dd + lo + hi - ww
+    if dim_ge(size, 0) is False:
+        raise OpTypeError(f"{what}: window {w} (dilated {ww}) is larger than the padded input "
+                          f"{dd}+{lo}+{hi}")
+    require(stride >= 1, f"{what}: stride {stride} must be positive")
+    return size // stride + 1

@@ -8,7 +8,7 @@ are passed to the node as extra operands, so a region sees only its inputs and p
 from __future__ import annotations
 
 from ..registry import AttrSpec, OpTypeError, define_op
-from ..types import TensorType
+from ..types import TensorType, dims_equal
 from ._rules import require
 
 
@@ -78,7 +78,7 @@ def _scan(types, attrs, regions=()):
     require(len(regions) == 1, f"scan needs one region (the body), has {len(regions)}")
     xs = types[nc:nc + nx]
     for x in xs:
-        require(x.rank >= 1 and (isinstance(x.shape[0], str) or x.shape[0] == length),
+        require(x.rank >= 1 and (not isinstance(x.shape[0], int) or dims_equal(x.shape[0], length)),
                 f"scan: scanned operand {x} must have leading dim {length}")
     body_in = list(types[:nc]) + [x.with_shape(x.shape[1:]) for x in xs] + list(types[nc + nx:])
     outs = _check_region("scan", regions[0], body_in, what="body")
@@ -90,7 +90,7 @@ def _scan(types, attrs, regions=()):
 
 define_op("scan", _scan, arity=(0, None), traits=["region", "region_typed"],
           attrs=[AttrSpec("num_carry", "int"), AttrSpec("num_xs", "int"),
-                 AttrSpec("length", "int", doc="iterations (the scanned operands' leading dim)"),
+                 AttrSpec("length", "dim", doc="iterations (the scanned operands' leading dim)"),
                  AttrSpec("reverse", "bool", False, "iterate from the last slice to the first")],
           doc="lax.scan: operands are carry, scanned xs, invariants; the body maps (carry, x "
               "slices, invariants) to (carry, y slices); gives final carry and stacked ys.")

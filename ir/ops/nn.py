@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..registry import AttrSpec, define_op
 from ..types import TensorType, dims_equal, eval_dim
-from ._rules import norm_axis, require, same_dtype
+from ._rules import norm_axis, require, same_dtype, window_size
 
 
 def _dot_general(types, attrs):
@@ -63,8 +63,9 @@ def _conv(types, attrs):
             f"conv: strides/padding/dilations need {nsp} entries")
     n, c = lhs.shape[lspec.index("N")], lhs.shape[lspec.index("C")]
     o, i = rhs.shape[rspec.index("O")], rhs.shape[rspec.index("I")]
-    if isinstance(c, int) and isinstance(i, int):
-        require(c == i * groups, f"conv: input channels {c} != kernel in-channels {i} x groups {groups}")
+    # A symbolic channel count that may equal the kernel's is checked when shapes are known.
+    require(not isinstance(c - i * groups, int) or c == i * groups,
+            f"conv: input channels {c} != kernel in-channels {i} x groups {groups}")
     if isinstance(o, int):
         require(o % (groups * bgroups) == 0, f"conv: out channels {o} not divisible by groups")
     require(sorted(c for c in lspec if c not in 'NC') == sorted(c for c in rspec if c not in 'OI')
@@ -74,14 +75,10 @@ def _conv(types, attrs):
     out_sp = []
     for k in range(nsp):
         x, w = lhs.shape[lsp[k]], rhs.shape[rsp[k]]
-        require(isinstance(x, int) and isinstance(w, int), "conv: spatial dims must be static")
-        xd = (x - 1) * ldil[k] + 1 if x > 0 else 0
-        wd = (w - 1) * rdil[k] + 1
-        size = xd + padding[k][0] + padding[k][1] - wd
-        require(size >= 0, f"conv: window {w} (dilated {wd}) larger than padded input {xd} in "
-                           f"spatial dim {k}")
-        out_sp.append(size // strides[k] + 1)
-    dims = {"N": n if bgroups == 1 else (n // bgroups if isinstance(n, int) else n), "C": o}
+        require(isinstance(w, int), f"conv: kernel spatial dims must be static, got {rhs}")
+        out_sp.append(window_size(x, w, strides[k], padding[k][0], padding[k][1], ldil[k], rdil[k],
+                                  f"conv (spatial dim {k} of {lhs})"))
+    dims = {"N": n if bgroups == 1 else n // bgroups, "C": o}
     out = [None] * lhs.rank
     out[ospec.index("N")], out[ospec.index("C")] = dims["N"], dims["C"]
     for pos, size in zip(conv_spatial(ospec, rspec), out_sp):
@@ -119,16 +116,8 @@ def _reduce_window(types, attrs):
             f"reduce_window: window config needs {x.rank} entries for {x}")
     require(attrs["kind"] in ("max", "min", "sum", "prod"), f"reduce_window: unknown kind {attrs['kind']!r}")
     out = []
-    for d, w, s, (lo, hi), bd, wd in zip(x.shape, win, strides, padding, bdil, wdil):
-        if isinstance(d, str):
-            require(w == s == 1 and lo == hi == 0, "reduce_window: symbolic dim must have a unit window")
-            out.append(d)
-            continue
-        dd = (d - 1) * bd + 1 if d > 0 else 0
-        ww = (w - 1) * wd + 1
-        size = dd + lo + hi - ww
-        require(size >= 0, f"reduce_window: window larger than input in {x}")
-        out.append(size // s + 1)
+    for k, (d, w, s, (lo, hi), bd, wd) in enumerate(zip(x.shape, win, strides, padding, bdil, wdil)):
+        out.append(window_size(d, w, s, lo, hi, bd, wd, f"reduce_window (dim {k} of {x})"))
     return [x.with_shape(out)]
 
 

@@ -5,6 +5,7 @@ import functools
 import math
 
 from ..registry import AttrSpec, define_op
+from ..dims import dim_ge
 from ..types import FLOAT_DTYPES, TensorType, is_int
 from ._rules import norm_axes, norm_axis, require
 
@@ -90,7 +91,7 @@ def _top_k(types, attrs):
     (x,) = types
     k = attrs["k"]
     axis = norm_axis(attrs.get("axis", -1), x.rank)
-    require(isinstance(x.shape[axis], str) or 0 <= k <= x.shape[axis],
+    require(k >= 0 and dim_ge(x.shape[axis], k) is not False,
             f"top_k: k={k} exceeds dim {x.shape[axis]} of {x}")
     shape = list(x.shape)
     shape[axis] = k

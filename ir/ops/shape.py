@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 from ..registry import AttrSpec, define_op
+from ..dims import dim_ge, dim_max
 from ..types import TensorType, dims_equal, shape_numel
-from ._rules import norm_axes, norm_axis, require, same_dtype
+from ._rules import dim_of, norm_axes, norm_axis, require, require_ge, same_dtype
 
 SHAPE = ["shape"]
 
 
 def _reshape(types, attrs):
-    (x,), shape = types, attrs["shape"]
-    require(all(isinstance(d, str) or d >= 0 for d in shape),
-            f"reshape: target shape {shape} has a negative dim (resolve -1 before building IR)")
-    if x.is_static and all(isinstance(d, int) for d in shape):
-        require(x.numel() == TensorType(shape, x.dtype).numel(),
-                f"reshape: cannot reshape {x} ({x.numel()} elements) to {list(shape)}")
-    else:
-        require(dims_equal(shape_numel(x.shape), shape_numel(shape)),
-                f"reshape: cannot reshape {x} to {list(shape)}: element counts differ")
+    (x,), shape = types, tuple(dim_of(d) for d in attrs["shape"])
+    require(all(not isinstance(d, int) or d >= 0 for d in shape),
+            f"reshape: target shape {list(attrs['shape'])} has a negative dim (resolve -1 before "
+            "building IR)")
+    have, want = shape_numel(x.shape), shape_numel(shape)
+    require(dims_equal(have, want),
+            f"reshape: cannot reshape {x} ({have} elements) to [{','.join(map(str, shape))}] "
+            f"({want} elements)")
     return [x.with_shape(shape)]
 
 
@@ -60,12 +60,13 @@ def _slice(types, attrs):
             f"slice: start/limit/strides must each have {x.rank} entries for {x}")
     out = []
     for i, (s, l, st, d) in enumerate(zip(start, limit, strides, x.shape)):
-        if isinstance(d, str) and s == 0 and l == d and st == 1:
-            out.append(d)
-            continue
-        require(isinstance(l, int) and st >= 1 and 0 <= s <= l and (isinstance(d, str) or l <= d),
-                f"slice: dimension {i}: [{s}:{l}:{st}] is not within 0..{d}")
-        out.append(max(0, -(-(l - s) // st)))
+        s, l = dim_of(s), dim_of(l)
+        require(isinstance(st, int) and st >= 1, f"slice: dimension {i}: stride {st} must be positive")
+        what = f"slice: dimension {i}: [{s}:{l}:{st}] is not within 0..{d}"
+        require_ge(s, 0, what)
+        require_ge(l, s, what)
+        require_ge(d, l, what)
+        out.append((l - s + st - 1) // st)
     return [x.with_shape(out)]
 
 
@@ -79,6 +80,10 @@ def _dynamic_slice(types, attrs):
     sizes = attrs["sizes"]
     require(len(starts) == x.rank == len(sizes),
             f"dynamic_slice: need {x.rank} start indices and sizes for {x}")
+    for i, (n, d) in enumerate(zip(sizes, x.shape)):
+        n = dim_of(n)
+        require(dim_ge(n, 0) is not False and dim_ge(d, n) is not False,
+                f"dynamic_slice: size {n} of dimension {i} does not fit in {d} ({x})")
     return [x.with_shape(sizes)]
 
 
@@ -110,8 +115,7 @@ def _concatenate(types, attrs):
             if i != axis:
                 require(dims_equal(t.shape[i], types[0].shape[i]),
                         f"concatenate: dim {i} differs ({', '.join(map(str, types))})")
-        d = t.shape[axis]
-        total = d + total if isinstance(d, int) and isinstance(total, int) else f"{total}+{d}"
+        total = total + t.shape[axis]
     shape = list(types[0].shape)
     shape[axis] = total
     return [TensorType(tuple(shape), dtype)]
@@ -129,14 +133,12 @@ def _pad(types, attrs):
     same_dtype([x, pv], "pad")
     require(len(lo) == len(hi) == len(interior) == x.rank, f"pad: need {x.rank} entries per config")
     out = []
-    for d, l, h, i in zip(x.shape, lo, hi, interior):
-        if isinstance(d, str):
-            require(l == h == i == 0, "pad: cannot pad a symbolic dimension")
-            out.append(d)
-        else:
-            n = l + h + d + max(d - 1, 0) * i
-            require(n >= 0, f"pad: negative size in {x} with low={lo} high={hi}")
-            out.append(n)
+    for k, (d, l, h, i) in enumerate(zip(x.shape, lo, hi, interior)):
+        require(i >= 0, f"pad: negative interior padding {i} in dimension {k}")
+        n = l + h + d + dim_max(d - 1, 0) * i
+        require(dim_ge(n, 0) is not False, f"pad: dimension {k} of {x} becomes negative "
+                                           f"({n}) with low={lo} high={hi}")
+        out.append(n)
     return [x.with_shape(out)]
 
 

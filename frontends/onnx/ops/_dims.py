@@ -6,7 +6,8 @@ import weakref
 
 import numpy as np
 
-from ....ir.types import dim_mul, is_int, shape_numel
+from ....ir.dims import DimError, DimExpr, exact_div
+from ....ir.types import is_int, shape_numel
 
 INT_MAX = 2**63 - 1
 
@@ -19,7 +20,7 @@ def known_ints(ctx, v, what: str) -> tuple[int, ...]:
 
 def static_dim(ctx, d, what: str) -> int:
     if not isinstance(d, int):
-        ctx.unsupported(f"{what} must be static, got symbolic dim {d!r}")
+        ctx.unsupported(f"{what} must be static, got symbolic dim '{d}'")
     return d
 
 
@@ -28,8 +29,7 @@ def static_dim(ctx, d, what: str) -> int:
 # Shape(x). Those values are not known, but they are known *symbolically*: following the IR
 # that computed them (shape_of, slices, gathers, concats, dim arithmetic) gives dims such as
 # ("batch", 64), which keeps the graph shape-polymorphic instead of asking for input values.
-_DIM_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "//"}
-
+_DIM_OPS = ("add", "sub", "mul", "div")
 
 _INDEX: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # scope -> value name -> node pos
 
@@ -54,13 +54,40 @@ def _producer(ctx, v):
 
 
 def _dim_arith(op: str, a, b):
-    if isinstance(a, int) and isinstance(b, int):
-        return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b if b else None}[op]
+    """Integer arithmetic on dims as ONNX computes it on shape tensors (None: not a dim)."""
+    if not isinstance(a, (int, DimExpr)) or not isinstance(b, (int, DimExpr)):
+        return None
+    if op == "add":
+        return a + b
+    if op == "sub":
+        return a - b
     if op == "mul":
-        return dim_mul(a, b)
-    if (op in ("add", "sub") and b == 0) or (op == "div" and b == 1):
-        return a
-    return f"({a}){_DIM_OPS[op]}({b})"
+        return a * b
+    if isinstance(b, int) and b <= 0:
+        return None  # only sizes divided by positive numbers are followed
+    try:  # sizes are >= 0, so ONNX's truncating division is a floor division
+        return a // b if isinstance(b, int) else exact_div(a, b)
+    except DimError:
+        return None
+
+
+def dim_count(ctx, x, axes, like):
+    """The number of elements of ``x`` over ``axes`` as a scalar of ``like``'s dtype, counted
+    at run time when a dim is symbolic (a Python product of symbolic dims is not a number)."""
+    static, parts = 1, []
+    for a in axes:
+        d = x.shape[a]
+        if isinstance(d, int):
+            static *= d
+        else:
+            parts.append(ctx.op("shape_of", x, start=a, end=a + 1, dtype="i64"))
+    if not parts:
+        return ctx.scalar(static, like)
+    n = parts[0]
+    for p in parts[1:]:
+        n = ctx.op("mul", n, p)
+    n = ctx.convert(ctx.reshape(n, ()), like if isinstance(like, str) else like.dtype)
+    return n if static == 1 else ctx.op("mul", n, ctx.scalar(static, n))
 
 
 def shape_dims(ctx, v, depth: int = 0):
@@ -88,6 +115,8 @@ def shape_dims(ctx, v, depth: int = 0):
     if n.op == "concatenate":
         return [d for i in ins for d in i]
     if n.op == "slice" and v.type.rank == 1:
+        if not all(isinstance(b[0], int) for b in (a["start"], a["limit"])):
+            return None
         return ins[0][a["start"][0]:a["limit"][0]:(a.get("strides") or (1,))[0]]
     if n.op == "take" and n.inputs[0].type.rank == 1:
         return [ins[0][i] for i in ins[1]]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import itertools
 import math
 
+from ....ir.types import shape_numel
 from ..registry import onnx_op
+from ._dims import dim_count
 from ._util import broadcast_shapes, is_float, norm_axis
 
 
@@ -78,9 +80,14 @@ def conv_padding(ctx, sizes, kernel, strides, dilations):
     nsp = len(kernel)
     auto_pad = ctx.attr("auto_pad", "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        if not all(isinstance(x, int) for x in sizes):
-            ctx.unsupported("auto_pad SAME needs static spatial sizes")
-        return _same_pads(auto_pad, sizes, kernel, strides, dilations)
+        # With stride 1 the total padding is the dilated kernel less one, whatever the size.
+        if not all(isinstance(x, int) or s == 1 for x, s in zip(sizes, strides)):
+            ctx.unsupported(f"auto_pad {auto_pad} with strides {list(strides)} over symbolic "
+                            f"spatial sizes {[str(x) for x in sizes]} (padding would depend on "
+                            "the size)")
+        return _same_pads(auto_pad, [x if isinstance(x, int) else (k - 1) * d + 1
+                                     for x, k, d in zip(sizes, kernel, dilations)],
+                          kernel, strides, dilations)
     if auto_pad == "VALID":
         return [(0, 0)] * nsp
     pads = ctx.attr("pads", (0,) * (2 * nsp))
@@ -158,10 +165,11 @@ def _pool_geometry(ctx, x):
     strides = ctx.attr("strides", (1,) * nsp)
     dilations = ctx.attr("dilations", (1,) * nsp)
     sizes = x.shape[2:]
-    if not all(isinstance(s, int) for s in sizes):
-        ctx.unsupported("pooling needs static spatial sizes")
     padding = conv_padding(ctx, sizes, kernel, strides, dilations)
-    if ctx.attr("ceil_mode", 0):
+    if ctx.attr("ceil_mode", 0) and not all(isinstance(n, int) or s == 1 for n, s in zip(sizes, strides)):
+        ctx.unsupported(f"ceil_mode pooling with strides {list(strides)} over symbolic spatial "
+                        f"sizes {[str(n) for n in sizes]} (the extra padding depends on the size)")
+    if ctx.attr("ceil_mode", 0) and all(isinstance(n, int) for n in sizes):
         padding = list(padding)
         for i, (n, k, s, d) in enumerate(zip(sizes, kernel, strides, dilations)):
             lo, hi = padding[i]
@@ -262,11 +270,8 @@ def _spatial_axes(x):
 @onnx_op("GlobalAveragePool")
 def _global_avg_pool(ctx, x):
     axes = _spatial_axes(x)
-    n = math.prod(x.shape[a] for a in axes) if all(isinstance(x.shape[a], int) for a in axes) else None
-    if n is None:
-        ctx.unsupported("GlobalAveragePool needs static spatial sizes")
     s = ctx.op("reduce_sum", x, axes=axes, keepdims=True)
-    return ctx.op("div", s, ctx.scalar(n, x))
+    return ctx.op("div", s, dim_count(ctx, x, axes, x))
 
 
 @onnx_op("GlobalMaxPool")
@@ -284,9 +289,8 @@ def _global_lp_pool(ctx, x):
 
 # --- normalization ------------------------------------------------------------------------
 def _mean(ctx, x, axes, keepdims=True):
-    n = math.prod(x.shape[a] for a in axes)
     return ctx.op("div", ctx.op("reduce_sum", x, axes=tuple(axes), keepdims=keepdims),
-                  ctx.scalar(n, x))
+                  dim_count(ctx, x, axes, x))
 
 
 def _channel(ctx, v, rank, dtype):
@@ -358,9 +362,9 @@ def _layer_norm(ctx, x, scale, bias=None):
 def _group_norm(ctx, x, scale, bias):
     groups, eps = ctx.attr("num_groups"), ctx.attr("epsilon", 1e-5)
     n, c = x.shape[0], x.shape[1]
-    if not all(isinstance(d, int) for d in x.shape[1:]):
-        ctx.unsupported("GroupNormalization needs static non-batch dims")
-    rest = math.prod(x.shape[2:])
+    if not isinstance(c, int):
+        ctx.unsupported(f"GroupNormalization needs a static channel count, got {c}")
+    rest = shape_numel(x.shape[2:])
     dtype = "f32" if x.dtype in ("f16", "bf16") and ctx.attr("stash_type", 1) == 1 else x.dtype
     g = ctx.reshape(ctx.convert(x, dtype), (n, groups, (c // groups) * rest))
     mean = _mean(ctx, g, (2,))
@@ -386,9 +390,7 @@ def _coerced_2d(ctx, x, fn):
     if axis == rank - 1:
         return fn(x, rank - 1)
     shape = x.shape
-    inner = math.prod(shape[axis:]) if all(isinstance(d, int) for d in shape[axis:]) else None
-    if inner is None:
-        ctx.unsupported("softmax over several dynamic dims")
+    inner = shape_numel(shape[axis:])
     outer = shape[:axis]
     flat = ctx.reshape(x, tuple(outer) + (inner,))
     return ctx.reshape(fn(flat, len(outer)), shape)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ....ir.types import is_float
+from ....ir.types import is_float, shape_numel
 from ..registry import onnx_op
+from ._dims import dim_count
 from ._util import norm_axis
 
 
@@ -27,11 +28,7 @@ def reduce_axes(ctx, x, axes_input=None, *, axes_from_input: bool) -> tuple[int,
 
 def element_count(ctx, x, axes, like):
     """The number of elements reduced over ``axes`` as a scalar of ``like``'s dtype."""
-    dims = [x.shape[a] for a in axes]
-    if all(isinstance(d, int) for d in dims):
-        return ctx.scalar(int(np.prod(dims, dtype=np.int64)), like)
-    ones = ctx.op("constant", value=1, dtype=like.dtype, shape=tuple(x.shape))
-    return ctx.op("reduce_sum", ones, axes=axes, keepdims=False)
+    return dim_count(ctx, x, axes, like)
 
 
 def _sum(ctx, x, axes, keepdims):
@@ -162,10 +159,7 @@ def one_hot_max(ctx, x, axis: int):
 def coerce_2d(ctx, x, axis: int, fn):
     """``fn`` applied on ``x`` flattened to 2-D at ``axis`` (opset < 13 softmax family)."""
     shape = tuple(x.shape)
-    if any(isinstance(d, str) for d in shape):
-        ctx.unsupported("opset < 13 semantics need static dims to flatten the input to 2-D")
-    rows = int(np.prod(shape[:axis], dtype=np.int64))
-    y = fn(ctx.reshape(x, (rows, int(np.prod(shape[axis:], dtype=np.int64)))), 1)
+    y = fn(ctx.reshape(x, (shape_numel(shape[:axis]), shape_numel(shape[axis:]))), 1)
     return ctx.reshape(y, shape)
 
 

@@ -10,13 +10,14 @@ coefficients (antialiased or not), exclude_outside, edge clamping.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
 from ....ir import numpy_dtype
-from ....ir.types import is_float
+from ....ir.types import dims_equal, is_float
 from ..registry import onnx_op
-from ._dims import static_dim
+from ._dims import dim_count, shape_dims
 from ._util import norm_axis
 
 
@@ -130,6 +131,8 @@ def axis_weights(n_in: int, n_out: int, scale: float, coeffs, mode: str, roi=Non
 def resize_plan(in_shape, axes, scales=None, sizes=None, roi=None, policy: str = "stretch"):
     """[(axis, n_in, n_out, scale, (roi start, roi end))] for the axes resized."""
     k = len(axes)
+    if any(not isinstance(in_shape[a], int) for a in axes):
+        return _symbolic_plan(in_shape, axes, scales, sizes, roi)
     if sizes is not None:
         sizes = [int(s) for s in sizes]
         scales = [sizes[i] / in_shape[a] for i, a in enumerate(axes)]
@@ -150,9 +153,89 @@ def resize_plan(in_shape, axes, scales=None, sizes=None, roi=None, policy: str =
     return plan
 
 
+def _scaled_dim(d, scale: float):
+    """floor(d * scale) for a symbolic d: the scale as the simplest fraction equal in float32."""
+    f = Fraction(float(scale)).limit_denominator(1024)
+    if np.float32(float(f)) != np.float32(scale):
+        f = Fraction(float(scale))
+    return (d * f.numerator) // f.denominator
+
+
+def _symbolic_plan(in_shape, axes, scales, sizes, roi):
+    if sizes is not None or roi is not None:
+        raise ValueError(f"Resize of symbolic dims {[str(in_shape[a]) for a in axes]} needs "
+                         "scales (sizes and roi give a run-time scale)")
+    plan = []
+    for a, sc in zip(axes, scales):
+        sc = float(sc)
+        if math.isclose(sc, 1.0):
+            continue
+        n_in = in_shape[a]
+        plan.append((a, n_in, _scaled_dim(n_in, sc) if not isinstance(n_in, int) else int(sc * n_in),
+                     sc, (0.0, 1.0)))
+    return plan
+
+
+def _symbolic_axis(ctx, x, a, n_out, scale, mode, nearest_mode, ctm):
+    """Resize one symbolic axis: source coordinates from iota at run time, then a take
+    (nearest) or a two-tap blend (linear), edges clamped as the reference does."""
+    n_in = x.shape[a]
+    y = ctx.op("iota", dtype="f32", shape=(n_out,), axis=0)
+    half = ctx.scalar(0.5, "f32")
+    n = dim_count(ctx, x, [a], "f32")
+    last = ctx.op("sub", n, ctx.scalar(1.0, "f32"))
+    if isinstance(scale, tuple):  # ("sizes", the sizes value, entry): scale = size / n_in
+        _, sizes, i = scale
+        width = ctx.convert(ctx.reshape(ctx.op("slice", sizes, start=(i,), limit=(i + 1,)), ()), "f32")
+        inv = ctx.op("div", n, width)
+    else:
+        width = ctx.op("mul", n, ctx.scalar(scale, "f32"))
+        inv = ctx.scalar(1.0 / scale, "f32")
+    if ctm == "asymmetric":
+        src = ctx.op("mul", y, inv)
+    elif ctm == "tf_half_pixel_for_nn":
+        src = ctx.op("mul", ctx.op("add", y, half), inv)
+    elif ctm == "half_pixel":
+        src = ctx.op("sub", ctx.op("mul", ctx.op("add", y, half), inv), half)
+    elif ctm == "align_corners":
+        den = ctx.op("max", ctx.op("sub", width, ctx.scalar(1.0, "f32")), ctx.scalar(1e-30, "f32"))
+        src = ctx.op("div", ctx.op("mul", y, last), den)
+    else:
+        ctx.unsupported(f"coordinate_transformation_mode {ctm!r} over symbolic dim {n_in}")
+
+    def clamp_index(v):
+        v = ctx.op("min", ctx.op("max", v, ctx.scalar(0.0, "f32")), last)
+        return ctx.convert(v, "i32")
+    if mode == "nearest":
+        rounded = {"round_prefer_floor": lambda v: ctx.op("ceil", ctx.op("sub", v, half)),
+                   "round_prefer_ceil": lambda v: ctx.op("floor", ctx.op("add", v, half)),
+                   "floor": lambda v: ctx.op("floor", v),
+                   "ceil": lambda v: ctx.op("ceil", v)}[nearest_mode](src)
+        return ctx.op("take", x, clamp_index(rounded), axis=a)
+    if mode not in ("linear", "bilinear", "trilinear") or not is_float(x.dtype):
+        ctx.unsupported(f"Resize mode {mode!r} of {x.type} over symbolic dim {n_in} (nearest, "
+                        "and linear of floats, are supported)")
+    base = ctx.op("floor", src)
+    r = ctx.convert(ctx.op("sub", src, base), x.dtype)
+    left = ctx.op("take", x, clamp_index(base), axis=a)
+    right = ctx.op("take", x, clamp_index(ctx.op("add", base, ctx.scalar(1.0, "f32"))), axis=a)
+    shape = [1] * x.type.rank
+    shape[a] = n_out
+    r = ctx.reshape(r, tuple(shape))
+    return ctx.op("add", left, ctx.op("mul", ctx.op("sub", right, left), r))
+
+
 def emit_resize(ctx, x, plan, mode: str, coeffs, ctm: str, exclude_outside=False,
-                extrapolation=0.0):
+                extrapolation=0.0, nearest_mode: str = "round_prefer_floor"):
     """The IR of a planned resize: takes for nearest, dot_generals for the rest."""
+    symbolic = [p for p in plan if not isinstance(p[1], int) or not isinstance(p[2], int)
+                 or isinstance(p[3], tuple)]
+    if symbolic:
+        if exclude_outside and mode != "nearest":
+            ctx.unsupported("exclude_outside over a symbolic dim")
+        for a, _, n_out, scale, _ in symbolic:
+            x = _symbolic_axis(ctx, x, a, n_out, scale, mode, nearest_mode, ctm)
+        plan = [p for p in plan if p not in symbolic]
     if not plan:
         return x
     masks = []
@@ -228,6 +311,11 @@ def _resize(ctx, x, roi=None, scales=None, sizes=None):
     axes = ctx.attr("axes", None)
     axes = list(range(rank)) if axes is None else [norm_axis(a, rank) for a in axes]
     scales = _known_floats(ctx, scales, "Resize's scales")
+    size_dims = None
+    if sizes is not None and scales is None and ctx.known(sizes) is None:
+        size_dims = shape_dims(ctx, sizes)  # sizes read off other tensors' shapes: follow them
+    if size_dims is not None:
+        return _resize_to_dims(ctx, x, axes, sizes, size_dims)
     sizes = _known_floats(ctx, sizes, "Resize's sizes")
     if (scales is None) == (sizes is None):
         ctx.unsupported("exactly one of scales and sizes must be given")
@@ -238,28 +326,53 @@ def _resize(ctx, x, roi=None, scales=None, sizes=None):
     if ctm == "tf_crop_and_resize" and (roi_v is None or len(roi_v) != 2 * len(axes)):
         ctx.unsupported(f"tf_crop_and_resize needs a roi of {2 * len(axes)} values")
     shape = list(x.shape)
-    for a in axes:
-        static_dim(ctx, shape[a], "a resized dim")
-    plan = resize_plan(shape, axes, scales, sizes, roi_v, ctx.attr("keep_aspect_ratio_policy", "stretch"))
     mode = ctx.attr("mode", "nearest")
-    coeffs = _coeffs(ctx, mode, ctx.attr("nearest_mode", "round_prefer_floor"),
-                     bool(ctx.attr("antialias", 0)) and mode != "nearest")
+    antialias = bool(ctx.attr("antialias", 0)) and mode != "nearest"
     try:
-        return emit_resize(ctx, x, plan, mode, coeffs, ctm, bool(ctx.attr("exclude_outside", 0)),
-                           ctx.attr("extrapolation_value", 0.0))
+        plan = resize_plan(shape, axes, scales, sizes, roi_v,
+                           ctx.attr("keep_aspect_ratio_policy", "stretch"))
     except ValueError as e:
         ctx.unsupported(str(e))
+    if antialias and any(not isinstance(p[1], int) for p in plan):
+        ctx.unsupported("antialiased Resize over a symbolic dim")
+    nearest_mode = ctx.attr("nearest_mode", "round_prefer_floor")
+    coeffs = _coeffs(ctx, mode, nearest_mode, antialias)
+    try:
+        return emit_resize(ctx, x, plan, mode, coeffs, ctm, bool(ctx.attr("exclude_outside", 0)),
+                           ctx.attr("extrapolation_value", 0.0), nearest_mode)
+    except ValueError as e:
+        ctx.unsupported(str(e))
+
+
+def _resize_to_dims(ctx, x, axes, sizes, dims):
+    """Resize to sizes known only symbolically (``Shape(y)[2:]``): each axis maps with the
+    run-time scale sizes[i] / n_in."""
+    if len(dims) != len(axes):
+        ctx.unsupported(f"sizes need {len(axes)} entries (one per axis)")
+    ctm = ctx.attr("coordinate_transformation_mode", "half_pixel")
+    if ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch" or ctm == "tf_crop_and_resize":
+        ctx.unsupported("symbolic sizes with keep_aspect_ratio_policy or tf_crop_and_resize")
+    if ctx.attr("antialias", 0) and ctx.attr("mode", "nearest") != "nearest":
+        ctx.unsupported("antialiased Resize to symbolic sizes")
+    plan = [(a, x.shape[a], d, ("sizes", sizes, i), (0.0, 1.0))
+            for i, (a, d) in enumerate(zip(axes, dims)) if not dims_equal(d, x.shape[a])]
+    mode = ctx.attr("mode", "nearest")
+    nearest_mode = ctx.attr("nearest_mode", "round_prefer_floor")
+    return emit_resize(ctx, x, plan, mode, None, ctm, bool(ctx.attr("exclude_outside", 0)),
+                       nearest_mode=nearest_mode)
 
 
 def _legacy(ctx, x, scales):
     """Resize-10 and Upsample: scales only, asymmetric coordinates, floor for nearest."""
     if len(scales) != x.type.rank:
         ctx.unsupported(f"scales {list(scales)} need one entry per dim of {x.type}")
-    shape = [static_dim(ctx, d, "a resized dim") for d in x.shape]
-    plan = resize_plan(shape, list(range(len(shape))), scales)
+    try:
+        plan = resize_plan(list(x.shape), list(range(x.type.rank)), scales)
+    except ValueError as e:
+        ctx.unsupported(str(e))
     mode = ctx.attr("mode", "nearest")
     return emit_resize(ctx, x, plan, "nearest" if mode == "nearest" else "linear",
-                       _coeffs(ctx, mode, "floor", False), "asymmetric")
+                       _coeffs(ctx, mode, "floor", False), "asymmetric", nearest_mode="floor")
 
 
 @onnx_op("Resize", since=10)

@@ -121,12 +121,10 @@ def recurrent(ctx, spec: _Spec, x, w, r, b=None, seq_lens=None, h0=None, c0=None
         h0 = None if h0 is None else ctx.op("transpose", h0, permutation=(1, 0, 2))
         c0 = None if c0 is None else ctx.op("transpose", c0, permutation=(1, 0, 2))
     steps, batch, _ = x.shape
-    if not isinstance(steps, int):
-        ctx.unsupported("the sequence length must be static")
     clip = ctx.attr("clip", None)
     mask = None
     known_lens = ctx.known(seq_lens)
-    if known_lens is not None and (known_lens == steps).all():
+    if known_lens is not None and isinstance(steps, int) and (known_lens == steps).all():
         seq_lens = None  # every row runs the whole sequence
     if seq_lens is not None:  # [T, B, 1]: step t is inside row b's sequence
         t = ctx.op("iota", dtype="i32", shape=(steps, batch), axis=0)

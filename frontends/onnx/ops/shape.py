@@ -7,9 +7,10 @@ import math
 import numpy as np
 
 from ....ir import dtype_name
+from ....ir.dims import DimExpr, dim_ge, dim_max, dim_min, exact_div
 from ....ir.types import dim_mul, dims_equal, is_int, shape_numel
 from ..registry import onnx_op
-from ._dims import INT_MAX, known_ints, shape_dims, static_dim, target_dims
+from ._dims import INT_MAX, dim_count, known_ints, shape_dims, static_dim, target_dims
 from ._util import broadcast_shapes, norm_axis
 
 
@@ -32,35 +33,32 @@ def axes_of(ctx, v, since: int, rank: int, what: str = "axes"):
 
 # --- reshapes -----------------------------------------------------------------------------------
 def _infer_minus_one(ctx, in_shape, out):
-    """The dim standing for -1: numel(in) / product of the others (symbols cancelled)."""
-    rest = list(in_shape)
-    den = 1
+    """The dim standing for -1: numel(in) / product of the others, when provably exact."""
+    rest, pending = list(in_shape), []
     for d in out:
-        if d == -1:
+        if isinstance(d, int) and d == -1:
             continue
-        if isinstance(d, str):
-            match = next((i for i, r in enumerate(rest) if isinstance(r, str) and dims_equal(r, d)), None)
-            if match is None:
-                ctx.unsupported(f"cannot infer -1 in Reshape to {out} from input shape {in_shape}")
+        match = next((i for i, r in enumerate(rest) if not isinstance(r, int) and dims_equal(r, d)), None)
+        if match is not None:  # cancel equal symbolic factors first: N*H*W / (N*H) is W
             rest.pop(match)
         else:
-            den *= d
-    num = math.prod(d for d in rest if isinstance(d, int))
-    syms = [d for d in rest if isinstance(d, str)]
-    if den == 0:
-        ctx.unsupported(f"Reshape to {out}: -1 is ambiguous next to a 0-sized dim")
-    if num % den == 0:
-        return shape_numel(syms + [num // den])
-    if not syms:
-        ctx.unsupported(f"Reshape: input shape {in_shape} does not fit {out}")
-    return f"({shape_numel(syms + [num])})//{den}"
+            pending.append(d)
+    num, den = shape_numel(rest), shape_numel(pending)
+    if isinstance(den, int) and den == 0:
+        ctx.unsupported(f"Reshape to {list(out)}: -1 is ambiguous next to a 0-sized dim")
+    q = exact_div(num, den)
+    if q is None:
+        ctx.unsupported(f"Reshape: cannot infer -1 in {list(map(str, out))} from input shape "
+                        f"[{','.join(map(str, in_shape))}]: {num} elements are not provably a "
+                        f"multiple of {den}")
+    return q
 
 
 def reshape_dims(ctx, x, shape, allowzero: bool = False):
     """ONNX Reshape's target: 0 copies the input dim (unless allowzero), -1 is inferred."""
     out = []
     for i, d in enumerate(shape):
-        if isinstance(d, str):
+        if isinstance(d, DimExpr):
             out.append(d)
         elif d == 0 and not allowzero:
             if i >= x.type.rank:
@@ -70,10 +68,11 @@ def reshape_dims(ctx, x, shape, allowzero: bool = False):
             ctx.unsupported(f"Reshape: invalid dim {d} in target shape {list(shape)}")
         else:
             out.append(d)
-    if out.count(-1) > 1:
+    minus = [i for i, d in enumerate(out) if isinstance(d, int) and d == -1]
+    if len(minus) > 1:
         ctx.unsupported(f"Reshape: more than one -1 in target shape {list(shape)}")
-    if -1 in out:
-        out[out.index(-1)] = _infer_minus_one(ctx, x.shape, out)
+    if minus:
+        out[minus[0]] = _infer_minus_one(ctx, x.shape, out)
     return tuple(out)
 
 
@@ -208,10 +207,11 @@ def slice_value(ctx, x, starts, ends, axes=None, steps=None):
         if st == 0:
             ctx.unsupported("Slice step cannot be 0")
         d = x.shape[a]
-        if isinstance(d, str):
-            if (s == 0 or (st == 1 and s <= -INT_MAX)) and st == 1 and e >= INT_MAX // 2:
-                continue  # the whole symbolic dim
-            ctx.unsupported(f"Slice of symbolic dim {d!r} with bounds [{s}:{e}:{st}]")
+        if not isinstance(d, int) or not isinstance(e, int) or not isinstance(s, int):
+            lo[a], hi[a], stride[a], flip = _symbolic_bounds(ctx, d, s, e, st)
+            if flip:
+                flips.append(a)
+            continue
         first, stop, step = slice(s, e, st).indices(d)
         n = len(range(first, stop, step))
         if step < 0:  # read the reversed axis forwards
@@ -229,6 +229,30 @@ def slice_value(ctx, x, starts, ends, axes=None, steps=None):
                   strides=None if stride == [1] * rank else tuple(stride))
 
 
+def _clamp(ctx, b, d, what):
+    """An ONNX slice bound (negative counts from the end) clamped into [0, d]."""
+    if isinstance(b, int) and b >= INT_MAX // 2:
+        return d
+    if isinstance(b, int) and b < 0:
+        return 0 if b <= -INT_MAX // 2 else dim_max(d + b, 0)
+    if dim_ge(b, 0) is not True:
+        ctx.unsupported(f"Slice {what} {b} of symbolic dim {d} may be negative")
+    return dim_min(b, d)
+
+
+def _symbolic_bounds(ctx, d, s, e, st):
+    """(start, limit, stride, reversed) of a slice of a symbolic dim, clamped symbolically."""
+    if st < 0:
+        whole = (isinstance(s, int) and (s == -1 or s >= INT_MAX // 2)
+                 and isinstance(e, int) and e <= -INT_MAX // 2)
+        if not whole:
+            ctx.unsupported(f"Slice of symbolic dim {d} with bounds [{s}:{e}:{st}] (a negative step "
+                            "is supported over the whole dim)")
+        return 0, d, -st, True
+    first = _clamp(ctx, s, d, "start")
+    return first, dim_max(_clamp(ctx, e, d, "end"), first), st, False
+
+
 @onnx_op("Slice")
 def _slice_v1(ctx, x):
     starts, ends = ctx.attr("starts"), ctx.attr("ends")
@@ -240,13 +264,8 @@ def _slice(ctx, x, starts, ends, axes=None, steps=None):
     rank = x.type.rank
     axes_v = None if axes is None else known_ints(ctx, axes, "Slice's axes")
     ends_v = list(target_dims(ctx, ends, "Slice's ends"))
-    for i, e in enumerate(ends_v):  # x[..., :dim] where dim is x's own symbolic dim: to the end
-        a = i if axes_v is None else norm_axis(axes_v[i], rank)
-        if isinstance(e, str):
-            if a >= rank or not dims_equal(e, x.shape[a]):
-                ctx.unsupported(f"Slice end {e!r} is not the size of axis {a} ({x.type})")
-            ends_v[i] = INT_MAX
-    return slice_value(ctx, x, known_ints(ctx, starts, "Slice's starts"), ends_v, axes_v,
+    starts_v = list(target_dims(ctx, starts, "Slice's starts"))
+    return slice_value(ctx, x, starts_v, ends_v, axes_v,
                        None if steps is None else known_ints(ctx, steps, "Slice's steps"))
 
 
@@ -296,7 +315,10 @@ def pad_value(ctx, x, lo, hi, mode: str = "constant", value=None):
     for a, (l, h) in enumerate(zip(lo, hi)):
         if l == 0 and h == 0:
             continue
-        d = static_dim(ctx, x.shape[a], "a padded dim")
+        if not isinstance(x.shape[a], int):
+            x = _pad_symbolic(ctx, x, a, l, h, mode)
+            continue
+        d = x.shape[a]
         if l < 0 or h < 0:  # crop first, then pad what is positive
             x = slice_axis(ctx, x, a, max(-l, 0), d - max(-h, 0))
             d, l, h = x.shape[a], max(l, 0), max(h, 0)
@@ -306,6 +328,25 @@ def pad_value(ctx, x, lo, hi, mode: str = "constant", value=None):
         idx = np.pad(np.arange(d), (l, h), mode=_NP_PAD_MODES[mode])
         x = ctx.op("take", x, ctx.const(idx.astype(np.int32)), axis=a)
     return x
+
+
+def _pad_symbolic(ctx, x, a, l, h, mode):
+    """reflect/edge/wrap padding of a symbolic dim: source indices computed from iota at run
+    time (reflect needs the dim longer than the pads, as onnxruntime does)."""
+    if l < 0 or h < 0:
+        x = slice_value(ctx, x, [max(-l, 0)], [-h if h < 0 else INT_MAX], [a])
+        l, h = max(l, 0), max(h, 0)
+    d = x.shape[a]
+    j = ctx.op("sub", ctx.op("iota", dtype="i32", shape=(d + l + h,), axis=0), ctx.scalar(l, "i32"))
+    n = dim_count(ctx, x, [a], "i32")
+    last = ctx.op("sub", n, ctx.scalar(1, "i32"))
+    if mode == "edge":
+        j = ctx.op("min", ctx.op("max", j, ctx.scalar(0, "i32")), last)
+    elif mode == "reflect":
+        j = ctx.op("sub", last, ctx.op("abs", ctx.op("sub", last, ctx.op("abs", j))))
+    else:  # wrap: a non-negative remainder
+        j = ctx.op("rem", ctx.op("add", ctx.op("rem", j, n), n), n)
+    return ctx.op("take", x, j, axis=a)
 
 
 def _pads_by_axis(ctx, pads, rank: int, axes=None):
@@ -414,7 +455,7 @@ def _range(ctx, start, limit, delta):
     s = np.asarray(ctx.require_known(start, "Range's start")).reshape(())
     d = np.asarray(ctx.require_known(delta, "Range's delta")).reshape(())
     lim = shape_dims(ctx, limit) if is_int(limit.dtype) else None
-    if lim is not None and isinstance(lim[0], str):
+    if lim is not None and isinstance(lim[0], DimExpr):
         if int(s) == 0 and int(d) == 1:  # arange(n) of a symbolic n
             return ctx.op("iota", dtype=start.dtype, shape=(lim[0],), axis=0)
         ctx.unsupported(f"Range up to symbolic {lim[0]!r} from {s} by {d}")

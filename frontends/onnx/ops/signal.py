@@ -126,13 +126,20 @@ def _stft(ctx, x, frame_step, window=None, frame_length=None):
     else:
         n = length
     size = window.shape[0] if window is not None else n  # samples per frame
-    if not all(isinstance(d, int) for d in (length, n, size)):
-        ctx.unsupported("STFT needs static signal, frame and window lengths")
+    if not all(isinstance(d, int) for d in (n, size)):
+        ctx.unsupported(f"STFT needs static frame and window lengths, got {n} and {size}")
+    if step < 1:
+        ctx.unsupported(f"STFT frame_step must be positive, got {step}")
     frames = 1 + (length - n) // step
     # frame f holds samples f*step .. f*step+size-1 (zeros past the end)
     x = ctx.op("pad", x, ctx.scalar(0, x), low=(0, 0, 0), high=(0, size, 0))
-    idx = (np.arange(frames)[:, None] * step + np.arange(size)[None, :]).astype(np.int32)
-    framed = ctx.op("take", x, ctx.const(idx), axis=1)  # [B, F, size, 1|2]
+    if isinstance(frames, int):
+        idx = ctx.const((np.arange(frames)[:, None] * step + np.arange(size)[None, :]).astype(np.int32))
+    else:  # a symbolic frame count: the same indices from iota
+        rows = ctx.op("iota", dtype="i32", shape=(frames, size), axis=0)
+        idx = ctx.op("add", ctx.op("mul", rows, ctx.scalar(step, "i32")),
+                     ctx.op("iota", dtype="i32", shape=(frames, size), axis=1))
+    framed = ctx.op("take", x, idx, axis=1)  # [B, F, size, 1|2]
     if window is not None:
         w = ctx.reshape(ctx.convert(window, x.dtype), (1, 1, size, 1))
         framed = ctx.op("mul", framed, w)
