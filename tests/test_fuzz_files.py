@@ -95,7 +95,7 @@ def _fuzz(originals, tmp_path, seconds: float, seed: int) -> dict:
     while time.monotonic() - start < seconds:
         case += 1
         folder = tmp_path / f"c{case}"
-        folder.mkdir()
+        folder.mkdir(parents=True)
         target = ("tsir", "npz", "export")[case % 3]
         files = dict(originals)
         files[target] = _mutate(files[target], rng, text=target == "tsir")
