@@ -4,9 +4,7 @@ remove what tensorsmith did not write; user graphs are verified before the pipel
 from __future__ import annotations
 
 import io
-import json
 import os
-import zipfile
 from pathlib import Path
 
 import ml_dtypes
