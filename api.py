@@ -18,6 +18,7 @@ from .frontends.jax import trace as trace  # re-exported: tensorsmith.trace
 from .frontends.jax import trace_model
 from .ir import Graph, numpy_dtype
 from .ir import load as ir_load
+from .ir import verify
 from .passes import PassContext, format_pipeline, parse_pipeline, run_pipeline
 from .passes.manager import History
 
@@ -48,10 +49,10 @@ def _flat_trees(g: Graph, bound: dict | None = None) -> Imported:
 
 def import_model(model, *example_args, params=None, batch_dim=None, name=None) -> Imported:
     """The IR of any model kind compile() accepts, with its input/output structure."""
-    if isinstance(model, Graph):
-        return _flat_trees(model)
+    if isinstance(model, Graph):  # hand-made or loaded: checked before any pass sees it
+        return _flat_trees(_verified(model, "the input graph"))
     if isinstance(model, (str, os.PathLike)) and str(model).endswith(".tsir"):
-        return _flat_trees(ir_load(model))
+        return _flat_trees(_verified(ir_load(model), f"the input graph in {str(model)!r}"))
     if _is_onnx(model):
         return _flat_trees(*import_onnx_model(model, example_args, name))
     if callable(model):
@@ -59,6 +60,12 @@ def import_model(model, *example_args, params=None, batch_dim=None, name=None) -
         return Imported(t.graph, t.in_tree, t.out_tree, {})
     raise TypeError(f"compile() takes a JAX function, an ONNX model (path, bytes, ModelProto) or "
                     f"a tensorsmith Graph; got {type(model).__name__}")
+
+
+def _verified(g: Graph, what: str) -> Graph:
+    """``g`` if it is valid IR, else a VerificationError that blames the graph, not a pass."""
+    verify(g, context=f"{what} @{g.name} is not valid IR")
+    return g
 
 
 def import_onnx_model(model, example_args: tuple, name=None):

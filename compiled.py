@@ -9,6 +9,7 @@ a model whose import needs concrete shapes or input values is re-imported for th
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import time
 import warnings
@@ -25,7 +26,7 @@ from . import codegen
 from .codegen.target import (TARGETS, TargetError, host_has, input_specs, needs_x64, param_specs,
                              x64_scope)
 from .ir import Graph, TensorType, numpy_dtype
-from .ir.serialize import atomic_write, pack_arrays, unpack_arrays
+from .ir.serialize import FileLoadError as ExportFileError, atomic_write, pack_arrays
 from .callcheck import ArgChecker
 from .errors import CallError, ExportError, LoweringFailure, UsageFailure
 
@@ -530,11 +531,12 @@ class CompiledModel:
                 exported = self._exported
             else:
                 exported = self._export(graph, in_tree, out_tree, concrete)
+        module = bytes(exported.serialize())
         meta = {"format": EXPORT_FORMAT, "target": self.target, "platforms": list(exported.platforms),
-                "x64": x64, "pipeline": self.pipeline, "graph": graph.name,
+                "module_sha256": hashlib.sha256(module).hexdigest(), "x64": x64, "pipeline": self.pipeline, "graph": graph.name,
                 "inputs": [str(v.type) for v in graph.inputs],
                 "outputs": [str(v.type) for v in graph.outputs]}
-        arrays = [np.frombuffer(bytes(exported.serialize()), np.uint8),
+        arrays = [np.frombuffer(module, np.uint8),
                   np.frombuffer(json.dumps(meta).encode(), np.uint8),
                   np.frombuffer(graph.to_text().encode(), np.uint8),
                   *graph.params.values()]
@@ -596,30 +598,65 @@ class LoadedModel:
 
 
 def load_export(path) -> LoadedModel:
-    """Read an artifact written by CompiledModel.export (no pickle)."""
-    from .ir import parse
+    """Read an artifact written by CompiledModel.export (no pickle); every array is checked."""
+    from .ir.serialize import open_npz, parse_file_text, read_member
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no exported model at {str(path)!r}")
+    label = str(path)
+    if _not_a_zip(path):
+        raise ExportFileError(f"{label!r} is not a tensorsmith export (those are written by "
+                              f"CompiledModel.export); if it is a model (ONNX, .tsir), call "
+                              f"tensorsmith.compile({label!r}) instead")
+    with open_npz(path, "exported model") as zf:
+        names = [n for n in zf.namelist() if n.endswith(".npy")]
+        if not {"p0.npy", "p1.npy", "p2.npy"} <= set(names):
+            raise ExportFileError(f"{label!r} is not a tensorsmith export (an npz without its "
+                                  "module, metadata and IR); write one with CompiledModel.export")
+        module, meta_bytes, text_bytes = (read_member(zf, f"p{i}", label, None) for i in range(3))
+        meta = _export_meta(meta_bytes, label)
+        try:
+            text = text_bytes.tobytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ExportFileError(f"{label!r}: its IR text is not UTF-8 ({e.reason})") from None
+        decl = parse_file_text(text, label)
+        if len(names) != 3 + len(decl.params):
+            raise ExportFileError(f"{label!r} holds {len(names) - 3} weight arrays, the IR it "
+                                  f"carries declares {len(decl.params)} params")
+        arrays = [read_member(zf, f"p{i + 3}", label, decl.param(k).type, k)
+                  for i, k in enumerate(decl.params)]
+    graph = parse_file_text(text, label, dict(zip(decl.params, arrays)))
+    digest = meta.get("module_sha256")
+    if digest is not None and hashlib.sha256(module.tobytes()).hexdigest() != digest:
+        raise ExportFileError(f"{label!r}: its compiled module does not match its checksum "
+                              "(the file was modified or damaged)")
     try:
-        with np.load(str(path), allow_pickle=False) as z:
-            n = len(z.files)
-            head = [z[f"p{i}"] for i in range(3)]
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{str(path)!r} is not a tensorsmith export: {e}") from None
-    meta = json.loads(bytes(head[1]).decode())
-    if meta.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{str(path)!r} has format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
-    text = bytes(head[2]).decode()
-    decl = parse(text)
-    dtypes = ["u8", "u8", "u8"] + [decl.param(k).dtype for k in decl.params]
-    if len(dtypes) != n:
-        raise ValueError(f"{str(path)!r}: weights do not match the IR it carries")
-    arrays = unpack_arrays(str(path), dtypes, repr(str(path)))
-    params = dict(zip(decl.params, arrays[3:]))
-    graph = parse(text, params)
-    exported = jax.export.deserialize(bytearray(arrays[0].tobytes()))
-    return LoadedModel(exported, meta, graph, tuple(arrays[3:]), str(path))
+        exported = jax.export.deserialize(bytearray(module.tobytes()))
+    except Exception as e:  # jax's flatbuffer/MLIR readers raise many types on bad bytes
+        raise ExportFileError(f"{label!r}: its compiled module cannot be read: "
+                              f"{type(e).__name__}: {e}") from None
+    return LoadedModel(exported, meta, graph, tuple(arrays), label)
+
+
+def _not_a_zip(path: Path) -> bool:
+    """Whether an existing file does not start like a zip archive (every export is one)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:  # missing or unreadable: open_npz names the problem
+        return False
+    return head not in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _export_meta(raw: np.ndarray, label: str) -> dict:
+    """An export's JSON metadata, checked for the format tag."""
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ExportFileError(f"{label!r} is not a tensorsmith export: its metadata is not "
+                              f"JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ExportFileError(f"{label!r} has format {got!r}, expected {EXPORT_FORMAT!r}")
+    return meta
 
 
 __all__ = ["ArgChecker", "CacheInfo", "CompileFailure", "CompiledModel", "ExportOnlyError",

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from .ir import Graph, dtype_name, graph_stats
+from .errors import UsageFailure
 from .ir.serialize import atomic_write, save, weights_path
 from .passes import PASSES
 
@@ -21,22 +22,53 @@ MAX_REMARKS = 400  # per pass in the report; the rest are counted, not listed
 _DUMP_NAME = re.compile(r"\d{2,}-[\w.-]+\.(tsir|npz)")
 
 
+MANIFEST = ".tensorsmith-dumps.json"  # the dumps tensorsmith wrote in this folder
+
+
+class DumpConflictError(UsageFailure, FileExistsError):
+    """A dump would overwrite a file that tensorsmith did not write."""
+
+
+def _manifest(directory: Path) -> set[str]:
+    """Names of the dumps an earlier run wrote here (only plain dump names are trusted)."""
+    try:
+        data = json.loads((directory / MANIFEST).read_text("utf-8"))
+        names = data.get("files", []) if isinstance(data, dict) else []
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str) and _DUMP_NAME.fullmatch(n)}
+
+
 def dump_ir(source: Graph, history, directory) -> list[Path]:
     """Write ``00-source.tsir``, ``01-<pass>.tsir``, ... (weights beside each) into ``directory``.
 
-    Dumps an earlier compile left there (same naming, e.g. ``07-dce.tsir`` from a longer
-    pipeline) are removed once the new ones are written, so the folder shows one run only.
-    Other files are left alone.
+    The folder's manifest (``.tensorsmith-dumps.json``) lists what tensorsmith wrote there:
+    dumps an earlier run wrote and this one did not (``07-dce.tsir`` from a longer pipeline)
+    are removed, so the folder shows one run only. A file tensorsmith did not write is never
+    removed nor overwritten: a dump name that is taken by one is an error.
     """
     directory = Path(directory)
-    paths = [save(source, directory / "00-source.tsir")]
-    for rec in history:
-        paths.append(save(rec.graph, directory / f"{rec.index:02d}-{rec.name}.tsir"))
-    keep = {p.name for p in paths} | {weights_path(p).name for p in paths}
-    for old in directory.iterdir():
-        if old.is_file() and _DUMP_NAME.fullmatch(old.name) and old.name not in keep:
-            old.unlink()
+    ours = _manifest(directory)
+    targets = [(source, directory / "00-source.tsir")]
+    targets += [(rec.graph, directory / f"{rec.index:02d}-{rec.name}.tsir") for rec in history]
+    names = [n for _, p in targets for n in (p.name, weights_path(p).name)]
+    taken = [n for n in names if n not in ours and (directory / n).exists()]
+    if taken:
+        raise DumpConflictError(f"IR dumps into {str(directory)!r} would overwrite "
+                                f"{', '.join(taken)}, which tensorsmith did not write there; "
+                                "move them or dump into another folder")
+    # The manifest first lists old and new names, so a crash midway leaves nothing unlisted.
+    _write_manifest(directory, sorted(ours | set(names)))
+    paths = [save(g, p) for g, p in targets]
+    for old in sorted(ours - set(names)):
+        (directory / old).unlink(missing_ok=True)
+    _write_manifest(directory, sorted(names))
     return paths
+
+
+def _write_manifest(directory: Path, names: list[str]) -> None:
+    body = {"format": "tensorsmith-dumps/1", "files": names}
+    atomic_write(directory / MANIFEST, (json.dumps(body, indent=1) + "\n").encode())
 
 
 # --- data -------------------------------------------------------------------------------

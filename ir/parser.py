@@ -28,6 +28,7 @@ def _abstract(t: TensorType, note: str) -> AbstractParam:
     return a
 
 
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
 _NAME = r'(?:[A-Za-z0-9_./\-]+|"(?:[^"\\]|\\.)*")'
 _NUM = re.compile(r"-?(?:inf|nan|\d+\.\d*(?:e[-+]?\d+)?|\d+e[-+]?\d+|\d+)(?![A-Za-z0-9_])")
 _TYPE = re.compile(r"([a-z][a-z0-9]*)\[([^\]]*)\]")
@@ -71,9 +72,12 @@ class _Line:
 
     def name(self) -> str:
         tok = self.regex(_NAME, "a name").group(0)
-        return _unquote(tok) if tok.startswith('"') else tok
+        return unquote(tok, self) if tok.startswith('"') else tok
 
     def ident(self) -> str:
+        """An op name or attribute key: an identifier, or quoted (printer.fmt_ident)."""
+        if self.peek('"'):
+            return unquote(self.regex(_QUOTED, "a string").group(0), self)
         return self.regex(r"[A-Za-z_][A-Za-z0-9_.]*", "an identifier").group(0)
 
     def type(self) -> TensorType:
@@ -87,9 +91,10 @@ class _Line:
     def comment(self) -> str | None:
         self.ws()
         if self.pos < len(self.s) and self.s[self.pos] == "#":
-            text = self.s[self.pos + 1:].strip()
+            text = self.s[self.pos + 1:].strip(" \t")
             self.pos = len(self.s)
-            return text
+            # printer.fmt_comment quotes a comment that needs it; a hand-written one is raw
+            return unquote(text, self) if _QUOTED.fullmatch(text) else text
         return None
 
     def at_end(self) -> bool:
@@ -107,7 +112,7 @@ class _Line:
                     break
             return tuple(items)
         if self.peek('"'):
-            return _unquote(self.regex(r'"(?:[^"\\]|\\.)*"', "a string").group(0))
+            return unquote(self.regex(_QUOTED, "a string").group(0), self)
         for word, val in (("true", True), ("false", False), ("none", None)):
             if re.match(word + r"(?![A-Za-z0-9_])", self.s[self.pos:]):
                 self.pos += len(word)
@@ -132,14 +137,31 @@ def split_dims(text: str) -> list[str]:
     return out
 
 
-def _unquote(tok: str) -> str:
-    body = tok[1:-1]
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), body)
+_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))", re.S)
+_SIMPLE = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def unquote(tok: str, where: "_Line | None" = None) -> str:
+    """The text of a string literal written by printer.quote (the exact inverse)."""
+    def one(m):
+        hexa = m.group(1) or m.group(2) or m.group(3)
+        if hexa is None:
+            return _SIMPLE.get(m.group(4), m.group(4))
+        code = int(hexa, 16)
+        if code > 0x10FFFF:
+            raise (where.error("a code point <= U+10FFFF") if where else
+                   ParseError(f"escape \\U{hexa} is not a Unicode code point"))
+        return chr(code)
+    return _ESCAPE.sub(one, tok[1:-1])
 
 
 class _Parser:
     def __init__(self, text: str, params: dict | None):
-        self.lines = [(i + 1, l) for i, l in enumerate(text.splitlines()) if l.strip()]
+        # Only "\n" ends a line (and a CRLF's "\r"): the printer escapes every other line
+        # separator, and splitlines() would cut a hand-written name at U+2028 or \x85.
+        raw = text.split("\n")
+        raw = [l[:-1] if l.endswith("\r") else l for l in raw]
+        self.lines = [(i + 1, l) for i, l in enumerate(raw) if l.strip(" \t")]
         self.i = 0
         self.arrays = params
 
@@ -240,7 +262,8 @@ class _Parser:
                 ln.expect(")")
                 break
         attrs = {}
-        if ln.peek("{") and re.match(r"\{\s*[A-Za-z_][A-Za-z0-9_]*\s*=", ln.s[ln.pos:]):
+        if ln.peek("{") and re.match(r'\{\s*(?:[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*")\s*=',
+                                     ln.s[ln.pos:]):
             ln.expect("{")
             while not ln.eat("}"):
                 key = ln.ident()
@@ -279,8 +302,12 @@ def parse(text: str, params: dict | None = None) -> Graph:
     p = _Parser(text, params)
     # Collect param names first so regions may refer to the root graph's params.
     p.param_names = set(re.findall(r"^\s*param @(" + _NAME + r")", text, re.M))
-    p.param_names = {_unquote(n) if n.startswith('"') else n for n in p.param_names}
-    g = p.graph()
+    p.param_names = {unquote(n) if n.startswith('"') else n for n in p.param_names}
+    try:
+        g = p.graph()
+    except RecursionError:  # "((((..." attribute values or regions nested thousands deep
+        no = p.lines[min(p.i, len(p.lines) - 1)][0] if p.lines else 0
+        raise ParseError(f"line {no}: nested too deeply") from None
     if p.i != len(p.lines):
         no, rest = p.lines[p.i]
         raise ParseError(f"line {no}: unexpected text after the graph: {rest.strip()!r}")

@@ -3,20 +3,55 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 
 import numpy as np
 
 from .graph import Graph, Node, Value
 from .types import TensorType
 
-_BARE = re.compile(r"^[A-Za-z0-9_./\-]+$")
+_BARE = re.compile(r"[A-Za-z0-9_./\-]+")  # fullmatch: "$" would accept a trailing newline
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _needs_escape(c: str) -> bool:
+    # Everything str.splitlines() splits on, controls, format chars (bidi overrides),
+    # surrogates and unassigned code points: they would break the one-node-a-line form,
+    # hide text from a reader, or fail to encode as UTF-8.
+    return c in _SHORT_ESCAPES or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn",
+                                                               "Zl", "Zp")
+
+
+def _escape_char(c: str) -> str:
+    if c in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[c]
+    o = ord(c)
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"
+
+
+def quote(text: str) -> str:
+    """``text`` as a double-quoted string literal on one line (parser.unquote reverses it)."""
+    return '"' + "".join(_escape_char(c) if _needs_escape(c) else c for c in text) + '"'
 
 
 def fmt_name(name: str) -> str:
-    """A value or param name, quoted when it holds characters the parser cannot take bare."""
-    if _BARE.match(name):
-        return name
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """A value or param name: bare when the parser can take it bare, else quoted."""
+    return name if _BARE.fullmatch(name) else quote(name)
+
+
+def fmt_ident(word: str) -> str:
+    """An op name or attribute key: bare when an identifier, else quoted."""
+    return word if _IDENT.fullmatch(word) else quote(word)
+
+
+def fmt_comment(text: str) -> str:
+    """A trailing ``# ...`` comment (a node's location): as is when safe, else quoted."""
+    if not text:
+        return ""
+    plain = (text == text.strip() and not text.startswith('"')
+             and not any(_needs_escape(c) for c in text if c not in '"\\'))
+    return "  # " + (text if plain else quote(text))
 
 
 def fmt_attr(v) -> str:
@@ -34,7 +69,7 @@ def fmt_attr(v) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return quote(v)
     if isinstance(v, tuple):
         inner = ", ".join(fmt_attr(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
@@ -44,7 +79,7 @@ def fmt_attr(v) -> str:
 def fmt_attrs(attrs) -> str:
     if not attrs:
         return ""
-    return " {" + ", ".join(f"{k}={fmt_attr(v)}" for k, v in attrs.items()) + "}"
+    return " {" + ", ".join(f"{fmt_ident(k)}={fmt_attr(v)}" for k, v in attrs.items()) + "}"
 
 
 def param_summary(array) -> str:
@@ -85,7 +120,7 @@ class _Printer:
         self.lines.append(f"{indent}graph @{fmt_name(g.name)}({ins}) {{")
         for name, arr in g.params.items():
             self.lines.append(f"{indent}  param @{fmt_name(name)}: {TensorType.of(arr)}"
-                              f"  # {param_summary(arr)}")
+                              f"{fmt_comment(param_summary(arr))}")
         self.body(g, indent + "  ")
         self.lines.append(f"{indent}}}")
 
@@ -97,8 +132,8 @@ class _Printer:
     def node(self, n: Node, indent: str) -> None:
         outs = ", ".join(self.typed(v) for v in n.outputs)
         ins = ", ".join(self.ref(v) for v in n.inputs)
-        head = f"{indent}{outs} = {n.op}({ins}){fmt_attrs(n.attrs)}"
-        loc = f"  # {n.loc}" if n.loc else ""
+        head = f"{indent}{outs} = {fmt_ident(n.op)}({ins}){fmt_attrs(n.attrs)}"
+        loc = fmt_comment(n.loc)
         if not n.regions:
             self.lines.append(head + loc)
             return

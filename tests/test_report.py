@@ -1,6 +1,7 @@
 """The HTML report renders in a real (headless) browser, and IR dumps read back."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import os
 import re
@@ -17,7 +18,7 @@ import tensorsmith
 from tensorsmith import codegen, ir
 from tensorsmith.ir.serialize import weights_path
 from tensorsmith.passes import PASSES, register_pass
-from tensorsmith.report import layer_metrics, render_report
+from tensorsmith.report import dump_ir, layer_metrics, render_report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from zoo import ZOO  # noqa: E402
@@ -211,14 +212,18 @@ def test_cli_report_carries_what_the_cli_measured(tmp_path, capsys):
 
 
 def test_dump_ir_reads_back(compiled, tmp_path):
-    # a longer pipeline's dumps from an earlier run are cleared; other files stay
+    # a longer pipeline's dumps from an earlier run are cleared; files tensorsmith did not
+    # write stay, even when they look like dumps (issue 15: a user's 2024-results.npz went)
     (tmp_path / "ir").mkdir()
-    for stale in ("09-dce.tsir", "09-dce.tsir.npz", "09-dce.npz"):
-        (tmp_path / "ir" / stale).write_text("stale")
-    (tmp_path / "ir" / "notes.txt").write_text("mine")
+    longer = dataclasses.replace(list(compiled.history)[0], index=9, name="dce")
+    dump_ir(compiled.source, [*compiled.history, longer], tmp_path / "ir")
+    assert (tmp_path / "ir" / "09-dce.tsir").exists()
+    for mine in ("2024-results.npz", "99-notes.tsir", "notes.txt"):
+        (tmp_path / "ir" / mine).write_text("mine")
     paths = compiled.dump_ir(tmp_path / "ir")
     assert sorted(p.name for p in (tmp_path / "ir").iterdir()) == sorted(
-        ["notes.txt"] + [p.name for p in paths] + [weights_path(p).name for p in paths])
+        ["2024-results.npz", "99-notes.tsir", "notes.txt", ".tensorsmith-dumps.json"]
+        + [p.name for p in paths] + [weights_path(p).name for p in paths])
     names = [p.name for p in paths]
     assert names == ["00-source.tsir"] + [f"{r.index:02d}-{r.name}.tsir" for r in compiled.history]
     graphs = [compiled.source] + [r.graph for r in compiled.history]

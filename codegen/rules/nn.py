@@ -1,7 +1,6 @@
-"""Lowerings of dot_general, conv, pooling, batch-norm and softmax."""
+"""Lowerings of dot_general, conv, pooling and batch-norm (softmax: softmax.py)."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -67,13 +66,3 @@ def _batch_norm(ctx, node, x, scale, bias, mean, var):
     eps = node.attrs.get("epsilon", 1e-5)
     inv = scale * lax.rsqrt(var + jnp.asarray(eps, var.dtype))
     return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
-
-
-@lowering("softmax")
-def _softmax(ctx, node, x):
-    return jax.nn.softmax(x, axis=node.attrs.get("axis", -1))
-
-
-@lowering("log_softmax")
-def _log_softmax(ctx, node, x):
-    return jax.nn.log_softmax(x, axis=node.attrs.get("axis", -1))

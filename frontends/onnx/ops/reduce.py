@@ -46,7 +46,10 @@ def _logsumexp(ctx, x, axes, keepdims):
     # max-shifted for stability; a non-finite max (empty set, all -inf) shifts by 0
     m = ctx.op("reduce_max", x, axes=axes, keepdims=True)
     m = ctx.op("select", ctx.op("is_finite", m), m, ctx.scalar(0, x))
-    s = _sum(ctx, ctx.op("exp", ctx.op("sub", x, m)), axes, keepdims)
+    # x == max gives exactly 0: XLA:CPU may fuse x's producer and the subtraction into an FMA
+    # whose residue overflows exp (codegen/rules/softmax.py)
+    d = ctx.op("select", ctx.op("eq", x, m), ctx.scalar(0, x), ctx.op("sub", x, m))
+    s = _sum(ctx, ctx.op("exp", d), axes, keepdims)
     m = m if keepdims else ctx.op("reshape", m, shape=tuple(s.shape))
     return ctx.op("add", ctx.op("log", s), m)
 
