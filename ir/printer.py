@@ -86,6 +86,10 @@ class _Printer:
         for name, arr in g.params.items():
             self.lines.append(f"{indent}  param @{fmt_name(name)}: {TensorType.of(arr)}"
                               f"  # {param_summary(arr)}")
+        for r in g.requires:  # conditions on the symbols, each with the node that placed it
+            why = f": {r.reason}" if r.reason else ""
+            note = f"  # {fmt_name(r.origin)}{why}" if r.origin or r.reason else ""
+            self.lines.append(f"{indent}  requires {r.condition()}{note}")
         self.body(g, indent + "  ")
         self.lines.append(f"{indent}}}")
 

@@ -237,6 +237,11 @@ def _clamp(ctx, b, d, what):
         return 0 if b <= -INT_MAX // 2 else dim_max(d + b, 0)
     if dim_ge(b, 0) is not True:
         ctx.unsupported(f"Slice {what} {b} of symbolic dim {d} may be negative")
+    if isinstance(d, int) and dim_ge(d, b) is None:
+        # A symbolic bound on a static axis (position ids cut to the sequence length): the
+        # model only makes sense when it fits, so require that rather than carry min(d, b).
+        ctx.require(d - b, f"Slice {what} {b} must fit in the axis of size {d}")
+        return b
     return dim_min(b, d)
 
 
