@@ -112,3 +112,34 @@ def test_expand_to_a_shape_chosen_by_where_equal_minus_one():
         feeds = {"x": np.zeros((n, t, 3), np.float32), "b": RNG.standard_normal((1, 1, 3)).astype(np.float32)}
         np.testing.assert_array_equal(np.asarray(cm(*feeds.values())[0]), sess.run(None, feeds)[0])
     assert cm.cache_info().specializations == 0
+
+
+_SMALL = {
+    "gather": ([h.make_node("Gather", ["x", "i"], ["y"], axis=1, name="G")], [_ints("i", [0, 2, -1])],
+               "T >= 3  # G: Gather index 2 must be inside axis 1 (T)", 2),
+    "reflect_pad": ([h.make_node("Pad", ["x", "p"], ["y"], mode="reflect", name="P")],
+                    [_ints("p", [0, 3, 0, 3])], "T >= 4  # P: reflect Pad by 3 needs axis 1 (T) longer", 3),
+    "top_k": ([h.make_node("TopK", ["x", "k"], ["y", "i"], axis=1, name="K")], [_ints("k", [3])],
+              "T >= 3  # K: TopK k=3 needs at least k elements on axis 1", 2),
+}
+
+
+@pytest.mark.parametrize("name", list(_SMALL))
+def test_ops_that_need_a_long_enough_axis_require_it(name):
+    nodes, inits, line, too_short = _SMALL[name]
+    m = _model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["B", "T"])], inits)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    cm = tensorsmith.compile(m)
+    for shape in [(1, 4), (2, 9), (3, 17)]:
+        x = RNG.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(cm(x)[0]), sess.run(None, {"x": x})[0], rtol=1e-6)
+    assert cm.cache_info().specializations == 0
+    assert f"  requires {line}\n" in cm.graph.to_text()
+    x = np.zeros((1, too_short), np.float32)
+    with pytest.raises(Exception):  # onnxruntime refuses it too, at run time
+        sess.run(None, {"x": x})
+    cond, origin = line.split("  # ")
+    with pytest.raises(CallError) as e:
+        cm(x)
+    assert str(e.value) == (f"model @g: input 'x' axis 1 (T) = {too_short}, but the model "
+                            f"requires {cond} ({origin})")

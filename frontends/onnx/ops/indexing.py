@@ -29,7 +29,7 @@ def wrap_negative(ctx, idx, dims, x=None, axis: int | None = None):
     if known is not None and (np.asarray(known) >= 0).all():
         return idx
     dims_arr = np.asarray(dims)
-    if dims_arr.dtype.kind not in "iu" and dims_arr.ndim == 0 and x is not None and known is None:
+    if dims_arr.dtype.kind not in "iu" and dims_arr.ndim == 0 and x is not None:
         if not is_int(idx.dtype):
             idx = ctx.convert(idx, "i64")
         size = ctx.reshape(ctx.op("shape_of", x, start=axis, end=axis + 1, dtype=idx.dtype), ())
@@ -70,6 +70,13 @@ def _gather(ctx, x, idx):
         if (k >= 0).all() and (k < d).all() and (np.diff(k) == 1).all():
             y = slice_axis(ctx, x, axis, int(k[0]), int(k[-1]) + 1)
             return ctx.op("squeeze", y, axes=(axis,)) if known.ndim == 0 else y
+    if known is not None and known.size and not isinstance(d, int):
+        # Constant indices into a symbolic axis are only valid for sizes that hold them.
+        hi, lo = int(known.max()), int(known.min())
+        if hi >= 0:
+            ctx.require(d - (hi + 1), f"Gather index {hi} must be inside axis {axis} ({d})")
+        if lo < 0:
+            ctx.require(d + lo, f"Gather index {lo} must be inside axis {axis} ({d})")
     return ctx.op("take", x, wrap_negative(ctx, idx, d, x, axis), axis=axis)
 
 

@@ -348,6 +348,8 @@ def _pad_symbolic(ctx, x, a, l, h, mode):
     if mode == "edge":
         j = ctx.op("min", ctx.op("max", j, ctx.scalar(0, "i32")), last)
     elif mode == "reflect":
+        # a reflection repeats no edge element, so it needs more elements than the pad
+        ctx.require(d - max(l, h) - 1, f"reflect Pad by {max(l, h)} needs axis {a} ({d}) longer")
         j = ctx.op("sub", last, ctx.op("abs", ctx.op("sub", last, ctx.op("abs", j))))
     else:  # wrap: a non-negative remainder
         j = ctx.op("rem", ctx.op("add", ctx.op("rem", j, n), n), n)
