@@ -115,3 +115,31 @@ def test_condition_text_parses_back_and_agrees_with_the_expression(e, sizes):
     assert parse_requirement(r.condition()) == e
     env = dict(zip(_SYMS, sizes))
     assert r.holds(env) == (eval_dim(e, env) >= 0)
+
+
+def test_jax_symbolic_shape_constraints_become_requirements(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    import tensorsmith
+
+    n, h = jax.export.symbolic_shape("N, H", constraints=["H >= 8"])
+
+    def f(x):
+        return jax.lax.slice_in_dim(x, 0, 8, axis=1) * 2.0 + jax.lax.slice_in_dim(x, 0, 1, axis=1)
+
+    cm = tensorsmith.compile(f, jax.ShapeDtypeStruct((n, h), jnp.float32))
+    rng = np.random.default_rng(0)
+    for shape in [(1, 8), (2, 9), (3, 20)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(cm(x)), np.asarray(jax.jit(f)(x)), rtol=1e-6)
+    assert cm.cache_info().specializations == 0 and cm.symbolic
+    assert "  requires H >= 8  # symbolic_shape: jax.export constraint 'H >= 8'\n" in cm.graph.to_text()
+    message = r"input 'x' axis 1 \(H\) = 5, but the model requires H >= 8 \(symbolic_shape"
+    with pytest.raises(CallError, match=message):
+        cm(np.ones((2, 5), np.float32))
+    lm = tensorsmith.load(cm.export(tmp_path / "f.tsx"))
+    x = rng.standard_normal((4, 11)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(lm(x)), np.asarray(jax.jit(f)(x)), rtol=1e-6)
+    with pytest.raises(CallError, match=message):
+        lm(np.ones((2, 5), np.float32))
