@@ -211,7 +211,8 @@ def _local_graph(after: Graph, common: set[str]) -> tuple[Graph, list[str], list
             if o.name in common:
                 outs.append(new)
                 stands_for.append(o.name)
-    graph = Graph("local", tuple(after.inputs) + tuple(extra), tuple(outs), tuple(nodes), after.params)
+    graph = Graph("local", tuple(after.inputs) + tuple(extra), tuple(outs), tuple(nodes), after.params,
+                  after.requires)
     return graph, feeds, stands_for
 
 

@@ -1,4 +1,4 @@
-"""Call-time argument checks: count, rank, dtype and static dims against a graph's inputs.
+"""Call-time argument checks: count, rank, dtype, static dims and the graph's requirements.
 
 Run once per new call signature (a cache miss), so the hot path of a compiled model pays
 nothing for them; every refusal is a ``CallError`` naming the argument (position and input
@@ -17,7 +17,8 @@ class ArgChecker:
     """Checks call arguments against a graph's inputs: count, rank, dtype, static dims."""
 
     def __init__(self, inputs: list[tuple[str, TensorType]], model: str, cast_inputs: bool = False,
-                 jax_dtypes: bool = False):
+                 jax_dtypes: bool = False, requires=()):
+        self.requires = tuple(requires)  # ir.graph.Requirement: conditions on the symbols
         self.names = [n for n, _ in inputs]
         self.types = [t for _, t in inputs]
         self.dtypes = [numpy_dtype(t.dtype) for t in self.types]
@@ -58,7 +59,7 @@ class ArgChecker:
             raise CallError(f"{self.model} takes {n} argument{'s' * (n != 1)} ({self.signature()}); "
                             f"got {got}: {got - n} too many")
         casts = []
-        bound: dict[str, tuple[int, int]] = {}
+        bound: dict[str, tuple[int, int, int]] = {}  # symbol -> (argument, size, axis)
         for i, (a, t, want) in enumerate(zip(leaves, self.types, self.dtypes)):
             shape = tuple(a.shape)
             if len(shape) != t.rank:
@@ -78,7 +79,7 @@ class ArgChecker:
                     raise CallError(f"{self._what(i)}: axis {axis} is {sym} ({t}), which argument "
                                     f"#{j} ({self.names[j]!r}) binds to {bound[sym][1]}; got shape "
                                     f"{shape}")
-                bound.setdefault(sym, (i, size))
+                bound.setdefault(sym, (i, size, axis))
             dt = np.dtype(a.dtype)
             if dt != want:
                 if (self.cast_inputs and np.can_cast(dt, want, "same_kind")) or (
@@ -93,7 +94,21 @@ class ArgChecker:
                     f" ({dt.name} -> {want.name} is not a safe cast, so it is never done implicitly)"
                 raise CallError(f"{self._what(i)}: expected dtype {t.dtype} ({t}), got {dt.name}"
                                 f"{unsafe}; {how}")
+        self._check_requires(bound)
         return tuple(casts)
+
+    def _check_requires(self, bound: dict) -> None:
+        """A CallError naming the inputs' sizes, the requirement and the node that placed it."""
+        for r in self.requires:
+            syms = sorted(r.symbols)
+            if not syms or any(s not in bound for s in syms):
+                continue  # a symbol no input binds directly: the compiled rules decide
+            if r.holds({s: bound[s][1] for s in syms}):
+                continue
+            sizes = ", ".join(f"input {self.names[bound[s][0]]!r} axis {bound[s][2]} ({s}) = "
+                              f"{bound[s][1]}" for s in syms)
+            where = f" ({r.origin}{': ' + r.reason if r.reason else ''})" if r.origin or r.reason else ""
+            raise CallError(f"{self.model}: {sizes}, but the model requires {r.condition()}{where}")
 
 
 __all__ = ["ArgChecker"]

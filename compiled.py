@@ -141,7 +141,8 @@ class CompiledModel:
         decl = [(v.name, v.type) for v in graph.inputs] if graph is not None else list(inputs or [])
         gname = graph.name if graph is not None else (name or "model")
         self._label = f"model @{gname}"
-        self._checker = ArgChecker(decl, self._label, cast_inputs, jax_dtypes)
+        self._checker = ArgChecker(decl, self._label, cast_inputs, jax_dtypes,
+                                   graph.requires if graph is not None else ())
         n = len(decl)
         self._flat = in_tree == jax.tree_util.tree_structure(tuple([0] * n))
         self._cache: OrderedDict = OrderedDict()
@@ -568,7 +569,8 @@ class LoadedModel:
     def __init__(self, exported, meta: dict, graph: Graph | None, params: tuple, path: str):
         self.exported, self.meta, self.graph, self.path = exported, meta, graph, path
         self._params = params
-        self._checker = (ArgChecker([(v.name, v.type) for v in graph.inputs], repr(path))
+        self._checker = (ArgChecker([(v.name, v.type) for v in graph.inputs], repr(path),
+                                    requires=graph.requires)
                          if graph is not None else None)
         self._ok: set = set()  # signatures already checked
 

@@ -41,14 +41,33 @@ def host_has(target: str) -> bool:
 
 def input_specs(graph: Graph) -> list[jax.ShapeDtypeStruct]:
     """Abstract inputs for lowering; symbolic dims become jax.export symbols in one scope."""
+    from ..ir.types import eval_dim
     symbols = sorted({s for v in graph.inputs for d in v.type.shape for s in dim_symbols(d)})
     env = {}
     if symbols:
-        dims = jax.export.symbolic_shape(",".join(symbols))
+        dims = jax.export.symbolic_shape(",".join(symbols),
+                                         constraints=export_constraints(graph, symbols))
         env = dict(zip(symbols, dims))
-    from ..ir.types import eval_dim
     return [jax.ShapeDtypeStruct(tuple(eval_dim(d, env) for d in v.type.shape),
                                  numpy_dtype(v.type.dtype)) for v in graph.inputs]
+
+
+def export_constraints(graph: Graph, symbols) -> list[str]:
+    """The graph's requirements as jax.export constraint text (``"512 - sequence >= 0"``).
+
+    Only requirements over the inputs' symbols are kept; each is spelled by jax itself (its
+    text for the expression built from scratch symbols), so jax parses it back.
+    """
+    from ..ir.types import eval_dim
+    reqs = [r for r in graph.requires if r.symbols and r.symbols <= set(symbols)]
+    if not reqs:
+        return []
+    scratch = dict(zip(symbols, jax.export.symbolic_shape(",".join(symbols))))
+    out = []
+    for r in reqs:
+        e = eval_dim(r.expr, scratch)
+        out.append(f"{e} >= 0")
+    return out
 
 
 def param_specs(graph: Graph) -> tuple:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node
 from ..ir.registry import OpTypeError
-from ..ir.dims import from_jax
+from ..ir.dims import assuming, from_jax
 from .jax_rules import PRIMITIVES, IDENTITY, INLINE, COMPOSITE
 from ..errors import ModelImportError
 
@@ -384,12 +384,34 @@ def trace_model(fn: Callable, *example_args, params=None, batch_dim=None,
     jaxpr = closed.jaxpr
     conv.dim_sources = inputs  # dim_as_value reads symbolic sizes off these
     args = [Value(n, TensorType.of(graph_params[n])) for n in p_names] + inputs
-    outs = conv.run(jaxpr, closed.consts, args)
+    requires = _declared_requirements(specs)
+    with assuming(requires):  # jax traced under them; the IR's type rules may rely on them too
+        outs = conv.run(jaxpr, closed.consts, args)
     gname = name or getattr(fn, "__name__", "main")
     if not gname.isidentifier():
         gname = "main"
-    graph = Graph(gname, inputs, outs, conv.nodes, conv.params)
+    graph = Graph(gname, inputs, outs, conv.nodes, conv.params, requires)
     return Traced(graph, in_tree, out_tree_box[-1])
+
+
+def _declared_requirements(specs) -> tuple:
+    """Constraints given to ``jax.export.symbolic_shape(..., constraints=[...])``, as requirements."""
+    from ..ir.graph import Requirement
+    scopes = {}
+    for spec in specs:
+        for d in getattr(spec, "shape", ()):
+            sc = getattr(d, "scope", None)
+            if sc is not None:
+                scopes[id(sc)] = sc
+    out = []
+    for sc in scopes.values():
+        for c in getattr(sc, "_explicit_constraints", ()):  # jax keeps them as e1 >= e2 (or ==)
+            diff = from_jax(c.e1) - from_jax(c.e2)
+            why = f"jax.export constraint {c.debug_str!r}"
+            out.append(Requirement(diff, "symbolic_shape", why))
+            if getattr(c.cmp, "name", "") == "EQ":
+                out.append(Requirement(-diff, "symbolic_shape", why))
+    return tuple(out)
 
 
 def trace(fn: Callable, *example_args, params=None, batch_dim=None, name: str | None = None) -> Graph:

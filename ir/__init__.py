@@ -1,7 +1,7 @@
 """The IR: types, values, nodes, graphs, the op registry, text form, verifier, save/load."""
 from . import ops as _ops  # noqa: F401  (fills the registry)
 from .builder import GraphBuilder, make_node
-from .graph import Attrs, Graph, Namer, Node, Value
+from .graph import Attrs, Graph, Namer, Node, Requirement, Value
 from .parser import ParseError, parse
 from .registry import OPS, AttrSpec, Cost, OpDef, OpTypeError, define_op, get_op
 from .serialize import load, save
@@ -10,7 +10,7 @@ from .types import DTYPES, Dim, TensorType, dtype_name, numpy_dtype
 from .verify import VerificationError, verify
 
 __all__ = ["Attrs", "AttrSpec", "Cost", "DTYPES", "Dim", "Graph", "GraphBuilder", "Namer", "Node",
-           "OPS", "OpDef", "OpTypeError", "ParseError", "TensorType", "Value", "VerificationError",
+           "OPS", "OpDef", "OpTypeError", "ParseError", "Requirement", "TensorType", "Value", "VerificationError",
            "define_op", "dtype_name", "get_op", "graph_stats", "load", "make_node", "numpy_dtype",
            "parse", "save", "verify"]
 from .infer import InferenceError, infer_types  # noqa: E402  (re-inference after shape changes)

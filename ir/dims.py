@@ -6,6 +6,8 @@ bounds cannot decide answer ``None`` (``dim_ge``) or raise ``InconclusiveDimensi
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 from typing import Union
@@ -447,11 +449,35 @@ def bounds(d) -> tuple:
     return lo, hi
 
 
+# Requirements (``expr >= 0``, see ir.graph.Requirement) that comparisons may take as facts:
+# a tuple of collections, each read when asked (an importer's list grows as it converts).
+_ASSUMED: contextvars.ContextVar = contextvars.ContextVar("tensorsmith_assumed", default=())
+
+
+@contextlib.contextmanager
+def assuming(requirements):
+    """Within the block, ``dim_ge`` may use these requirements (``.expr >= 0``) as facts."""
+    token = _ASSUMED.set((*_ASSUMED.get(), requirements))
+    try:
+        yield
+    finally:
+        _ASSUMED.reset(token)
+
+
 def dim_ge(a, b) -> bool | None:
-    """``a >= b`` for all symbol values >= 1: True, False, or None when undecided."""
+    """``a >= b`` for all symbol values >= 1 (and the requirements assumed): True, False, or
+    None when undecided."""
     if a == b:
         return True
-    return _ge0(_add(a, _neg(b)), 6)
+    d = _add(a, _neg(b))
+    answer = _ge0(d, 6)
+    if answer is None:
+        for group in _ASSUMED.get():
+            for req in group:
+                e = getattr(req, "expr", req)
+                if isinstance(e, DimExpr) and _ge0(_add(d, _neg(e)), 6) is True:
+                    return True  # a - b >= e >= 0
+    return answer
 
 
 def _ge0(d, depth: int) -> bool | None:

@@ -200,6 +200,72 @@ def _mutable_from_outside(arr: np.ndarray) -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """A condition ``expr >= 0`` the model places on its symbols, and the node that placed it."""
+
+    expr: Any           # a Dim (int or DimExpr) in normal form; the model needs it >= 0
+    origin: str = ""    # the node (ONNX name, IR loc) that placed it
+    reason: str = ""    # why, in words
+
+    def __post_init__(self):
+        from .dims import DimExpr, _as_int
+        from .dimtext import parse_dim
+        e = self.expr
+        object.__setattr__(self, "expr", parse_dim(e) if isinstance(e, str)
+                           else e if isinstance(e, DimExpr) else _as_int(e))
+
+    @property
+    def symbols(self) -> frozenset:
+        from .dims import dim_symbols
+        return frozenset(dim_symbols(self.expr))
+
+    def holds(self, env: Mapping[str, int]) -> bool | None:
+        """Whether it holds for these symbol sizes (None when a symbol is unbound)."""
+        from .dims import eval_dim
+        v = eval_dim(self.expr, dict(env))
+        return v >= 0 if isinstance(v, int) else None
+
+    def condition(self) -> str:
+        """Readable text: ``sequence <= 512``, ``L >= 33``, ``H >= W`` (parse_requirement inverts)."""
+        from .dims import DimExpr
+        e = self.expr
+        if not isinstance(e, DimExpr):
+            return f"{e} >= 0"
+        pos = {m: c for m, c in e.terms if c > 0 and m}
+        neg = {m: -c for m, c in e.terms if c < 0 and m}
+        const = dict(e.terms).get((), 0)
+        if pos:  # symbolic terms with a plus sign on the left: lhs >= rhs
+            lhs, rhs = pos, dict(neg)
+            if const:
+                rhs[()] = -const
+            op = ">="
+        else:    # only minus signs: -(neg) + const >= 0  <=>  neg <= const
+            lhs, rhs = neg, ({(): const} if const else {})
+            op = "<="
+        return f"{_side(lhs)} {op} {_side(rhs)}"
+
+    def __str__(self) -> str:
+        return self.condition()
+
+
+def _side(terms: dict) -> str:
+    from .dims import _make
+    return str(_make(terms))
+
+
+def parse_requirement(text: str) -> Any:
+    """The ``expr >= 0`` of a condition ``a >= b`` / ``a <= b`` (the printer's form)."""
+    from .dims import DimError
+    from .dimtext import parse_dim
+    for op in (">=", "<="):
+        if op in text:
+            lhs, _, rhs = text.partition(op)
+            a, b = parse_dim(lhs.strip()), parse_dim(rhs.strip())
+            return a - b if op == ">=" else b - a
+    raise DimError(f"a requirement is written 'a >= b' or 'a <= b', got {text!r}")
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """A topologically ordered list of nodes with inputs, outputs and a params table."""
@@ -209,9 +275,11 @@ class Graph:
     outputs: tuple[Value, ...]
     nodes: tuple[Node, ...]
     params: Mapping[str, np.ndarray] = field(default_factory=dict)
+    requires: tuple[Requirement, ...] = ()  # conditions on its symbols (see Requirement)
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "requires", merge_requirements(self.requires))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "nodes", tuple(self.nodes))
         frozen = {k: _freeze_param(k, v) for k, v in self.params.items()}
@@ -296,6 +364,19 @@ class Graph:
     def __repr__(self) -> str:
         return (f"<Graph @{self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, "
                 f"{len(self.params)} params>")
+
+
+def merge_requirements(*groups: Iterable[Requirement]) -> tuple[Requirement, ...]:
+    """Requirements in order, each expression once (the first origin wins)."""
+    out: dict = {}
+    for g in groups:
+        for r in g:
+            if not isinstance(r, Requirement):
+                raise TypeError(f"requires: expected Requirement, got {type(r).__name__}")
+            if isinstance(r.expr, int):
+                continue  # a constant condition is decided at once, not kept
+            out.setdefault(r.expr, r)
+    return tuple(out.values())
 
 
 _NUMERIC = re.compile(r"^(.*?)(\d+)$")

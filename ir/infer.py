@@ -46,13 +46,15 @@ ParamTypes = Callable[[str], "TensorType | None"]
 
 def infer_types(graph: Graph) -> Graph:
     """A new graph whose types are recomputed from its inputs and params (see module doc)."""
+    from .dims import assuming
     types = {k: TensorType.of(v) for k, v in graph.params.items()}
     resize: dict[str, dict[int, object]] = {}
     recount: dict[str, object] = {}
     for _ in range(_MAX_ROUNDS):
         inf = _Inferer(types.get, resize, _producers(graph), recount)
         try:
-            return inf.graph(graph, graph.inputs, root=True)
+            with assuming(graph.requires):  # the type rules may rely on what the model requires
+                return inf.graph(graph, graph.inputs, root=True)
         except _Restart:
             continue
     raise InferenceError(f"graph @{graph.name}: type inference did not settle after "

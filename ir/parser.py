@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from .graph import Attrs, Graph, Node, Value
+from .graph import Attrs, Graph, Node, Requirement, Value, parse_requirement
 from .types import TensorType, numpy_dtype
 from ..errors import LoadError
 
@@ -201,10 +201,32 @@ class _Parser:
                 params[pname] = _abstract(t, note)
             env[pname] = Value(pname, t)
             self.i += 1
+        requires = []
+        while self.line().peek("requires "):
+            requires.append(self.requirement(self.line()))
+            self.i += 1
         nodes, outputs = self.body(env)
         self.line().expect("}")
         self.i += 1
-        return Graph(name, inputs, outputs, nodes, params)
+        return Graph(name, inputs, outputs, nodes, params, tuple(requires))
+
+    def requirement(self, ln: _Line) -> Requirement:
+        """``requires a <= b  # origin: reason`` (the printer's form)."""
+        ln.expect("requires")
+        cond, _, note = ln.s[ln.pos:].partition("#")
+        try:
+            expr = parse_requirement(cond.strip())
+        except ValueError as e:
+            raise ParseError(f"line {ln.lineno}: {e}") from None
+        origin, reason = "", ""
+        if note.strip():
+            ln.pos += len(cond) + 1
+            origin = ln.name()
+            ln.ws()
+            if ln.eat(":"):
+                reason = ln.s[ln.pos:].strip(" \t")
+                reason = unquote(reason, ln) if _QUOTED.fullmatch(reason) else reason
+        return Requirement(expr, origin, reason)
 
     def typed_list(self, ln: _Line, env: dict, close: str) -> list[Value]:
         ln.expect("(")

@@ -45,13 +45,18 @@ def fmt_ident(word: str) -> str:
     return word if _IDENT.fullmatch(word) else quote(word)
 
 
+def _plain_or_quoted(text: str) -> str:
+    """Free text at the end of a line: as is when safe, else one quoted string."""
+    plain = (text == text.strip() and not text.startswith('"')
+             and not any(_needs_escape(c) for c in text if c not in '"\\'))
+    return text if plain else quote(text)
+
+
 def fmt_comment(text: str) -> str:
     """A trailing ``# ...`` comment (a node's location): as is when safe, else quoted."""
     if not text:
         return ""
-    plain = (text == text.strip() and not text.startswith('"')
-             and not any(_needs_escape(c) for c in text if c not in '"\\'))
-    return "  # " + (text if plain else quote(text))
+    return "  # " + _plain_or_quoted(text)
 
 
 def fmt_attr(v) -> str:
@@ -121,6 +126,10 @@ class _Printer:
         for name, arr in g.params.items():
             self.lines.append(f"{indent}  param @{fmt_name(name)}: {TensorType.of(arr)}"
                               f"{fmt_comment(param_summary(arr))}")
+        for r in g.requires:  # conditions on the symbols, each with the node that placed it
+            why = f": {_plain_or_quoted(r.reason)}" if r.reason else ""
+            note = f"  # {fmt_name(r.origin)}{why}" if r.origin or r.reason else ""
+            self.lines.append(f"{indent}  requires {r.condition()}{note}")
         self.body(g, indent + "  ")
         self.lines.append(f"{indent}}}")
 

@@ -59,7 +59,9 @@ def verify(g: Graph, context: str = "") -> None:
         except (ValueError, TypeError) as e:
             raise VerificationError(f"{prefix}param @{name}: {e}", rule="param-type") from None
     env: dict[str, Value] = {n: g.param(n) for n in g.params}
-    _verify_body(g, env, set(g.params), prefix, is_root=True)
+    from .dims import assuming
+    with assuming(g.requires):  # the graph's requirements are facts for its type rules
+        _verify_body(g, env, set(g.params), prefix, is_root=True)
 
 
 def _verify_body(g: Graph, env: dict[str, Value], params: set[str], prefix: str,

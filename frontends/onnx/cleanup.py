@@ -17,4 +17,4 @@ def eliminate_dead_code(g: Graph) -> Graph:
                 live.update(v.name for v in r.outputs)
     kept.reverse()
     params = {k: a for k, a in g.params.items() if k in live}
-    return Graph(g.name, g.inputs, g.outputs, kept, params)
+    return Graph(g.name, g.inputs, g.outputs, kept, params, g.requires)

@@ -108,6 +108,17 @@ class NodeContext:
             raise NeedsKnownValue(deps, f"{what} must be known at import time")
         raise Unsupported(f"{what} must be known at import time (it is computed at run time)")
 
+    def require(self, expr, reason: str) -> None:
+        """Record that the model needs ``expr >= 0`` of its symbols (checked at each new call
+        signature, passed to jax.export as a constraint); refuse the node if it is false now."""
+        from ...ir.dims import dim_ge
+        from ...ir.graph import Requirement
+        ok = dim_ge(expr, 0)
+        if ok is False:
+            raise Unsupported(f"{reason}: {Requirement(expr).condition()} cannot hold")
+        if ok is None:
+            self.scope.imp.requires.append(Requirement(expr, self.loc, reason))
+
     def unsupported(self, reason: str):
         """Give up on this node (it is listed with every other unsupported node)."""
         raise Unsupported(reason)

@@ -47,6 +47,7 @@ class Importer:
         self.problems: list[UnsupportedNode] = []
         self.needed: set[str] = set()
         self.need_nodes: list[UnsupportedNode] = []
+        self.requires: list = []                      # Requirements placed by converters
 
     # --- checks before conversion ---------------------------------------------------------
     def check_domains(self) -> None:
@@ -88,7 +89,9 @@ class Importer:
                 scope.add_initializer(t)
         for v in g.value_info:
             scope.value_info[v.name] = v
-        scope.convert_nodes(g.node)
+        from ...ir.dims import assuming
+        with assuming(self.requires):  # what converters required holds for the rest
+            scope.convert_nodes(g.node)
         self.raise_problems()
         try:
             outputs = [scope.output_value(o.name) for o in g.output]
@@ -97,7 +100,8 @@ class Importer:
             raise OnnxImportError(f"{self.label}: a graph output depends on a node that failed "
                                   "without a report (frontend bug)") from None
         self.raise_problems()
-        graph = Graph(_graph_name(name or g.name), inputs, outputs, scope.nodes, self.params)
+        graph = Graph(_graph_name(name or g.name), inputs, outputs, scope.nodes, self.params,
+                      tuple(self.requires))
         graph = eliminate_dead_code(graph)
         try:
             verify(graph)

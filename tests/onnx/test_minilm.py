@@ -98,6 +98,32 @@ def test_compiled_once_matches_torch_and_onnxruntime_at_several_shapes(minilm):
         np.testing.assert_allclose(got[real], want[real], atol=2e-4, rtol=1e-4)
         np.testing.assert_allclose(got[real], ort_out[real], atol=2e-4, rtol=1e-4)
     assert len(shapes) == 3
+    # one symbolic import served all three: the position-ids Slice became a requirement
+    info = cm.cache_info()
+    assert info.specializations == 0 and info.compiles == 3 and cm.symbolic
+    assert "requires sequence <= 512  # /model/embeddings/Slice" in cm.graph.to_text()
+
+
+def test_sequence_past_the_position_table_is_a_call_error(minilm, tmp_path):
+    path, model, tok = minilm
+    cm = tensorsmith.compile(str(path))
+    ids = np.full((1, 600), 1000, np.int64)
+    args = (ids, np.ones_like(ids), np.zeros_like(ids))
+    with pytest.raises(Exception):  # torch itself cannot: 512 position embeddings
+        _torch(model, args)
+    message = (r"input 'input_ids' axis 1 \(sequence\) = 600, but the model requires "
+               r"sequence <= 512 \(/model/embeddings/Slice")
+    with pytest.raises(tensorsmith.errors.CallError, match=message):
+        cm(*args)
+    # the export keeps batch and sequence symbolic, and the loaded model checks the same
+    lm = tensorsmith.load(cm.export(tmp_path / "minilm.tsx"))
+    assert all(str(a.shape) == "(batch, sequence)" for a in lm.exported.in_avals[-3:])
+    small = _batch(tok, SENTENCES[:2])
+    real = small[1].astype(bool)
+    np.testing.assert_allclose(np.asarray(lm(*small)[0])[real], _torch(model, small)[real],
+                               atol=2e-4, rtol=1e-4)
+    with pytest.raises(tensorsmith.errors.CallError, match=message):
+        lm(*args)
 
 
 def test_sentence_embeddings_keep_their_meaning(minilm):

@@ -107,6 +107,13 @@ def shape_dims(ctx, v, depth: int = 0):
         return list(x.shape[a.get("start", 0):x.type.rank if a.get("end") is None else a["end"]])
     if n.op == "constant":
         return [a["value"]] * v.type.numel()
+    if n.op == "select":  # Where(Equal(shape, -1), ..., shape): a test decided by the dims
+        cond = _truth(ctx, n.inputs[0], depth + 1)
+        x, y = (shape_dims(ctx, i, depth + 1) for i in n.inputs[1:])
+        if cond is None or x is None or y is None:
+            return None
+        k = max(len(cond), len(x), len(y))
+        return [x[i % len(x)] if cond[i % len(cond)] else y[i % len(y)] for i in range(k)]
     ins = [shape_dims(ctx, i, depth + 1) for i in n.inputs]
     if any(i is None for i in ins):
         return None
@@ -129,6 +136,36 @@ def shape_dims(ctx, v, depth: int = 0):
         k = max(len(x), len(y))
         out = [_dim_arith(n.op, x[i % len(x)], y[i % len(y)]) for i in range(k)]
         return None if any(d is None for d in out) else out
+    return None
+
+
+def _truth(ctx, v, depth: int):
+    """The entries of a small bool tensor comparing dims (eq/ne), when the dims decide them."""
+    known = ctx.known(v)
+    if known is not None:
+        return [bool(b) for b in np.asarray(known).reshape(-1)]
+    n = _producer(ctx, v)
+    if n is None or n.op not in ("eq", "ne") or depth > 64:
+        return None
+    x, y = (shape_dims(ctx, i, depth + 1) for i in n.inputs)
+    if x is None or y is None or (len(x) != len(y) and 1 not in (len(x), len(y))):
+        return None
+    out = []
+    for i in range(max(len(x), len(y))):
+        eq = _dims_eq(x[i % len(x)], y[i % len(y)])
+        if eq is None:
+            return None
+        out.append(eq if n.op == "eq" else not eq)
+    return out
+
+
+def _dims_eq(a, b):
+    """Whether two dims are equal for all sizes: True, False, or None when undecided."""
+    from ....ir.dims import dim_ge
+    if a == b:
+        return True
+    if dim_ge(a, b + 1) or dim_ge(b, a + 1):
+        return False
     return None
 
 

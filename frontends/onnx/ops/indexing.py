@@ -17,10 +17,11 @@ from .shape import slice_axis
 
 
 # --- index normalisation ----------------------------------------------------------------------------
-def wrap_negative(ctx, idx, dims):
+def wrap_negative(ctx, idx, dims, x=None, axis: int | None = None):
     """Indices with negative entries counted from the end: idx + (idx < 0) * dims.
 
-    ``dims`` is a dim or a vector of dims broadcast along idx's last axis.
+    ``dims`` is a dim or a vector of dims broadcast along idx's last axis; a symbolic scalar
+    dim is read at run time from ``x``'s ``axis`` when they are given.
     """
     if idx.dtype.startswith("u") or idx.dtype == "bool":
         return idx
@@ -28,6 +29,12 @@ def wrap_negative(ctx, idx, dims):
     if known is not None and (np.asarray(known) >= 0).all():
         return idx
     dims_arr = np.asarray(dims)
+    if dims_arr.dtype.kind not in "iu" and dims_arr.ndim == 0 and x is not None:
+        if not is_int(idx.dtype):
+            idx = ctx.convert(idx, "i64")
+        size = ctx.reshape(ctx.op("shape_of", x, start=axis, end=axis + 1, dtype=idx.dtype), ())
+        zero = ctx.scalar(0, idx)
+        return ctx.op("select", ctx.op("lt", idx, zero), ctx.op("add", idx, size), idx)
     if dims_arr.dtype.kind not in "iu":
         ctx.unsupported(f"negative indices into symbolic dim(s) {np.atleast_1d(dims).tolist()}")
     if known is not None:
@@ -63,7 +70,14 @@ def _gather(ctx, x, idx):
         if (k >= 0).all() and (k < d).all() and (np.diff(k) == 1).all():
             y = slice_axis(ctx, x, axis, int(k[0]), int(k[-1]) + 1)
             return ctx.op("squeeze", y, axes=(axis,)) if known.ndim == 0 else y
-    return ctx.op("take", x, wrap_negative(ctx, idx, d), axis=axis)
+    if known is not None and known.size and not isinstance(d, int):
+        # Constant indices into a symbolic axis are only valid for sizes that hold them.
+        hi, lo = int(known.max()), int(known.min())
+        if hi >= 0:
+            ctx.require(d - (hi + 1), f"Gather index {hi} must be inside axis {axis} ({d})")
+        if lo < 0:
+            ctx.require(d + lo, f"Gather index {lo} must be inside axis {axis} ({d})")
+    return ctx.op("take", x, wrap_negative(ctx, idx, d, x, axis), axis=axis)
 
 
 def _fit_non_axis(ctx, x, like, axis):

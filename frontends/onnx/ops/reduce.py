@@ -132,6 +132,8 @@ onnx_op("CumProd", since=26)(_cumulative("cumprod"))
 
 def _top_k(ctx, x, k: int):
     axis = norm_axis(ctx.attr("axis", -1), x.type.rank)
+    if not isinstance(x.shape[axis], int):
+        ctx.require(x.shape[axis] - k, f"TopK k={k} needs at least k elements on axis {axis}")
     values, indices = ctx.op("top_k", x, k=k, axis=axis, largest=bool(ctx.attr("largest", 1)),
                              index_dtype="i64")
     return values, indices

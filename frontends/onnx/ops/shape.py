@@ -237,6 +237,11 @@ def _clamp(ctx, b, d, what):
         return 0 if b <= -INT_MAX // 2 else dim_max(d + b, 0)
     if dim_ge(b, 0) is not True:
         ctx.unsupported(f"Slice {what} {b} of symbolic dim {d} may be negative")
+    if isinstance(d, int) and dim_ge(d, b) is None:
+        # A symbolic bound on a static axis (position ids cut to the sequence length): the
+        # model only makes sense when it fits, so require that rather than carry min(d, b).
+        ctx.require(d - b, f"Slice {what} {b} must fit in the axis of size {d}")
+        return b
     return dim_min(b, d)
 
 
@@ -343,6 +348,8 @@ def _pad_symbolic(ctx, x, a, l, h, mode):
     if mode == "edge":
         j = ctx.op("min", ctx.op("max", j, ctx.scalar(0, "i32")), last)
     elif mode == "reflect":
+        # a reflection repeats no edge element, so it needs more elements than the pad
+        ctx.require(d - max(l, h) - 1, f"reflect Pad by {max(l, h)} needs axis {a} ({d}) longer")
         j = ctx.op("sub", last, ctx.op("abs", ctx.op("sub", last, ctx.op("abs", j))))
     else:  # wrap: a non-negative remainder
         j = ctx.op("rem", ctx.op("add", ctx.op("rem", j, n), n), n)
