@@ -101,13 +101,12 @@ def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, veri
             ctx.require(need)
     out = out or sys.stdout
     history = History()
-    current = graph
     from ..ir.dims import assuming
     with assuming(graph.requires):  # rewrites may rely on what the model requires
-        return _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history)
+        return _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progress)
 
 
-def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history):
+def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progress):
     current = graph
     before_stats, before_text = graph_stats(current), current.to_text()
     for i, step in enumerate(steps, start=1):
