@@ -20,7 +20,7 @@ from .dtypes import onnx_dtype, value_info_type
 from .errors import (NeedsInputValuesError, NeedsKnownValue, OnnxImportError, Unsupported,
                      UnsupportedNode, UnsupportedNodesError)
 from .functions import bind_attributes, schema_defaults, schema_function
-from .loader import all_graphs
+from .loader import all_node_lists
 from .registry import domains as converter_domains
 from .registry import lookup, norm_domain
 
@@ -53,7 +53,7 @@ class Importer:
         """Refuse nodes of domains no one knows (not ONNX, no converter, no local function)."""
         known = STANDARD_DOMAINS | converter_domains() | {d for d, _ in self.functions} | _schema_domains()
         bad = []
-        for g_nodes in _all_node_lists(self.model):
+        for g_nodes in all_node_lists(self.model, self.label):
             for n in g_nodes:
                 d = norm_domain(n.domain)
                 if d not in known:
@@ -122,13 +122,6 @@ def _schema_domains() -> frozenset[str]:
 
 def _graph_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "main"
-
-
-def _all_node_lists(model: ModelProto):
-    for g in all_graphs(model.graph):
-        yield g.node
-    for f in model.functions:
-        yield f.node
 
 
 class Scope:
