@@ -12,6 +12,7 @@ from onnx import GraphProto, ModelProto, NodeProto, ValueInfoProto, numpy_helper
 
 from ...ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node, verify
 from ...ir.registry import OpTypeError
+from ...errors import TensorsmithError
 from ...ir.verify import VerificationError
 from . import folding
 from .context import NodeContext
@@ -303,6 +304,10 @@ class Scope:
             self.poison(node)
         except _Reported:
             self.poison(node)
+        except TensorsmithError:
+            raise
+        except Exception as e:  # noqa: BLE001  (the last guard: see _converter_crash)
+            raise _converter_crash(imp.label, label, node, opset, e) from e
 
     def convertible(self, node: NodeProto, domain: str, opset: int) -> bool:
         return ((domain, node.op_type) in self.imp.functions
@@ -483,6 +488,18 @@ _PLAIN_SCALARS = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", 
 
 def _hint(name: str, namer: Namer) -> str | None:
     return name if name not in namer.taken else None
+
+
+def _converter_crash(model: str, label: str, node: NodeProto, opset: int,
+                     e: Exception) -> OnnxImportError:
+    """A converter or the reference evaluator raised a raw exception on this node's input.
+
+    Validation refuses invalid models before conversion; what still reaches here is an input
+    no converter foresaw, so the user gets the node and the cause instead of a traceback.
+    """
+    kind = "nested too deeply" if isinstance(e, RecursionError) else type(e).__name__
+    return OnnxImportError(f"{model}: node {label} ({node.op_type}, opset {opset}) cannot be "
+                           f"converted: {kind}: {e}")
 
 
 def _has_schema_function(node: NodeProto, opset: int) -> bool:

@@ -12,6 +12,7 @@ from ...errors import LoadError
 
 MAX_NESTING = 64          # sub-graphs inside sub-graphs: deeper is refused, never a RecursionError
 MAX_ELEMENTS = 1 << 40    # a declared tensor bigger than this is refused before anything is allocated
+_EXTERNAL_KEYS = ("location", "offset", "length", "checksum", "basepath")  # the spec's, and onnx's
 
 
 class OnnxLoadError(LoadError, ValueError):
@@ -190,7 +191,16 @@ def declared_nbytes(t: TensorProto, what: str, label: str) -> int:
 def read_external(t: TensorProto, base: Path, what: str, label: str) -> bytes:
     """The one checked read of external data: path inside ``base``, range inside the file,
     length equal to what the tensor's shape and dtype call for (checked before reading)."""
-    info = {e.key: e.value for e in t.external_data}
+    info = {}
+    for e in t.external_data:
+        if not isinstance(e.key, str) or not isinstance(e.value, str):
+            raise OnnxLoadError(f"{label}: {what} has external data info that is not valid UTF-8 "
+                                "text; the file is damaged")
+        if e.key not in _EXTERNAL_KEYS or e.key in info or not e.value:
+            why = ("is given twice" if e.key in info else "has no value" if e.key in _EXTERNAL_KEYS
+                   else f"is not one of {', '.join(_EXTERNAL_KEYS)}")
+            raise OnnxLoadError(f"{label}: {what} has external data key {e.key!r}, which {why}")
+        info[e.key] = e.value
     loc = info.get("location", "")
     if not loc:
         raise OnnxLoadError(f"{label}: {what} is external but names no location")

@@ -30,15 +30,17 @@ _KIND_FIELDS = [  # how an attribute without a type says what it is (IR version 
 def validate_model(model: ModelProto, label: str) -> None:
     """Refuse a model that onnxruntime would refuse on load (an ``OnnxImportError`` or
     ``OnnxLoadError`` naming the node or value and what is wrong)."""
+    _check_text(model, label)
     opsets = _opsets(model.opset_import, label)
     _check_graph(model.graph, [], label, "", 0)
     local = {(norm_domain(f.domain), f.name): f for f in model.functions}
     for f in model.functions:
         f_opsets = {**opsets, **_opsets(f.opset_import, label)}
         _check_function(f, label)
-        _check_attributes(f.node, f_opsets, local, label, f"function {f.name!r}/")
+        _check_attributes(f.node, f_opsets, local, label, f"function {f.name!r}/",
+                          model.ir_version)
     for g in all_graphs(model.graph, label):
-        _check_attributes(g.node, opsets, local, label, "")
+        _check_attributes(g.node, opsets, local, label, "", model.ir_version)
     _check_types(model, label)
 
 
@@ -52,6 +54,47 @@ def _opsets(entries, label: str) -> dict[str, int]:
                                   f"version {o.version}; valid versions are 1..{newest}")
         out[d] = int(o.version)
     return out
+
+
+# --- text ------------------------------------------------------------------------------------
+def _check_text(model: ModelProto, label: str) -> None:
+    """Every name is text: protobuf hands back invalid UTF-8 in a name as bytes."""
+    def names(owner):
+        for vi in list(getattr(owner, "input", ())) + list(getattr(owner, "output", ())) \
+                + list(getattr(owner, "value_info", ())):
+            if isinstance(vi, str):
+                yield vi
+                continue
+            yield vi.name
+            if vi.type.HasField("tensor_type"):
+                yield from (d.dim_param for d in vi.type.tensor_type.shape.dim)
+        yield from (t.name for t in getattr(owner, "initializer", ()))
+        yield from (sp.values.name for sp in getattr(owner, "sparse_initializer", ()))
+        yield from getattr(owner, "attribute", ())
+        yield owner.name
+        yield from (owner.domain,) if hasattr(owner, "domain") else ()
+        for n in owner.node:
+            yield from (n.name, n.op_type, n.domain, *n.input, *n.output)
+            for a in n.attribute:
+                yield a.name
+                yield a.ref_attr_name
+
+    yield_owners = [model.graph, *model.functions]
+    for o in model.opset_import:
+        _text(o.domain, "an opset_import domain", label)
+    for owner in yield_owners:
+        for x in names(owner):
+            _text(x, f"a name in {'graph' if isinstance(owner, GraphProto) else 'function'}", label)
+    for g in all_graphs(model.graph, label):
+        if g is not model.graph:
+            for x in names(g):
+                _text(x, "a name in a sub-graph", label)
+
+
+def _text(x, what: str, label: str) -> None:
+    if not isinstance(x, str):
+        raise OnnxLoadError(f"{label}: {what} is not valid UTF-8 text ({bytes(x)[:60]!r}); the "
+                            "file is damaged")
 
 
 # --- names and dims --------------------------------------------------------------------------
@@ -176,11 +219,16 @@ def _kind_name(k: int) -> str:
         return str(k)
 
 
-def _check_attributes(nodes, opsets: dict[str, int], local: dict, label: str, where: str) -> None:
+def _check_attributes(nodes, opsets: dict[str, int], local: dict, label: str, where: str,
+                      ir_version: int) -> None:
     for i, n in enumerate(nodes):
         domain = norm_domain(n.domain)
         seen = set()
         for a in n.attribute:
+            # IR version 1 files had no attribute type; since then it is required
+            if a.type == AttributeProto.UNDEFINED and ir_version >= 2 and not a.ref_attr_name:
+                raise OnnxImportError(f"{label}: {_node_label(n, i, where)} attribute {a.name!r} "
+                                      "has no type (UNDEFINED)")
             if a.name in seen:
                 raise OnnxImportError(f"{label}: {_node_label(n, i, where)} has attribute "
                                       f"{a.name!r} twice")
