@@ -87,6 +87,9 @@ class Importer:
         for t in g.initializer:
             if t.name not in scope.values:
                 scope.add_initializer(t)
+        for sp in g.sparse_initializer:
+            if sp.values.name not in scope.values:
+                scope.add_sparse_initializer(sp)
         for v in g.value_info:
             scope.value_info[v.name] = v
         scope.convert_nodes(g.node)
@@ -176,6 +179,17 @@ class Scope:
         self.imp.params[name] = arr
         self.imp.known[name] = arr
         self.values[t.name] = Value(name, TensorType.of(arr))
+
+    def add_sparse_initializer(self, sp: onnx.SparseTensorProto) -> None:
+        """A sparse initializer, as the dense param it stands for (size-checked first)."""
+        try:
+            arr = folding.sparse_to_dense(sp)
+        except OnnxImportError as e:
+            raise OnnxImportError(f"{self.imp.label}: {e}") from None
+        name = self.namer(sp.values.name)
+        self.imp.params[name] = arr
+        self.imp.known[name] = arr
+        self.values[sp.values.name] = Value(name, TensorType.of(arr))
 
     def literal(self, arr: np.ndarray, hint: str | None = None) -> Value:
         """Materialize a known array: a constant node for a plain scalar, else a param."""

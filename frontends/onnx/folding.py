@@ -47,13 +47,14 @@ def fold_constant(node: NodeProto) -> np.ndarray | None:
         if a.name == "value_ints":
             return np.asarray(list(a.ints), np.int64)
         if a.name == "sparse_value":
-            return _sparse_to_dense(a.sparse_tensor)
+            return sparse_to_dense(a.sparse_tensor)
         if a.name in ("value_string", "value_strings"):
             raise Unsupported("string constants are not supported")
     raise Unsupported("Constant without a value attribute")
 
 
-def _sparse_to_dense(sp) -> np.ndarray:
+def sparse_to_dense(sp) -> np.ndarray:
+    """The dense array of a SparseTensorProto; indices and size checked before allocating."""
     dims = tuple(int(d) for d in sp.dims)
     if any(d < 0 for d in dims) or int(np.prod(dims, dtype=object)) > MAX_FOLD_ELEMENTS:
         raise OnnxImportError(f"sparse constant {sp.values.name!r} has dims {list(dims)}: "

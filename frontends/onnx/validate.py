@@ -16,9 +16,12 @@ from .errors import OnnxImportError
 from .loader import MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs
 from .registry import norm_domain
 
-_INFERENCE_MAX_BYTES = 1 << 30  # bigger protos (weights inlined) skip onnx's type inference
-# onnxruntime merges a declared shape that disagrees with the inferred one leniently, so do we
-_TOLERATED = ("Inferred shape and existing shape differ",)
+_INFERENCE_MAX_BYTES = (1 << 31) - 1  # protobuf's limit: even the skeleton must fit
+_DATA_KEPT = 1024  # initializers up to this many elements keep their data for type inference
+# onnxruntime merges a declared shape that disagrees with the inferred one leniently, and
+# reads sparse initializers as dense tensors; so do we
+_TOLERATED = ("Inferred shape and existing shape differ",
+              "has unsupported type: sparse_tensor(")  # onnxruntime densifies these
 
 _KIND_FIELDS = [  # how an attribute without a type says what it is (IR version 1 files)
     ("f", AttributeProto.FLOAT), ("i", AttributeProto.INT), ("s", AttributeProto.STRING),
@@ -276,8 +279,10 @@ def _unknown_attribute(n: NodeProto, i: int, where: str, name: str, valid, label
 # --- types -----------------------------------------------------------------------------------
 def _check_types(model: ModelProto, label: str) -> None:
     """onnx's strict type inference: an input type the op does not accept, a missing input."""
+    if any(_numel(t.dims) > _DATA_KEPT for t in model.graph.initializer):
+        model = _skeleton(model)  # (ByteSize would serialize the whole model to count it)
     if model.ByteSize() > _INFERENCE_MAX_BYTES:
-        return  # inlined weights too big to hand over; names, dims and attributes are checked
+        return  # huge inline Constants; names, dims and attributes are still checked
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as e:  # InferenceError, ValidationError, SchemaError: all are the model's
@@ -291,3 +296,28 @@ def _check_types(model: ModelProto, label: str) -> None:
             more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
             raise OnnxImportError(f"{label}: the model fails ONNX type checking: "
                                   + "; ".join(bad[:3]) + more) from None
+
+
+def _skeleton(model: ModelProto) -> ModelProto:
+    """The model with big initializers reduced to name, type and dims: what type inference
+    reads, without copying gigabytes of weights."""
+    m = ModelProto(ir_version=model.ir_version)
+    m.opset_import.extend(model.opset_import)
+    m.functions.extend(model.functions)
+    src, g = model.graph, m.graph
+    g.name = src.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, field).extend(getattr(src, field))
+    for t in src.initializer:
+        if _numel(t.dims) <= _DATA_KEPT:
+            g.initializer.append(t)
+        else:
+            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    return m
+
+
+def _numel(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n

@@ -376,3 +376,29 @@ def test_newer_ir_version_than_onnx_knows_is_refused():
     assert ort_refuses(m)
     with pytest.raises(OnnxLoadError, match="IR version"):
         import_onnx(m)
+
+
+def test_sparse_initializer_is_its_dense_value():
+    values = numpy_helper.from_array(np.array([5.0, -2.0], np.float32), "sp")
+    sp = h.make_sparse_tensor(values, numpy_helper.from_array(np.array([[0, 1], [1, 2]], np.int64),
+                                                              "sp_idx"), [2, 3])
+    m = model([h.make_node("Add", ["x", "sp"], ["y"])], [tinfo("x", [2, 3])], [tinfo("y", [2, 3])])
+    m.graph.sparse_initializer.append(sp)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    (y,) = tensorsmith.compile(m)(x)
+    dense = np.zeros((2, 3), np.float32)
+    dense[0, 1], dense[1, 2] = 5, -2
+    np.testing.assert_array_equal(np.asarray(y), x + dense)
+    (want,) = ort.InferenceSession(m.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(np.asarray(y), want)
+
+
+def test_sparse_initializer_too_big_to_densify_is_refused():
+    values = numpy_helper.from_array(np.array([5.0], np.float32), "sp")
+    sp = h.make_sparse_tensor(values, numpy_helper.from_array(np.array([3], np.int64), "i"),
+                              [1 << 20, 1 << 19])
+    m = model([h.make_node("Identity", ["sp"], ["y"])], [], [tinfo("y", None)])
+    m.graph.sparse_initializer.append(sp)
+    with pytest.raises(OnnxImportError, match=r"sparse constant 'sp'.*more than 4194304"):
+        import_onnx(m)
