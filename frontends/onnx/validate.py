@@ -17,11 +17,8 @@ from .loader import MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs
 from .registry import norm_domain
 
 _INFERENCE_MAX_BYTES = (1 << 31) - 1  # protobuf's limit: even the skeleton must fit
-_DATA_KEPT = 1024  # initializers up to this many elements keep their data for type inference
-# onnxruntime merges a declared shape that disagrees with the inferred one leniently, and
-# reads sparse initializers as dense tensors; so do we
-_TOLERATED = ("Inferred shape and existing shape differ",
-              "has unsupported type: sparse_tensor(")  # onnxruntime densifies these
+# onnxruntime merges a declared shape that disagrees with the inferred one leniently; so do we
+_TOLERATED = ("Inferred shape and existing shape differ",)
 
 _KIND_FIELDS = [  # how an attribute without a type says what it is (IR version 1 files)
     ("f", AttributeProto.FLOAT), ("i", AttributeProto.INT), ("s", AttributeProto.STRING),
@@ -279,8 +276,7 @@ def _unknown_attribute(n: NodeProto, i: int, where: str, name: str, valid, label
 # --- types -----------------------------------------------------------------------------------
 def _check_types(model: ModelProto, label: str) -> None:
     """onnx's strict type inference: an input type the op does not accept, a missing input."""
-    if any(_numel(t.dims) > _DATA_KEPT for t in model.graph.initializer):
-        model = _skeleton(model)  # (ByteSize would serialize the whole model to count it)
+    model = _skeleton(model)
     if model.ByteSize() > _INFERENCE_MAX_BYTES:
         return  # huge inline Constants; names, dims and attributes are still checked
     try:
@@ -299,25 +295,23 @@ def _check_types(model: ModelProto, label: str) -> None:
 
 
 def _skeleton(model: ModelProto) -> ModelProto:
-    """The model with big initializers reduced to name, type and dims: what type inference
-    reads, without copying gigabytes of weights."""
-    m = ModelProto(ir_version=model.ir_version)
+    """The model with its initializers turned into typed graph inputs.
+
+    Type checking needs their types, not their bytes. Without values, onnx's inference
+    cannot follow hostile data (a negative Resize scale makes a negative dim, on which its
+    Slice rule aborts the process) and no weights are copied.
+    """
+    m = ModelProto(ir_version=max(model.ir_version, 4))  # IR 4: inputs need no initializer
     m.opset_import.extend(model.opset_import)
     m.functions.extend(model.functions)
     src, g = model.graph, m.graph
     g.name = src.name
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+    for field in ("node", "input", "output", "value_info"):
         getattr(g, field).extend(getattr(src, field))
-    for t in src.initializer:
-        if _numel(t.dims) <= _DATA_KEPT:
-            g.initializer.append(t)
-        else:
-            g.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
+    declared = {vi.name for vi in src.input}
+    for name, dtype, dims in [(t.name, t.data_type, t.dims) for t in src.initializer] + \
+            [(s.values.name, s.values.data_type, s.dims) for s in src.sparse_initializer]:
+        if name not in declared:
+            declared.add(name)
+            g.input.append(onnx.helper.make_tensor_value_info(name, dtype, list(dims)))
     return m
-
-
-def _numel(dims) -> int:
-    n = 1
-    for d in dims:
-        n *= d
-    return n
