@@ -1,5 +1,8 @@
 """Fuzzing the ONNX import with truncated and byte-flipped files (issue 15).
 
+Two small models built here: a CNN (also saved with external data) and a model with an If,
+a local function, a sparse Constant and a Resize.
+
 Every mutated file must either compile and run, or be refused with a ``TensorsmithError``:
 no other exception, no crash, no hang. And every file onnxruntime refuses on load (a schema
 or graph reason; a missing kernel does not count) must be refused by tensorsmith too.
@@ -60,16 +63,61 @@ def small_cnn() -> onnx.ModelProto:
     return m
 
 
-def write_cases(root: Path, n: int, seed: int, external: bool) -> list[Path]:
+def branchy() -> onnx.ModelProto:
+    """If with sub-graphs reading outer values, a local function with an attribute
+    reference, a sparse Constant, Resize by scales, Slice, Casts."""
+    vi = h.make_tensor_value_info
+    x_type = [1, 2, 4, 4]
+    then = h.make_graph([h.make_node("Mul", ["x", "k"], ["t_out"], name="then_mul")], "then",
+                        [], [vi("t_out", T.FLOAT, x_type)])
+    other = h.make_graph([h.make_node("Neg", ["x"], ["e_out"], name="else_neg")], "else", [],
+                         [vi("e_out", T.FLOAT, x_type)])
+    leaky = h.make_node("LeakyRelu", ["X"], ["Y"])
+    leaky.attribute.append(onnx.AttributeProto(name="alpha", ref_attr_name="slope",
+                                               type=onnx.AttributeProto.FLOAT))
+    fn = h.make_function("custom.ops", "MyLeaky", ["X"], ["Y"], [leaky],
+                         opset_imports=[h.make_opsetid("", 17)], attributes=["slope"])
+    sparse = h.make_sparse_tensor(numpy_helper.from_array(np.array([2, 3], np.float32), "spv"),
+                                  numpy_helper.from_array(np.array([1, 5], np.int64), "spi"), [8])
+    inits = [numpy_helper.from_array(np.array([0.25], np.float32), "k"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(np.array([0], np.int64), "st"),
+             numpy_helper.from_array(np.array([8], np.int64), "en"),
+             numpy_helper.from_array(np.array([3], np.int64), "ax")]
+    nodes = [
+        h.make_node("Constant", [], ["k0"], name="k0c", value_float=0.0),
+        h.make_node("ReduceSum", ["x"], ["tot"], name="sum", keepdims=0),
+        h.make_node("Greater", ["tot", "k0"], ["cond"], name="gt"),
+        h.make_node("If", ["cond"], ["b"], name="branch", then_branch=then, else_branch=other),
+        h.make_node("MyLeaky", ["b"], ["l"], name="act", domain="custom.ops", slope=0.1),
+        h.make_node("Resize", ["l", "", "scales"], ["big"], name="up", mode="linear"),
+        h.make_node("Slice", ["big", "st", "en", "ax"], ["sl"], name="slice"),
+        h.make_node("Constant", [], ["spc"], name="sparse", sparse_value=sparse),
+        h.make_node("Add", ["sl", "spc"], ["s2"], name="addsp"),
+        h.make_node("Cast", ["s2"], ["d"], name="cast", to=T.DOUBLE),
+        h.make_node("Cast", ["d"], ["y"], name="cast2", to=T.FLOAT),
+    ]
+    g = h.make_graph(nodes, "branchy", [vi("x", T.FLOAT, x_type)], [vi("y", T.FLOAT, [1, 2, 8, 8])],
+                     inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("custom.ops", 1)],
+                     ir_version=8, functions=[fn])
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+MODELS = {"cnn": small_cnn, "branchy": branchy}
+
+
+def write_cases(root: Path, n: int, seed: int, external: bool, name: str = "cnn") -> list[Path]:
     """``n`` mutated copies of the model (one folder each, with its weights file if external)."""
     base = root / "base"
     base.mkdir(parents=True)
     if external:
-        onnx.save_model(small_cnn(), base / "model.onnx", save_as_external_data=True,
+        onnx.save_model(MODELS[name](), base / "model.onnx", save_as_external_data=True,
                         all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
         weights = (base / "weights.bin").read_bytes()
     else:
-        onnx.save_model(small_cnn(), base / "model.onnx")
+        onnx.save_model(MODELS[name](), base / "model.onnx")
     data = (base / "model.onnx").read_bytes()
     rng = np.random.default_rng(seed)
     paths = []
@@ -180,9 +228,14 @@ def run_cases(paths: list[Path], outcomes: Counter | None = None) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("external", [False, True], ids=["inline", "external-data"])
-def test_mutated_onnx_files_compile_or_are_refused(tmp_path, external):
-    paths = write_cases(tmp_path, 40 if external else 60, seed=15 + external, external=external)
+QUICK = {  # (model, external data): cases in the default run (about 20 s on 2 idle cores)
+    ("cnn", False): 50, ("cnn", True): 30, ("branchy", False): 40}
+
+
+@pytest.mark.parametrize("name,external", sorted(QUICK), ids=lambda v: str(v))
+def test_mutated_onnx_files_compile_or_are_refused(tmp_path, name, external):
+    paths = write_cases(tmp_path, QUICK[name, external], seed=15 + external, external=external,
+                        name=name)
     outcomes = Counter()
     problems = run_cases(paths, outcomes)
     assert not problems, "\n\n".join(problems[:5])
@@ -191,9 +244,9 @@ def test_mutated_onnx_files_compile_or_are_refused(tmp_path, external):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("external", [False, True], ids=["inline", "external-data"])
-def test_mutated_onnx_files_long_run(tmp_path, external):
-    paths = write_cases(tmp_path, 600, seed=1500 + external, external=external)
+@pytest.mark.parametrize("name,external", sorted(QUICK), ids=lambda v: str(v))
+def test_mutated_onnx_files_long_run(tmp_path, name, external):
+    paths = write_cases(tmp_path, 600, seed=1500 + external, external=external, name=name)
     problems = run_cases(paths)
     assert not problems, f"{len(problems)} problems:\n\n" + "\n\n".join(problems[:10])
 
