@@ -17,8 +17,10 @@ from .loader import MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs
 from .registry import norm_domain
 
 _INFERENCE_MAX_BYTES = (1 << 31) - 1  # protobuf's limit: even the skeleton must fit
-# onnxruntime merges a declared shape that disagrees with the inferred one leniently; so do we
-_TOLERATED = ("Inferred shape and existing shape differ",)
+# onnxruntime merges a declared shape that disagrees with the inferred one leniently; so do we.
+# A value whose type inference could not find is missing information, not a wrong type (the
+# cause, if it is one, is reported on its own line).
+_TOLERATED = ("Inferred shape and existing shape differ", "expected to have type but instead is null")
 
 _KIND_FIELDS = [  # how an attribute without a type says what it is (IR version 1 files)
     ("f", AttributeProto.FLOAT), ("i", AttributeProto.INT), ("s", AttributeProto.STRING),
@@ -62,7 +64,7 @@ def _check_text(model: ModelProto, label: str) -> None:
     def names(owner):
         for vi in list(getattr(owner, "input", ())) + list(getattr(owner, "output", ())) \
                 + list(getattr(owner, "value_info", ())):
-            if isinstance(vi, str):
+            if isinstance(vi, (str, bytes)):  # a function's inputs and outputs are names
                 yield vi
                 continue
             yield vi.name
@@ -108,6 +110,8 @@ def _check_graph(g: GraphProto, outer: list[set[str]], label: str, where: str, d
     if depth > MAX_NESTING:
         raise OnnxLoadError(f"{label}: sub-graphs are nested more than {MAX_NESTING} levels deep "
                             f"(at {where!r}); refused")
+    if not g.name:  # the checker and onnxruntime require it
+        raise OnnxImportError(f"{label}: {where or 'the main graph'} has no name")
     scope: set[str] = set()
 
     def visible(name: str) -> bool:
@@ -173,7 +177,12 @@ def _check_function(f: onnx.FunctionProto, label: str) -> None:
 
 
 def _check_dims(vi, label: str, where: str, what: str, limit: bool) -> None:
-    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+    if not vi.type.HasField("tensor_type"):
+        return
+    if vi.type.tensor_type.elem_type == onnx.TensorProto.UNDEFINED:
+        raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} has no element type "
+                              "(UNDEFINED)")
+    if not vi.type.tensor_type.HasField("shape"):
         return
     numel = 1
     for d in vi.type.tensor_type.shape.dim:
