@@ -121,7 +121,7 @@ def tensor_slots(model: ModelProto, label: str = "the model"):
     Sparse tensors give their values and indices. Walking objects, not names, is what keeps
     two tensors of one name (two unnamed Constants) apart.
     """
-    for nodes_owner in _node_owners(model, label):
+    for nodes_owner in node_owners(model, label):
         for t in getattr(nodes_owner, "initializer", ()):
             yield t, f"initializer {t.name!r}"
         for sp in getattr(nodes_owner, "sparse_initializer", ()):
@@ -134,7 +134,8 @@ def tensor_slots(model: ModelProto, label: str = "the model"):
             yield from _attribute_slots(a, f"default of attribute {a.name!r} of function {f.name!r}")
 
 
-def _node_owners(model: ModelProto, label: str):
+def node_owners(model: ModelProto, label: str = "the model"):
+    """Everything that holds nodes: graphs, sub-graphs, local functions and their sub-graphs."""
     yield from all_graphs(model.graph, label)
     for f in model.functions:
         yield f

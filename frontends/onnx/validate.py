@@ -13,7 +13,7 @@ import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto
 
 from .errors import OnnxImportError
-from .loader import MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs
+from .loader import MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs, node_owners
 from .registry import norm_domain
 
 _INFERENCE_MAX_BYTES = (1 << 31) - 1  # protobuf's limit: even the skeleton must fit
@@ -81,16 +81,12 @@ def _check_text(model: ModelProto, label: str) -> None:
                 yield a.name
                 yield a.ref_attr_name
 
-    yield_owners = [model.graph, *model.functions]
-    for o in model.opset_import:
+    for o in list(model.opset_import) + [o for f in model.functions for o in f.opset_import]:
         _text(o.domain, "an opset_import domain", label)
-    for owner in yield_owners:
+    for owner in node_owners(model, label):  # graphs, sub-graphs, functions
+        kind = "graph" if isinstance(owner, GraphProto) else "function"
         for x in names(owner):
-            _text(x, f"a name in {'graph' if isinstance(owner, GraphProto) else 'function'}", label)
-    for g in all_graphs(model.graph, label):
-        if g is not model.graph:
-            for x in names(g):
-                _text(x, "a name in a sub-graph", label)
+            _text(x, f"a name in {kind} {owner.name!r}", label)
 
 
 def _text(x, what: str, label: str) -> None:
@@ -291,7 +287,7 @@ def _check_types(model: ModelProto, label: str) -> None:
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as e:  # InferenceError, ValidationError, SchemaError: all are the model's
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         lines[0] = lines[0].replace("[ShapeInferenceError] Inference error(s): ", "")
         # "(op_type:A): (op_type:B): ..." is inside A's function body as onnx expands it,
         # where onnx's inference has gaps onnxruntime does not share; the converter checks those
