@@ -13,7 +13,8 @@ import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto
 
 from .errors import OnnxImportError
-from .loader import MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs, node_owners
+from .loader import (MAX_ELEMENTS, MAX_NESTING, OnnxLoadError, all_graphs, node_owners,
+                     tensor_slots)
 from .registry import norm_domain
 
 _INFERENCE_MAX_BYTES = (1 << 31) - 1  # protobuf's limit: even the skeleton must fit
@@ -21,6 +22,8 @@ _INFERENCE_MAX_BYTES = (1 << 31) - 1  # protobuf's limit: even the skeleton must
 # A value whose type inference could not find is missing information, not a wrong type (the
 # cause, if it is one, is reported on its own line).
 _TOLERATED = ("Inferred shape and existing shape differ", "expected to have type but instead is null")
+
+_DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
 
 _KIND_FIELDS = [  # how an attribute without a type says what it is (IR version 1 files)
     ("f", AttributeProto.FLOAT), ("i", AttributeProto.INT), ("s", AttributeProto.STRING),
@@ -43,6 +46,9 @@ def validate_model(model: ModelProto, label: str) -> None:
                           model.ir_version)
     for g in all_graphs(model.graph, label):
         _check_attributes(g.node, opsets, local, label, "", model.ir_version)
+    for t, what in tensor_slots(model, label):
+        if t.data_type == onnx.TensorProto.UNDEFINED or t.data_type not in _DATA_TYPES:
+            raise OnnxImportError(f"{label}: {what} has no valid data type ({t.data_type})")
     _check_types(model, label)
 
 
@@ -175,9 +181,10 @@ def _check_function(f: onnx.FunctionProto, label: str) -> None:
 def _check_dims(vi, label: str, where: str, what: str, limit: bool) -> None:
     if not vi.type.HasField("tensor_type"):
         return
-    if vi.type.tensor_type.elem_type == onnx.TensorProto.UNDEFINED:
-        raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} has no element type "
-                              "(UNDEFINED)")
+    elem = vi.type.tensor_type.elem_type
+    if elem == onnx.TensorProto.UNDEFINED or elem not in _DATA_TYPES:
+        raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} has no valid element type "
+                              f"({elem})")
     if not vi.type.tensor_type.HasField("shape"):
         return
     numel = 1

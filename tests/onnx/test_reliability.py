@@ -262,7 +262,7 @@ INVALID_GRAPHS = {
         r"graph input 'x' declares 1152921504606846976 elements"),
     "value without an element type": (
         model([h.make_node("Relu", ["x"], ["y"])], [tinfo("x", [2])], [tinfo("y", [2], 0)]),
-        r"value 'y' has no element type"),
+        r"value 'y' has no valid element type \(0\)"),
     "sub-graph without a name": (
         model([h.make_node("If", ["c"], ["y"], name="if1",
                            then_branch=h.make_graph([h.make_node("Neg", ["x"], ["t"])], "",
