@@ -124,9 +124,9 @@ def _check_graph(g: GraphProto, outer: list[set[str]], label: str, where: str, d
         if vi.name in inputs:
             raise OnnxImportError(f"{label}: {where}graph input {vi.name!r} is declared twice")
         inputs.add(vi.name)
-        _check_dims(vi, label, where, "graph input", limit=True)
+        _check_dims(vi, label, where, "graph input", is_input=True)
     for vi in list(g.output) + list(g.value_info):
-        _check_dims(vi, label, where, "value", limit=False)
+        _check_dims(vi, label, where, "value", is_input=False)
     inits = set()
     for name, dims in [(t.name, t.dims) for t in g.initializer] + \
                       [(s.values.name, s.dims) for s in g.sparse_initializer]:
@@ -178,11 +178,13 @@ def _check_function(f: onnx.FunctionProto, label: str) -> None:
             scope.add(o)
 
 
-def _check_dims(vi, label: str, where: str, what: str, limit: bool) -> None:
+def _check_dims(vi, label: str, where: str, what: str, is_input: bool) -> None:
     if not vi.type.HasField("tensor_type"):
         return
     elem = vi.type.tensor_type.elem_type
-    if elem == onnx.TensorProto.UNDEFINED or elem not in _DATA_TYPES:
+    # UNDEFINED on an output or value_info reads as "type unknown" (onnxruntime refuses it,
+    # but tensorsmith infers every type itself); an input needs one, an unknown code is damage
+    if elem not in _DATA_TYPES or (elem == onnx.TensorProto.UNDEFINED and is_input):
         raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} has no valid element type "
                               f"({elem})")
     if not vi.type.tensor_type.HasField("shape"):
@@ -194,7 +196,7 @@ def _check_dims(vi, label: str, where: str, what: str, limit: bool) -> None:
                 raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} has a negative dim "
                                       f"({d.dim_value}); refused")
             numel *= d.dim_value
-    if limit and numel > MAX_ELEMENTS:
+    if is_input and numel > MAX_ELEMENTS:
         raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} declares {numel} elements "
                               "(more than 2**40); refused")
 
