@@ -67,32 +67,29 @@ def _opsets(entries, label: str) -> dict[str, int]:
 # --- text ------------------------------------------------------------------------------------
 def _check_text(model: ModelProto, label: str) -> None:
     """Every name is text: protobuf hands back invalid UTF-8 in a name as bytes."""
-    def names(owner):
-        for vi in list(getattr(owner, "input", ())) + list(getattr(owner, "output", ())) \
-                + list(getattr(owner, "value_info", ())):
-            if isinstance(vi, (str, bytes)):  # a function's inputs and outputs are names
-                yield vi
-                continue
-            yield vi.name
-            if vi.type.HasField("tensor_type"):
-                yield from (d.dim_param for d in vi.type.tensor_type.shape.dim)
-        yield from (t.name for t in getattr(owner, "initializer", ()))
-        yield from (sp.values.name for sp in getattr(owner, "sparse_initializer", ()))
-        yield from getattr(owner, "attribute", ())
-        yield owner.name
-        yield from (owner.domain,) if hasattr(owner, "domain") else ()
+    def names(owner) -> list:  # flat lists: this runs over every name of large models
+        out = [owner.name]
+        if isinstance(owner, GraphProto):
+            infos = [*owner.input, *owner.output, *owner.value_info]
+            out += [vi.name for vi in infos]
+            out += [d.dim_param for vi in infos if vi.type.HasField("tensor_type")
+                    for d in vi.type.tensor_type.shape.dim]
+            out += [t.name for t in owner.initializer]
+            out += [sp.values.name for sp in owner.sparse_initializer]
+        else:  # a function: its inputs, outputs and attributes are plain names
+            out += [owner.domain, *owner.input, *owner.output, *owner.attribute]
         for n in owner.node:
-            yield from (n.name, n.op_type, n.domain, *n.input, *n.output)
-            for a in n.attribute:
-                yield a.name
-                yield a.ref_attr_name
+            out += [n.name, n.op_type, n.domain, *n.input, *n.output]
+            out += [x for a in n.attribute for x in (a.name, a.ref_attr_name)]
+        return out
 
     for o in list(model.opset_import) + [o for f in model.functions for o in f.opset_import]:
         _text(o.domain, "an opset_import domain", label)
     for owner in node_owners(model, label):  # graphs, sub-graphs, functions
-        kind = "graph" if isinstance(owner, GraphProto) else "function"
-        for x in names(owner):
-            _text(x, f"a name in {kind} {owner.name!r}", label)
+        bad = [x for x in names(owner) if type(x) is not str]
+        if bad:
+            kind = "graph" if isinstance(owner, GraphProto) else "function"
+            _text(bad[0], f"a name in {kind} {owner.name!r}", label)
 
 
 def _text(x, what: str, label: str) -> None:
