@@ -179,9 +179,9 @@ def _check_dims(vi, label: str, where: str, what: str, is_input: bool) -> None:
     if not vi.type.HasField("tensor_type"):
         return
     elem = vi.type.tensor_type.elem_type
-    # UNDEFINED on an output or value_info reads as "type unknown" (onnxruntime refuses it,
-    # but tensorsmith infers every type itself); an input needs one, an unknown code is damage
-    if elem not in _DATA_TYPES or (elem == onnx.TensorProto.UNDEFINED and is_input):
+    # as onnxruntime: a tensor type names its element type (an output of unknown type has no
+    # type at all); an unknown code is damage
+    if elem == onnx.TensorProto.UNDEFINED or elem not in _DATA_TYPES:
         raise OnnxImportError(f"{label}: {where}{what} {vi.name!r} has no valid element type "
                               f"({elem})")
     if not vi.type.tensor_type.HasField("shape"):

@@ -260,6 +260,9 @@ INVALID_GRAPHS = {
         model([h.make_node("Relu", ["x"], ["y"])], [tinfo("x", [1 << 30, 1 << 30])],
               [tinfo("y", None)]),
         r"graph input 'x' declares 1152921504606846976 elements"),
+    "value without an element type": (
+        model([h.make_node("Relu", ["x"], ["y"])], [tinfo("x", [2])], [tinfo("y", [2], 0)]),
+        r"value 'y' has no valid element type \(0\)"),
     "value with an unknown element type code": (
         model([h.make_node("Relu", ["x"], ["y"])], [tinfo("x", [2])], [tinfo("y", [2], 81)]),
         r"value 'y' has no valid element type \(81\)"),
