@@ -12,6 +12,7 @@ from onnx import GraphProto, ModelProto, NodeProto, ValueInfoProto, numpy_helper
 
 from ...ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node, verify
 from ...ir.registry import OpTypeError
+from ...errors import TensorsmithError
 from ...ir.verify import VerificationError
 from . import folding
 from .context import NodeContext
@@ -20,7 +21,7 @@ from .dtypes import onnx_dtype, value_info_type
 from .errors import (NeedsInputValuesError, NeedsKnownValue, OnnxImportError, Unsupported,
                      UnsupportedNode, UnsupportedNodesError)
 from .functions import bind_attributes, schema_defaults, schema_function
-from .loader import all_graphs
+from .loader import all_node_lists
 from .registry import domains as converter_domains
 from .registry import lookup, norm_domain
 
@@ -54,7 +55,7 @@ class Importer:
         """Refuse nodes of domains no one knows (not ONNX, no converter, no local function)."""
         known = STANDARD_DOMAINS | converter_domains() | {d for d, _ in self.functions} | _schema_domains()
         bad = []
-        for g_nodes in _all_node_lists(self.model):
+        for g_nodes in all_node_lists(self.model, self.label):
             for n in g_nodes:
                 d = norm_domain(n.domain)
                 if d not in known:
@@ -87,6 +88,9 @@ class Importer:
         for t in g.initializer:
             if t.name not in scope.values:
                 scope.add_initializer(t)
+        for sp in g.sparse_initializer:
+            if sp.values.name not in scope.values:
+                scope.add_sparse_initializer(sp)
         for v in g.value_info:
             scope.value_info[v.name] = v
         from ...ir.dims import assuming
@@ -126,13 +130,6 @@ def _schema_domains() -> frozenset[str]:
 
 def _graph_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "main"
-
-
-def _all_node_lists(model: ModelProto):
-    for g in all_graphs(model.graph):
-        yield g.node
-    for f in model.functions:
-        yield f.node
 
 
 class Scope:
@@ -186,6 +183,17 @@ class Scope:
         self.imp.params[name] = arr
         self.imp.known[name] = arr
         self.values[t.name] = Value(name, TensorType.of(arr))
+
+    def add_sparse_initializer(self, sp: onnx.SparseTensorProto) -> None:
+        """A sparse initializer, as the dense param it stands for (size-checked first)."""
+        try:
+            arr = folding.sparse_to_dense(sp)
+        except OnnxImportError as e:
+            raise OnnxImportError(f"{self.imp.label}: {e}") from None
+        name = self.namer(sp.values.name)
+        self.imp.params[name] = arr
+        self.imp.known[name] = arr
+        self.values[sp.values.name] = Value(name, TensorType.of(arr))
 
     def literal(self, arr: np.ndarray, hint: str | None = None) -> Value:
         """Materialize a known array: a constant node for a plain scalar, else a param."""
@@ -314,6 +322,10 @@ class Scope:
             self.poison(node)
         except _Reported:
             self.poison(node)
+        except TensorsmithError:
+            raise
+        except Exception as e:  # noqa: BLE001  (the last guard: see _converter_crash)
+            raise _converter_crash(imp.label, label, node, opset, e) from e
 
     def convertible(self, node: NodeProto, domain: str, opset: int) -> bool:
         return ((domain, node.op_type) in self.imp.functions
@@ -494,6 +506,18 @@ _PLAIN_SCALARS = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", 
 
 def _hint(name: str, namer: Namer) -> str | None:
     return name if name not in namer.taken else None
+
+
+def _converter_crash(model: str, label: str, node: NodeProto, opset: int,
+                     e: Exception) -> OnnxImportError:
+    """A converter or the reference evaluator raised a raw exception on this node's input.
+
+    Validation refuses invalid models before conversion; what still reaches here is an input
+    no converter foresaw, so the user gets the node and the cause instead of a traceback.
+    """
+    kind = "nested too deeply" if isinstance(e, RecursionError) else type(e).__name__
+    return OnnxImportError(f"{model}: node {label} ({node.op_type}, opset {opset}) cannot be "
+                           f"converted: {kind}: {e}")
 
 
 def _has_schema_function(node: NodeProto, opset: int) -> bool:

@@ -15,7 +15,7 @@ from onnx import NodeProto, helper
 
 from ...ir import TensorType
 from .context import attribute_value
-from .errors import Unsupported
+from .errors import OnnxImportError, Unsupported
 
 # Ops never folded: non-deterministic ones, and Q/DQ, which must stay in the graph so that
 # quantized models keep their quantization (folding DQ(int8 weight) would give back floats).
@@ -25,6 +25,9 @@ NO_FOLD = frozenset({
     "If", "Loop", "Scan", "Dropout",
 })
 MAX_FOLD_ELEMENTS = 1 << 22  # inputs or outputs bigger than this are computed at run time
+_DATA_INPUT_MAX = 1024       # known inputs this small are shown to shape inference as data
+# Ops whose output size shape inference cannot give but that never outgrow their input.
+_BOUNDED_BY_INPUT = {"NonZero": 8, "Unique": 1, "Compress": 1}  # op -> elements per input element
 
 # Plain numpy dtypes the reference evaluator handles; exotic ones (float8, int4) are not folded.
 _PLAIN_KINDS = "biufc"
@@ -44,20 +47,38 @@ def fold_constant(node: NodeProto) -> np.ndarray | None:
         if a.name == "value_ints":
             return np.asarray(list(a.ints), np.int64)
         if a.name == "sparse_value":
-            return _sparse_to_dense(a.sparse_tensor)
+            return sparse_to_dense(a.sparse_tensor)
         if a.name in ("value_string", "value_strings"):
             raise Unsupported("string constants are not supported")
     raise Unsupported("Constant without a value attribute")
 
 
-def _sparse_to_dense(sp) -> np.ndarray:
-    values = onnx.numpy_helper.to_array(sp.values)
-    idx = onnx.numpy_helper.to_array(sp.indices)
-    dims = tuple(sp.dims)
-    out = np.zeros(int(np.prod(dims)), values.dtype)
-    if idx.ndim == 2:  # [nnz, rank] coordinates
-        idx = np.ravel_multi_index(tuple(idx.T), dims)
-    out[idx.reshape(-1)] = values.reshape(-1)
+def sparse_to_dense(sp) -> np.ndarray:
+    """The dense array of a SparseTensorProto; indices and size checked before allocating."""
+    dims = tuple(int(d) for d in sp.dims)
+    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=object)) > MAX_FOLD_ELEMENTS:
+        raise OnnxImportError(f"sparse constant {sp.values.name!r} has dims {list(dims)}: "
+                              f"negative, or more than {MAX_FOLD_ELEMENTS} elements dense; refused")
+    try:
+        values = onnx.numpy_helper.to_array(sp.values).reshape(-1)
+        idx = onnx.numpy_helper.to_array(sp.indices).astype(np.int64)
+    except (ValueError, TypeError) as e:
+        raise OnnxImportError(f"sparse constant {sp.values.name!r} cannot be read: {e}") from None
+    numel = int(np.prod(dims, dtype=np.int64))
+    if idx.ndim == 2 and idx.shape[1:] == (len(dims),) and idx.shape[0] == values.size:
+        bad = np.any((idx < 0) | (idx >= np.asarray(dims, np.int64)), axis=1) if dims else ()
+        if np.any(bad):
+            raise OnnxImportError(f"sparse constant {sp.values.name!r} has an index outside "
+                                  f"its dims {list(dims)}")
+        idx = np.ravel_multi_index(tuple(idx.T), dims) if dims else idx.reshape(-1)
+    elif idx.ndim != 1 or idx.size != values.size:
+        raise OnnxImportError(f"sparse constant {sp.values.name!r}: indices of shape "
+                              f"{list(idx.shape)} do not fit {values.size} values in dims {list(dims)}")
+    if np.any((idx < 0) | (idx >= numel)):
+        raise OnnxImportError(f"sparse constant {sp.values.name!r} has an index outside its "
+                              f"{numel} elements")
+    out = np.zeros(numel, values.dtype)
+    out[idx.reshape(-1)] = values
     return out.reshape(dims)
 
 
@@ -91,9 +112,43 @@ def foldable(node: NodeProto, domain: str, inputs: Sequence[np.ndarray | None]) 
     return sum(x.size for x in present) <= MAX_FOLD_ELEMENTS
 
 
+def output_elements(node: NodeProto, opset: int, inputs: Sequence[np.ndarray | None]) -> int | None:
+    """Elements of ``node``'s outputs, from the op's type rule, without evaluating it; None if
+    the rule cannot tell (the caller then does not fold)."""
+    feeds = {n: x for n, x in zip(node.input, inputs) if n and x is not None}
+    # Small inputs go in as data (a ConstantOfShape's shape, a Range's limits); big ones by type.
+    data = [onnx.numpy_helper.from_array(x, n) for n, x in feeds.items() if x.size <= _DATA_INPUT_MAX]
+    typed = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
+             for n, x in feeds.items() if x.size > _DATA_INPUT_MAX]
+    outs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
+            for o in node.output if o]
+    model = helper.make_model(helper.make_graph([node], "size", typed, outs, data),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph.output
+    except Exception:  # the rule refuses these inputs: let the converter say why
+        return None
+    total = 0
+    for o in inferred:
+        tt = o.type.tensor_type
+        if o.type.HasField("tensor_type") and tt.HasField("shape") and \
+                all(d.HasField("dim_value") and d.dim_value >= 0 for d in tt.shape.dim):
+            total += int(np.prod([d.dim_value for d in tt.shape.dim], dtype=object))
+            continue
+        if node.op_type in _BOUNDED_BY_INPUT:
+            return _BOUNDED_BY_INPUT[node.op_type] * max((x.size for x in feeds.values()), default=0)
+        return None
+    return total
+
+
 def evaluate(node: NodeProto, opset: int, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray] | None:
-    """Run ``node`` with onnx's reference implementation; None if it cannot."""
+    """Run ``node`` with onnx's reference implementation; None if it cannot, or if its result
+    would exceed ``MAX_FOLD_ELEMENTS`` (decided from the type rule, before evaluating)."""
     from onnx.reference import ReferenceEvaluator
+
+    size = output_elements(node, opset, inputs)
+    if size is None or size > MAX_FOLD_ELEMENTS:
+        return None
 
     names = [n for n in node.input if n]
     feeds = {n: x for n, x in zip(node.input, inputs) if n}

@@ -38,7 +38,8 @@ def model(nodes, inputs: dict, outputs, consts=None, opset=18, out_type=T.UNDEFI
     consts = consts or {}
     g = h.make_graph(nodes, "g",
                      [h.make_tensor_value_info(k, ONNX_TYPE[v.dtype], v.shape) for k, v in inputs.items()],
-                     [h.make_tensor_value_info(o, out_type, None) for o in outputs],
+                     [h.make_tensor_value_info(o, out_type, None) if out_type  # no type: inferred
+                      else h.make_empty_tensor_value_info(o) for o in outputs],
                      [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
     m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
     m.ir_version = 8

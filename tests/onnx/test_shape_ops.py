@@ -33,7 +33,8 @@ def single_op(op, inputs: dict, consts: dict | None = None, opset=18, n_out=1, o
                        [f"y{i}" for i in range(n_out)], **attrs)
     g = h.make_graph([node], "g",
                      [h.make_tensor_value_info(k, NP_TO_ONNX[v.dtype], v.shape) for k, v in inputs.items()],
-                     [h.make_tensor_value_info(f"y{i}", out_type, None) for i in range(n_out)],
+                     [h.make_tensor_value_info(f"y{i}", out_type, None) if out_type  # no type: inferred
+                      else h.make_empty_tensor_value_info(f"y{i}") for i in range(n_out)],
                      [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items() if v is not None])
     m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
     m.ir_version = 8
@@ -306,7 +307,7 @@ def test_dynamic_batch_shape_arithmetic_stays_symbolic():
              h.make_node("Concat", ["bn1", "six"], ["t2"], axis=0),
              h.make_node("Reshape", ["sl", "t2"], ["r2"])]
     g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4, 6])],
-                     [h.make_tensor_value_info(o, T.UNDEFINED, None) for o in ("r", "rng", "r2")],
+                     [h.make_empty_tensor_value_info(o) for o in ("r", "rng", "r2")],
                      list(c.values()))
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
     m.ir_version = 8

@@ -126,6 +126,8 @@ def shape_dims(ctx, v, depth: int = 0):
             return None
         return ins[0][a["start"][0]:a["limit"][0]:(a.get("strides") or (1,))[0]]
     if n.op == "take" and n.inputs[0].type.rank == 1:
+        if not all(-len(ins[0]) <= i < len(ins[0]) for i in ins[1]):
+            return None  # out of range: the take's own converter says so
         return [ins[0][i] for i in ins[1]]
     if n.op == "reduce_prod":
         return [shape_numel(ins[0])]

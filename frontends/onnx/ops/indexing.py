@@ -64,6 +64,11 @@ def _gather(ctx, x, idx):
     axis = norm_axis(ctx.attr("axis", 0), x.type.rank)
     known = ctx.known(idx)
     d = x.shape[axis]
+    if known is not None and known.size and isinstance(d, int):
+        bad = known[(known < -d) | (known >= d)]
+        if bad.size:  # onnxruntime fails at run time; XLA would clamp it: a wrong value
+            ctx.unsupported(f"index {int(bad.reshape(-1)[0])} is out of range for axis {axis} "
+                            f"of size {d}")
     if known is not None and known.ndim <= 1 and known.size and isinstance(d, int):
         # constant x[..., i, ...] or x[..., a:b, ...]: a slice, which passes see through
         k = np.where(known < 0, known + d, known).reshape(-1)

@@ -98,6 +98,9 @@ def source_coords(mode: str, n_in: int, n_out: int, scale: float, roi):
     return x, outside
 
 
+_MAX_AXIS_MATRIX = 1 << 26  # entries (512 MiB of f64): larger resizes are refused, not allocated
+
+
 def axis_weights(n_in: int, n_out: int, scale: float, coeffs, mode: str, roi=None,
                  exclude_outside: bool = False):
     """``(W, outside)``: the [n_out, n_in] matrix of one axis and the extrapolated rows."""
@@ -238,6 +241,10 @@ def emit_resize(ctx, x, plan, mode: str, coeffs, ctm: str, exclude_outside=False
         plan = [p for p in plan if p not in symbolic]
     if not plan:
         return x
+    for a, n_in, n_out, _, _ in plan:  # each axis is a dense [n_out, n_in] matrix, built now
+        if n_in * n_out > _MAX_AXIS_MATRIX:
+            ctx.unsupported(f"resizing axis {a} from {n_in} to {n_out} needs a "
+                            f"{n_out}x{n_in} interpolation matrix, over {_MAX_AXIS_MATRIX} entries")
     masks = []
     if mode == "nearest":
         for a, n_in, n_out, scale, roi in plan:

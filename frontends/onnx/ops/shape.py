@@ -13,6 +13,8 @@ from ..registry import onnx_op
 from ._dims import INT_MAX, dim_count, known_ints, shape_dims, static_dim, target_dims
 from ._util import broadcast_shapes, norm_axis
 
+_MAX_LITERAL = 1 << 22  # elements: a bigger literal is computed at run time instead of stored
+
 
 # --- helpers ------------------------------------------------------------------------------------
 def axes_of(ctx, v, since: int, rank: int, what: str = "axes"):
@@ -451,8 +453,8 @@ def _constant_of_shape(ctx, shape):
     value = ctx.attr("value", None)
     value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     if value.dtype.kind not in "biuf" or value.dtype.itemsize > 8:
-        if not all(isinstance(d, int) for d in dims):
-            ctx.unsupported(f"a {value.dtype} constant of symbolic shape {list(dims)}")
+        if not all(isinstance(d, int) for d in dims) or math.prod(dims) > _MAX_LITERAL:
+            ctx.unsupported(f"a {value.dtype} constant of shape {list(dims)} (symbolic or too big)")
         return ctx.const(np.full(dims, value[0], value.dtype))
     return ctx.op("constant", value=value[0].item(), dtype=dtype_name(value.dtype), shape=dims)
 
@@ -472,7 +474,13 @@ def _range(ctx, start, limit, delta):
             y = ctx.op("mul", y, ctx.scalar(d0, start.dtype))
         return y if s0 == 0 else ctx.op("add", y, ctx.scalar(s0, start.dtype))
     lim = lim[0] if lim is not None else np.asarray(ctx.require_known(limit, "Range's limit")).reshape(())
-    n = max(int(math.ceil((float(lim) - float(s)) / float(d))), 0)
+    span = (float(lim) - float(s)) / float(d) if float(d) != 0 else math.inf
+    if not math.isfinite(span) or span > INT_MAX:
+        ctx.unsupported(f"Range from {s} to {lim} by {d} has no finite length")
+    n = max(int(math.ceil(span)), 0)
+    if n > _MAX_LITERAL:  # computed at run time, not stored: a Range can be a memory bomb
+        i = ctx.op("iota", dtype=start.dtype, shape=(n,), axis=0)
+        return ctx.op("add", ctx.op("mul", i, ctx.scalar(d, start)), ctx.scalar(s, start))
     return ctx.const((s + d * np.arange(n)).astype(s.dtype))
 
 
