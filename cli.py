@@ -556,12 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type, ...]:
-    from .codegen.target import TargetError
-    from .examples import UnknownExampleError
-    from .ir import ParseError
-    from .passes import MissingPassData, PassOptionError
-    return (UsageError, TargetError, UnknownExampleError, ParseError, MissingPassData,
-            PassOptionError, FileNotFoundError)
+    # every tensorsmith error names what the user gave; its message stands on its own
+    from .errors import TensorsmithError
+    return (TensorsmithError, FileNotFoundError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
