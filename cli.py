@@ -295,6 +295,7 @@ def _import(spec: ModelSpec, args):
 
 def cmd_compile(args) -> int:
     import jax
+    from .codegen.target import needs_x64, x64_scope
     from . import compile as ts_compile
     from .passes import format_pipeline, parse_pipeline
     steps = parse_pipeline(args.passes)  # refuse a bad pipeline before loading anything
@@ -332,7 +333,6 @@ def cmd_compile(args) -> int:
     measured: dict = {}
     if cm.runnable:
         device = jax.devices(args.target)[0]
-        base, base_name = baseline_fn(spec, cm.source, device)
         if spec.eval_data is not None:
             x, y = spec.eval_data
             inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
@@ -342,18 +342,24 @@ def cmd_compile(args) -> int:
         else:
             inputs, labels, what = _synthetic_inputs(cm.graph), None, "random inputs"
         # One set of device arrays for every call below: each model then compiles once (numpy
-        # and device arrays are different jit cache entries).
-        on_device = jax.device_put(inputs, device)
-        with progress(f"XLA compile and first call of the source model ({base_name})"):
-            ref = _block(base(*on_device))
-        with progress("XLA compile and first call of the compiled model"):
-            got = _block(cm(*on_device))
+        # and device arrays are different jit cache entries). 64-bit models (ONNX int64 ids)
+        # need JAX's x64 mode for their arrays and the source IR's run, or both are truncated.
+        wide = not spec.is_jax and any(np.asarray(a).dtype.itemsize == 8 and np.asarray(a).dtype.kind in "iuf"
+                                       for a in jax.tree_util.tree_leaves(inputs))
+        wide = wide or (not spec.is_jax and cm.source is not None and needs_x64(cm.source))
+        with x64_scope(wide):
+            base, base_name = baseline_fn(spec, cm.source, device)
+            on_device = jax.device_put(inputs, device)
+            with progress(f"XLA compile and first call of the source model ({base_name})"):
+                ref = _block(base(*on_device))
+            with progress("XLA compile and first call of the compiled model"):
+                got = _block(cm(*on_device))
         out("")
         lines, measured = quality(ref, got, labels, what)
         for line in lines:
             out(line)
         if args.repeats:
-            with progress(f"latency: {args.repeats} interleaved runs of each model"):
+            with progress(f"latency: {args.repeats} interleaved runs of each model"), x64_scope(wide):
                 t_base, t_cm = median_latencies([base, cm], on_device, args.repeats)
             batch = np.shape(jax.tree_util.tree_leaves(inputs)[0])[:1]
             measured["latency"] = {"baseline": base_name, "baseline_s": t_base, "compiled_s": t_cm,

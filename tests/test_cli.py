@@ -347,3 +347,23 @@ def test_history_and_remarks_print_as_lines():
     assert f"{rec.before.nodes} -> {rec.after.nodes} nodes  {len(rec.remarks)} applied" in lines[0]
     assert str(tensorsmith.compile(lambda x: x * 2, np.ones(3, np.float32), passes="none").history) \
         == "(no passes ran)"
+
+
+def test_compile_an_onnx_model_with_int64_inputs(capsys, tmp_path):
+    """Token ids are int64: the CLI's source run, compiled run and latency must keep them so
+    (JAX truncates 64-bit arrays to 32 bits outside x64 mode, and the two then disagree)."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper
+    table = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    g = h.make_graph([h.make_node("Gather", ["table", "ids"], ["emb"], axis=0),
+                      h.make_node("ReduceSum", ["emb", "axes"], ["out"], keepdims=0)], "ids_model",
+                     [h.make_tensor_value_info("ids", T.INT64, ["batch", "sequence"])],
+                     [h.make_tensor_value_info("out", T.FLOAT, ["batch", 4])],
+                     [numpy_helper.from_array(table, "table"),
+                      numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    path = tmp_path / "ids.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    rc, out, err = run(capsys, "compile", str(path), "--repeats", "2", "-o", str(tmp_path / "ids.tsx"))
+    assert rc == 0, err
+    assert "max |compiled - source| on random inputs: 0" in out
+    assert re.search(r"latency \(batch \d+, median of 2 interleaved runs", out)
