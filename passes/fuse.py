@@ -6,27 +6,36 @@ from .context import PassContext
 from .registry import register_pass
 from .rewrite import Rewriter, apply_patterns, pattern
 
-# Ops that only move or retype a bias on its way to the add: it stays a weight through them.
-_BIAS_VIEWS = ("broadcast_in_dim", "reshape", "convert", "expand_dims")
+# Ops that only move or retype a weight or bias on its way: it stays a weight through them.
+_BIAS_VIEWS = ("broadcast_in_dim", "reshape", "convert", "expand_dims", "transpose")
 
 
 def _linear(rw: Rewriter, v: Value) -> tuple[str, Node, int] | None:
-    """``(kind, node, channel axis of its output)`` when ``v`` is made by a dense or a conv."""
+    """``(kind, node, channel axis of its output)`` when ``v`` is made by a dense or a conv.
+
+    A dense multiplies by a weight (param or constant) with one free dim: that dim is the
+    output channel, wherever the weight sits (``x @ W`` or ``W @ x``).
+    """
     n = rw.producer(v)
     if n is None:
         return None
     if n.op == "dot_general":
-        (_, rc), (_, rb) = n.attrs["contracting_dims"], n.attrs.get("batch_dims", ((), ()))
-        free = [d for d in range(n.inputs[1].type.rank) if d not in (*rc, *rb)]
-        # The output channel is the last dim only when the weight has one free dim (x @ W).
-        return ("dense", n, n.output.type.rank - 1) if len(free) == 1 else None
+        (lc, rc), (lb, rb) = n.attrs["contracting_dims"], n.attrs.get("batch_dims", ((), ()))
+        lhs, rhs = n.inputs
+        lfree = [d for d in range(lhs.type.rank) if d not in (*lc, *lb)]
+        rfree = [d for d in range(rhs.type.rank) if d not in (*rc, *rb)]
+        if _is_weight(rw, rhs) and len(rfree) == 1:  # out = batch, lhs free, rhs free
+            return "dense", n, n.output.type.rank - 1
+        if _is_weight(rw, lhs) and len(lfree) == 1:
+            return "dense", n, len(lb)
+        return None
     if n.op == "conv":
         return "conv", n, n.attrs["dimension_numbers"][2].index("C")
     return None
 
 
 def _is_weight(rw: Rewriter, v: Value) -> bool:
-    """Whether ``v`` is a param or constant, possibly broadcast/reshaped on the way."""
+    """Whether ``v`` is a param or constant, possibly broadcast/reshaped/transposed on the way."""
     seen = 0
     while seen < 8:
         if rw.is_param(v):

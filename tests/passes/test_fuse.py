@@ -336,3 +336,54 @@ def test_relu6_written_out_fuses_as_one_clip():
     assert _fused_names(fused.graph) == ["fused.dense_bias_clip"], fused.graph
     x = r.standard_normal((4, 8)).astype(np.float32) * 4
     _same(fused(x), tensorsmith.compile(f, x0, params=p, passes=[])(x))
+
+
+def _conv_fn(layout: str, groups: int):
+    def f(p, x):
+        dn = ("NHWC", "HWIO", "NHWC") if layout == "NHWC" else ("NCHW", "OIHW", "NCHW")
+        y = jax.lax.conv_general_dilated(x, p["w"], (1, 1), "SAME", dimension_numbers=dn,
+                                         feature_group_count=groups)
+        b = p["b"] if layout == "NHWC" else p["b"][:, None, None]
+        return jax.nn.relu(y + b)
+    return f
+
+
+@pytest.mark.parametrize("layout,groups", [("NHWC", 1), ("NCHW", 1), ("NHWC", 4), ("NCHW", 4)])
+def test_jax_conv_bias_relu_fuses_in_both_layouts_grouped_and_depthwise(layout, groups):
+    r = np.random.default_rng(11)
+    cin, cout = 4, 8
+    w_shape = (3, 3, cin // groups, cout) if layout == "NHWC" else (cout, cin // groups, 3, 3)
+    p = {"w": r.standard_normal(w_shape).astype(np.float32), "b": r.standard_normal(cout).astype(np.float32)}
+    x_shape = (2, 6, 6, cin) if layout == "NHWC" else (2, cin, 6, 6)
+    f = _conv_fn(layout, groups)
+    x0 = np.zeros(x_shape, np.float32)
+    fused = tensorsmith.compile(f, x0, params=p, passes="canonicalize,fuse")
+    assert _fused_names(fused.graph) == ["fused.conv_bias_relu"], fused.graph
+    x = r.standard_normal(x_shape).astype(np.float32)
+    _same(fused(x), tensorsmith.compile(f, x0, params=p, passes=[])(x), rtol=1e-4, atol=1e-4)
+
+
+def test_weight_on_the_left_takes_its_channel_from_the_weight():
+    r = np.random.default_rng(12)
+    p = {"w": r.standard_normal((16, 8)).astype(np.float32), "b": r.standard_normal((16, 1)).astype(np.float32)}
+
+    def f(p, x):  # x holds one sample per column: the channel is axis 0
+        return jnp.tanh(p["w"] @ x + p["b"])
+
+    x0 = np.zeros((8, 5), np.float32)
+    fused = tensorsmith.compile(f, x0, params=p, passes="canonicalize,fuse")
+    assert _fused_names(fused.graph) == ["fused.dense_bias_tanh"], fused.graph
+    x = r.standard_normal((8, 5)).astype(np.float32)
+    _same(fused(x), tensorsmith.compile(f, x0, params=p, passes=[])(x))
+
+
+def test_product_of_two_activations_is_not_a_dense_layer():
+    r = np.random.default_rng(13)
+    p = {"b": r.standard_normal(6).astype(np.float32)}
+
+    def f(p, q, k):  # attention scores plus a bias: no weight, so no dense fusion
+        return jax.nn.relu(q @ k.T + p["b"])
+
+    q0, k0 = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
+    fused = tensorsmith.compile(f, q0, k0, params=p, passes="canonicalize,fuse")
+    assert _fused_names(fused.graph) == ["jax.nn.relu"], fused.graph
