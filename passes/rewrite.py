@@ -150,6 +150,107 @@ class Rewriter:
             self.seen_remarks.add(key)
             self.ctx.remark(kind, message, node, pattern=self.current_pattern, **data)
 
+    # --- fusion helpers ----------------------------------------------------------------
+    def activation(self, node: Node) -> tuple[str, Value, tuple[Node, ...]] | None:
+        """``(kind, input, nodes)`` when ``node`` computes an activation, else None.
+
+        The same answer for the IR op (ONNX: ``relu``, ``logistic``, ``clamp`` ...) and for the
+        composite JAX makes (``jax.nn.relu``), so one pattern matches both frontends. ``nodes``
+        are the nodes that compute it (two for ``x * logistic(x)``), ``node`` last.
+        """
+        if node.op == "composite" and len(node.inputs) == len(node.outputs) == 1:
+            kind = _COMPOSITE_ACTIVATIONS.get(node.attrs.get("name", ""))
+            return (kind, node.inputs[0], (node,)) if kind else None
+        if len(node.outputs) != 1:
+            return None
+        if node.op in _OP_ACTIVATIONS:
+            return _OP_ACTIVATIONS[node.op], node.inputs[0], (node,)
+        if node.op == "max" and any(self.constant_value(v) == 0 for v in node.inputs):
+            x = node.inputs[1] if self.constant_value(node.inputs[0]) == 0 else node.inputs[0]
+            return ("relu", x, (node,)) if x.type == node.output.type else None
+        if node.op == "clamp" and all(self.constant_value(v) is not None
+                                      for v in (node.inputs[0], node.inputs[2])):
+            return "clip", node.inputs[1], (node,)
+        if node.op in ("min", "max"):  # ONNX Clip: min(max(x, lo), hi), bounds constant
+            inner = self._bounded(node)
+            p = self.producer(inner) if inner is not None else None
+            if p is not None and self.num_uses(inner) == 1:
+                if node.op == "min" and p.op == "relu":  # relu6 after canonicalize
+                    return "clip", p.inputs[0], (p, node)
+                if (p.op == ("max" if node.op == "min" else "min")
+                        and (x := self._bounded(p)) is not None):
+                    return "clip", x, (p, node)
+        if node.op == "mul":  # silu written out: x * logistic(x)
+            for x, s in (node.inputs, node.inputs[::-1]):
+                p = self.producer(s)
+                if (p is not None and p.op == "logistic" and self.resolve(p.inputs[0]).name
+                        == self.resolve(x).name and self.num_uses(s) == 1):
+                    return "silu", x, (p, node)
+        return None
+
+    def _bounded(self, node: Node) -> Value | None:
+        """For ``min``/``max`` of a value and a constant bound: the value (same type as the result)."""
+        for x, bound in (node.inputs, node.inputs[::-1]):
+            # A later node's bound is not in ``producers`` yet: look it up in the graph.
+            ahead = self.graph.producers.get(bound.name) if self.producer(bound) is None else None
+            const = ahead is not None and ahead.op == "constant"
+            if (const or self.constant_value(bound) is not None) and x.type == node.output.type:
+                return x
+        return None
+
+    def outline(self, nodes: Sequence[Node], name: str, attrs: dict | None = None) -> Node | None:
+        """Replace a connected set of nodes by one composite ``name`` whose body is those nodes.
+
+        Exactly one node's outputs may be read outside the set (the root); values flowing in
+        become the body's inputs, params stay read by name (``Node.region_reads``). Refuses,
+        with a ``missed`` remark, when an intermediate value has users outside the set.
+        """
+        nodes = _topo_order(nodes, self)
+        inside = {o.name for n in nodes for o in n.outputs}
+        reads: dict[str, int] = {}
+        for n in nodes:
+            for v in (*n.inputs, *n.region_reads):
+                reads[self.resolve(v).name] = reads.get(self.resolve(v).name, 0) + 1
+        root = nodes[-1]
+        for n in nodes[:-1]:
+            for o in n.outputs:
+                extra = self.num_uses(o) - reads.get(o.name, 0)
+                if extra > 0:
+                    self.remark("missed", f"did not form {name}: %{o.name} ({n.op}) has {extra} "
+                                "user(s) outside the match", root, value=o.name)
+                    return None
+        namer = self.namer
+        local: dict[str, Value] = {}
+        body_inputs: list[Value] = []
+        outer_inputs: list[Value] = []
+        body_nodes: list[Node] = []
+
+        def inner(v: Value) -> Value:
+            v = self.resolve(v)
+            if v.name in local:
+                return local[v.name]
+            if v.name in inside or v.name in self.params:
+                return v  # params are read by name from the root graph
+            local[v.name] = Value(namer(), v.type)
+            body_inputs.append(local[v.name])
+            outer_inputs.append(v)
+            return local[v.name]
+
+        for n in nodes:
+            ins = tuple(inner(v) for v in n.inputs)
+            outs = tuple(Value(namer(), o.type) for o in n.outputs)
+            local.update({o.name: m for o, m in zip(n.outputs, outs)})
+            body_nodes.append(n.replace(inputs=ins, outputs=outs))
+        body = Graph(name, tuple(body_inputs), tuple(local[o.name] for o in root.outputs),
+                     tuple(body_nodes))
+        out = self.op("composite", *outer_inputs, regions=[body], loc=root.loc, name=name,
+                      **(attrs or {}))
+        fused = self.new_nodes[-1]
+        self.replace(root, out)
+        for n in nodes[:-1]:
+            self._forget_reads(n)  # dead now: their reads no longer count as uses
+        return fused
+
     def resolve(self, v: Value) -> Value:
         while v.name in self.subst:
             v = self.subst[v.name]
@@ -158,6 +259,39 @@ class Rewriter:
     def param_type(self, name: str) -> TensorType | None:
         arr = self.params.get(name)
         return None if arr is None else TensorType.of(arr)
+
+
+# Activations the fusion patterns know, by IR op and by the composite name JAX gives them.
+_OP_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "logistic": "sigmoid", "tanh": "tanh"}
+_COMPOSITE_ACTIVATIONS = {"jax.nn.relu": "relu", "jax.nn.gelu": "gelu", "jax.nn.silu": "silu",
+                          "jax.nn.swish": "silu", "jax.nn.sigmoid": "sigmoid",
+                          "jax.nn.relu6": "clip", "jax.nn.hard_tanh": "clip", "jax.nn.tanh": "tanh"}
+
+
+def _topo_order(nodes: Sequence[Node], rw: Rewriter) -> list[Node]:
+    """The nodes ordered so each comes after the ones in the set it reads."""
+    by_name = {o.name: n for n in nodes for o in n.outputs}
+    order: list[Node] = []
+    done: set[int] = set()
+
+    def visit(n: Node) -> None:
+        if id(n) in done:
+            return
+        done.add(id(n))
+        for v in (*n.inputs, *n.region_reads):
+            p = by_name.get(rw.resolve(v).name)
+            if p is not None:
+                visit(p)
+        order.append(n)
+
+    for n in nodes:
+        visit(n)
+    roots = [n for n in order if not any(rw.resolve(v).name in {o.name for o in n.outputs}
+                                         for m in order for v in m.inputs)]
+    if len(roots) != 1:
+        raise ValueError(f"outline: the nodes must have one root, found {len(roots)}")
+    order.remove(roots[0])
+    return order + roots
 
 
 def _remap(n: Node, rw: Rewriter) -> Node:
