@@ -203,40 +203,50 @@ def fold_batch_norm_op(rw: Rewriter, node: Node):
                  _per_channel(beta - mean * scale, axis, rank), f"batch_norm %{node.name}")
 
 
+def _after_linear(rw: Rewriter, t: Value) -> bool:
+    """``t`` is a conv/dense output, or one plus something."""
+    p = rw.producer(t)
+    return p is not None and (_linear(rw, p) is not None or p.op == "add" and any(
+        _linear(rw, rw.producer(v)) is not None for v in p.inputs))
+
+
+def _try(rw: Rewriter, node: Node, pairs, make) -> bool | None:
+    """Try ``(t, c)`` operand orders: fold when ``c`` is constant, else say why if it was close."""
+    for t, c in pairs:
+        if not _after_linear(rw, t) or node.op == "add" and _linear(rw, rw.producer(t)):
+            continue  # conv + c with nothing before the add to merge is already the folded form
+        arr = _const(rw, c)
+        if arr is None:
+            # A full-size operand (a gate, a residual) is not a scale or shift: no remark then.
+            if tuple(c.type.shape) != tuple(node.output.type.shape):
+                rw.remark("missed", f"did not fold {node.op} %{node.name}: its operand "
+                                    f"{_describe(rw, c)} is not a param or constant", node)
+            continue
+        made = make(arr)
+        if made is None:
+            continue
+        if _fold(rw, node, t, *made, f"{node.op} %{node.name}"):
+            return True
+    return None
+
+
 @pattern("fold-scale", ops=("mul", "div"))
 def fold_scale(rw: Rewriter, node: Node):
     """(conv(x, W) [+ b]) * s -> conv(x, W * s) [+ b * s] for a per-output-channel constant s."""
     a, b = node.inputs
-    for t, c in ((a, b), (b, a)) if node.op == "mul" else ((a, b),):
-        if rw.producer(t) is None or rw.producer(t).op not in ("conv", "dot_general", "add"):
-            continue
-        arr = _const(rw, c)
-        if arr is None:
-            if _linear(rw, rw.producer(t)) is not None:
-                rw.remark("missed", f"did not fold {node.op} %{node.name}: its operand "
-                                    f"{_describe(rw, c)} is not a param or constant", node)
-            continue
-        if node.op == "div":
-            if np.any(arr == 0):
-                continue
-            arr = 1.0 / arr
-        return _fold(rw, node, t, arr, None, f"{node.op} %{node.name}")
-    return None
+    if node.op == "div":
+        # a division by zero stays as written
+        return _try(rw, node, [(a, b)], lambda arr: (1.0 / arr, None) if np.all(arr) else None)
+    return _try(rw, node, [(a, b), (b, a)], lambda arr: (arr, None))
 
 
 @pattern("fold-shift", ops=("add", "sub"))
 def fold_shift(rw: Rewriter, node: Node):
     """(conv(x, W) + b) + c -> conv(x, W) + (b + c) for a per-output-channel constant c."""
     a, b = node.inputs
-    for t, c in ((a, b), (b, a)) if node.op == "add" else ((a, b),):
-        p = rw.producer(t)
-        if p is None or p.op != "add" and not (node.op == "sub" and _linear(rw, p) is not None):
-            continue
-        arr = _const(rw, c)
-        if arr is None:
-            continue
-        return _fold(rw, node, t, None, -arr if node.op == "sub" else arr, f"{node.op} %{node.name}")
-    return None
+    if node.op == "sub":
+        return _try(rw, node, [(a, b)], lambda arr: (None, -arr))
+    return _try(rw, node, [(a, b), (b, a)], lambda arr: (None, arr))
 
 
 PATTERNS = [fold_batch_norm_op, fold_scale, fold_shift]

@@ -7,7 +7,6 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -16,7 +15,7 @@ from onnx import TensorProto as T, helper as h, numpy_helper
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
-from cleanup_helpers import assert_same_numerics, ir, remarks, run  # noqa: E402
+from cleanup_helpers import assert_same_numerics, remarks, run  # noqa: E402
 from models import resnet_cnn, resnet_inputs  # noqa: E402
 
 import tensorsmith  # noqa: E402
@@ -183,6 +182,25 @@ def test_nchw_conv_scale_shift_and_scalar_after_dense():
     _close(plain(x2), folded(x2))
 
 
+def test_weight_on_the_left_and_a_zero_gamma():
+    rng = np.random.default_rng(11)
+    bn = _bn_params(rng, 6)
+    bn["scale"][2] = 0.0  # a pruned BN channel still folds (to a zero row of the weight)
+    p = {"w": rng.standard_normal((6, 12)).astype(np.float32), "bn": bn}
+
+    def f(p, x):  # x: (features, tokens); the output channel is axis 0, the weight's axis 0
+        y = p["w"] @ x
+        return (y - p["bn"]["mean"][:, None]) * (p["bn"]["scale"] * jax.lax.rsqrt(
+            p["bn"]["var"] + EPS))[:, None] + p["bn"]["bias"][:, None]
+
+    x = rng.standard_normal((12, 5)).astype(np.float32)
+    plain, folded = _compile_both(f, x, params=p)
+    _bn_gone(folded.ir())
+    x2 = np.random.default_rng(12).standard_normal((12, 5)).astype(np.float32)
+    _close(plain(x2), folded(x2))
+    _close(f(p, x2), folded(x2))
+
+
 # --- what must not fold, with the reason -------------------------------------------------------
 def test_conv_with_a_second_user_is_not_folded():
     rng = np.random.default_rng(5)
@@ -266,3 +284,24 @@ def test_batch_norm_op_folds_into_a_conv_in_ir_text():
     assert set(after.params) == {"w/folded", "w/folded_bias"}
     assert_same_numerics(before, after, tol=1e-5)
     np.testing.assert_array_equal(before.params["w"], params["w"])  # input arrays untouched
+
+
+def test_shared_weight_and_a_scale_from_an_input_are_not_folded():
+    rng = np.random.default_rng(13)
+    p = {"k": rng.standard_normal((3, 3, 2, 4)).astype(np.float32), "bn": _bn_params(rng, 4),
+         "w": rng.standard_normal((2, 3)).astype(np.float32)}
+
+    def f(p, x, s):
+        conv = lambda v: jax.lax.conv_general_dilated(  # noqa: E731
+            v, p["k"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        tied = _bn(conv(x), p["bn"]) + conv(x * 2.0)  # one kernel, two convs
+        return tied, (x[:, 0, 0, :] @ p["w"]) * s
+
+    x = rng.standard_normal((2, 5, 5, 2)).astype(np.float32)
+    s = rng.standard_normal(3).astype(np.float32)
+    plain, folded = _compile_both(f, x, s, params=p)
+    missed = _remarks(folded, "missed")
+    assert any("its weight @" in r and "is shared with other nodes" in r for r in missed), missed
+    assert any("did not fold mul" in r and "is not a param or constant" in r for r in missed), missed
+    assert "/folded)" not in folded.ir()
+    _close(plain(x, s), folded(x, s))
