@@ -24,11 +24,11 @@ FOLD = "fold-batchnorm,dce"
 EPS = 1e-5
 
 
-def _compile_both(model, *args, params=None):
+def _compile_both(model, *args, params=None, passes=FOLD):
     """(unfused, folded) compiled models of the same source."""
     kw = {} if params is None else {"params": params}
     return (tensorsmith.compile(model, *args, passes=[], **kw),
-            tensorsmith.compile(model, *args, passes=FOLD, **kw))
+            tensorsmith.compile(model, *args, passes=passes, **kw))
 
 
 def _remarks(cm, kind: str) -> list[str]:
@@ -58,10 +58,11 @@ def _bn_gone(text: str) -> None:
 
 
 # --- the bundled digits CNN --------------------------------------------------------------------
-def test_digits_cnn_folds_every_batch_norm_and_keeps_accuracy():
+@pytest.mark.parametrize("passes", [FOLD, "default," + FOLD, "fold-batchnorm,default"])
+def test_digits_cnn_folds_every_batch_norm_and_keeps_accuracy(passes):
     ex = tensorsmith.examples.load("digits-cnn")
     before = copy.deepcopy(jax.tree_util.tree_map(np.asarray, ex.params))
-    plain, folded = _compile_both(ex.fn, *ex.example_inputs, params=ex.params)
+    plain, folded = _compile_both(ex.fn, *ex.example_inputs, params=ex.params, passes=passes)
     text = folded.ir()
     _bn_gone(text)
     assert text.count("= conv(") == 2 and text.count("/folded)") == 2
@@ -72,7 +73,7 @@ def test_digits_cnn_folds_every_batch_norm_and_keeps_accuracy():
     _close(plain(x), folded(x))
     x_test, y_test = ex.eval_data
     want = np.asarray(ex.fn(ex.params, x_test)).argmax(-1)
-    f2 = tensorsmith.compile(ex.fn, x_test, params=ex.params, passes=FOLD)
+    f2 = tensorsmith.compile(ex.fn, x_test, params=ex.params, passes=passes)
     got = np.asarray(f2(x_test)).argmax(-1)
     assert np.mean(got == y_test) == np.mean(want == y_test)
     # the user's weights are not touched
