@@ -187,7 +187,11 @@ def _per_channel(a: np.ndarray, axis: int, rank: int) -> np.ndarray:
 def fold_batch_norm_op(rw: Rewriter, node: Node):
     """batch_norm(conv(x, W) [+ b]) -> conv(x, W * s) + b' with s = scale / sqrt(var + eps)."""
     x, *stats = node.inputs
-    if rw.producer(x) is None:
+    if not _after_linear(rw, x):
+        src = rw.producer(x)
+        rw.remark("missed", f"did not fold batch_norm %{node.name}: its input %{x.name} is "
+                            f"{'a graph input' if src is None else 'a ' + src.op + ' result'}, "
+                            "not a conv or dense with a param weight", node)
         return None
     arrs = [_const(rw, v) for v in stats]
     if any(a is None for a in arrs):

@@ -306,3 +306,23 @@ def test_shared_weight_and_a_scale_from_an_input_are_not_folded():
     assert any("did not fold mul" in r and "is not a param or constant" in r for r in missed), missed
     assert "/folded)" not in folded.ir()
     _close(plain(x, s), folded(x, s))
+
+
+def test_batch_norm_not_after_a_conv_stays_and_says_why():
+    rng = np.random.default_rng(0)
+    params = _bn_params(rng, 4)
+    before, after, ctx = run("""
+        graph @main(%x: f32[2,4,6,6]) {
+          param @scale: f32[4]
+          param @bias: f32[4]
+          param @mean: f32[4]
+          param @var: f32[4]
+          %0: f32[2,4,6,6] = relu(%x)
+          %1: f32[2,4,6,6] = batch_norm(%0, @scale, @bias, @mean, @var) {axis=1, epsilon=1e-05}
+          return %1
+        }
+        """, FOLD, params=params)
+    assert "batch_norm(" in str(after)
+    assert remarks(ctx, "missed") == ["[fold-batchnorm] missed: %1: did not fold batch_norm %1: its "
+                                      "input %0 is a relu result, not a conv or dense with a param "
+                                      "weight"]
