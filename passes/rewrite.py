@@ -133,6 +133,11 @@ class Rewriter:
         self.changed = True
         return True
 
+    def erase(self, node: Node) -> None:
+        """A node a rewrite left dead: its reads stop counting in ``num_uses`` (the sweep's
+        ``remove_dead`` drops it)."""
+        self._forget_reads(node)
+
     def _commit(self, nodes: Sequence[Node]) -> None:
         """Nodes a firing pattern made join the graph: count their reads."""
         for n in nodes:
