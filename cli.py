@@ -344,9 +344,9 @@ def cmd_compile(args) -> int:
         # One set of device arrays for every call below: each model then compiles once (numpy
         # and device arrays are different jit cache entries). 64-bit models (ONNX int64 ids)
         # need JAX's x64 mode for their arrays and the source IR's run, or both are truncated.
-        wide = not spec.is_jax and any(np.asarray(a).dtype.itemsize == 8 and np.asarray(a).dtype.kind in "iuf"
-                                       for a in jax.tree_util.tree_leaves(inputs))
-        wide = wide or (not spec.is_jax and cm.source is not None and needs_x64(cm.source))
+        wide = not spec.is_jax and (needs_x64(cm.source) if cm.source is not None else any(
+            np.asarray(a).dtype in (np.int64, np.uint64, np.float64)
+            for a in jax.tree_util.tree_leaves(inputs)))
         with x64_scope(wide):
             base, base_name = baseline_fn(spec, cm.source, device)
             on_device = jax.device_put(inputs, device)
