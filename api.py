@@ -1,7 +1,6 @@
 """The public entry points: trace, compile, load."""
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -20,7 +19,7 @@ from .ir import Graph, numpy_dtype
 from .ir import load as ir_load
 from .ir import verify
 from .passes import PassContext, format_pipeline, parse_pipeline, run_pipeline
-from .passes.manager import History
+from .passes.manager import History, no_progress
 
 
 def _is_onnx(model) -> bool:
@@ -191,10 +190,6 @@ def _is_abstract(leaf) -> bool:
         isinstance(d, int) for d in leaf.shape)
 
 
-def _no_progress(text: str):
-    return contextlib.nullcontext()
-
-
 def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             batch_dim=None, calibration=None, data: dict | None = None, verify: bool = True,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
@@ -220,7 +215,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     check_target(target)
     # refuse bad names/options before doing any work
     steps = parse_pipeline("default" if passes is None else passes)
-    progress = progress or _no_progress
+    progress = progress or no_progress
     ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, None),
                       data=dict(data or {}))
 

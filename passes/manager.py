@@ -81,7 +81,8 @@ class History(list):
         return matches[0]
 
 
-def _no_progress(text: str):
+def no_progress(text: str):
+    """The default progress hook: a context manager that reports nothing."""
     return contextlib.nullcontext()
 
 
@@ -113,7 +114,7 @@ def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progr
         info = get_pass(step.name)
         ctx.pass_name = step.name
         n_remarks = len(ctx.remarks)
-        with (progress or _no_progress)(f"pass {step.name} ({i}/{len(steps)})"):
+        with (progress or no_progress)(f"pass {step.name} ({i}/{len(steps)})"):
             t0 = time.perf_counter()
             try:
                 result = info.fn(current, ctx, **step.options)
