@@ -1,0 +1,562 @@
+"""lower-quant: fake-quant pairs around dot/conv become real low-precision compute.
+
+W8A8: ``dot(dequantize(quantize(x)), dequantize(Wq))`` becomes an i8 x i8 -> i32 dot/conv
+(exact integer accumulation), zero-point corrections, and one multiply by ``s_x * s_w`` per
+output channel. Weight-only: the weight is stored in its low dtype (i8, i4, fp8) and
+dequantized in the program. fp8 with fp8 activations: an f8 x f8 dot accumulating in f32.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from ..ir import Graph, Node, Value
+from ..ir.ops.quant import FLOAT_QUANT_DTYPES, INT_QUANT_DTYPES, quant_range
+from ..ir.types import TensorType, is_float, itemsize_bits, numpy_dtype
+from .context import PassContext
+from .registry import Option, register_pass
+from .rewrite import Pattern, Rewriter, apply_patterns, pattern
+
+# Products per output below which the zero-point-corrected i32 sum cannot overflow (255 * 255 * K).
+_ACC_LIMIT = 2 ** 31 // (255 * 255)
+_NARROW_INT = tuple(d for d in INT_QUANT_DTYPES if itemsize_bits(d) <= 8)
+_F8 = tuple(d for d in FLOAT_QUANT_DTYPES if d.startswith("f8"))
+
+
+# --- numpy twins of the quantize / dequantize lowerings (codegen/rules/quant.py) ---------------
+def _expand(p: np.ndarray, shape, axis: int, block: int) -> np.ndarray:
+    """A scale or zero point shaped to broadcast against ``shape`` (as ``rules.quant.expand``)."""
+    rank = len(shape)
+    if p.ndim == 0 or (p.ndim == 1 and p.shape[0] == 1 and not block):
+        return p.reshape(())
+    axis %= rank
+    if block:
+        return np.repeat(p, block, axis=axis)[tuple(
+            slice(0, shape[axis]) if i == axis else slice(None) for i in range(rank))]
+    return p.reshape(tuple(shape[axis] if i == axis else 1 for i in range(rank)))
+
+
+def quantize_array(w: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int,
+                   block: int, dtype: str) -> np.ndarray:
+    """``quantize`` computed in numpy with the lowering's arithmetic (bit-identical)."""
+    ct = np.float64 if np.float64 in (w.dtype, scale.dtype) else np.float32
+    s = _expand(np.asarray(scale, ct), w.shape, axis, block)
+    z = _expand(np.asarray(zp, ct), w.shape, axis, block) if zp is not None else ct(0)
+    lo, hi = quant_range(dtype)
+    v = np.asarray(w, ct) / s
+    if dtype in INT_QUANT_DTYPES:
+        return np.clip(np.round(v) + z, lo, hi).astype(np.int32).astype(numpy_dtype(dtype))
+    return np.clip(v + z, lo, hi).astype(numpy_dtype(dtype))
+
+
+def dequantize_array(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int,
+                     block: int, dtype=None) -> np.ndarray:
+    """``dequantize`` in numpy: ``(q - zp) * scale`` in the scale's float type."""
+    ct = np.float64 if scale.dtype == np.float64 else np.float32
+    y = np.asarray(q, ct)
+    if zp is not None:
+        y = y - _expand(np.asarray(zp, ct), q.shape, axis, block)
+    return (y * _expand(np.asarray(scale, ct), q.shape, axis, block)).astype(dtype or scale.dtype)
+
+
+# --- matching -----------------------------------------------------------------------------------
+def _array(rw: Rewriter, v: Value) -> np.ndarray | None:
+    """A param's or constant's value, else None."""
+    arr = rw.param_array(v)
+    if arr is not None:
+        return None if getattr(arr, "abstract", False) else np.asarray(arr)
+    n = rw.producer(v)
+    if n is not None and n.op == "constant" and all(isinstance(d, int) for d in v.type.shape):
+        return np.full(tuple(n.attrs.get("shape") or ()), n.attrs["value"],
+                       numpy_dtype(n.attrs["dtype"]))
+    return None
+
+
+@dataclass(frozen=True)
+class QParams:
+    """The constant quantization parameters of a quantize/dequantize node."""
+
+    scale: np.ndarray
+    zp: np.ndarray | None
+    axis: int
+    block: int
+    dtype: str
+
+    @property
+    def per_tensor(self) -> bool:
+        return self.scale.size == 1 and not self.block
+
+    @property
+    def zero_free(self) -> bool:
+        return self.zp is None or not np.any(self.zp)
+
+    def same(self, other: "QParams") -> bool:
+        zs = (self.zp is None or not np.any(self.zp)) and (other.zp is None or not np.any(other.zp))
+        return (self.dtype == other.dtype and self.block == other.block
+                and (self.per_tensor or self.axis == other.axis)
+                and np.array_equal(self.scale.reshape(-1), other.scale.reshape(-1))
+                and (zs or (self.zp is not None and other.zp is not None
+                            and np.array_equal(self.zp.reshape(-1), other.zp.reshape(-1)))))
+
+
+def _qparams(rw: Rewriter, n: Node, dtype: str) -> QParams | None:
+    scale = _array(rw, n.inputs[1])
+    zp = _array(rw, n.inputs[2]) if len(n.inputs) > 2 else None
+    if scale is None or (len(n.inputs) > 2 and zp is None):
+        return None
+    return QParams(scale, zp, n.attrs.get("axis", 1), n.attrs.get("block_size", 0), dtype)
+
+
+@dataclass(frozen=True)
+class QWeight:
+    """A weight read through ``dequantize``: its quantized values and parameters."""
+
+    dq: Node
+    q: np.ndarray
+    qp: QParams
+    name: str            # the param the values come from
+    stored_low: bool     # already a low-dtype param (no quantize in the graph)
+
+    @property
+    def stem(self) -> str:
+        """The weight's name for params made from it (``w`` for ``w`` and ``w/q``)."""
+        return self.name.removesuffix("/q")
+
+
+def match_weight(rw: Rewriter, v: Value) -> QWeight | None:
+    """``v = dequantize(Wq_param)`` or ``dequantize(quantize(W_param))`` with constant params."""
+    dq = rw.producer(v)
+    if dq is None or dq.op != "dequantize":
+        return None
+    src = dq.inputs[0]
+    qp = _qparams(rw, dq, src.type.dtype)
+    if qp is None:
+        return None
+    arr = _array(rw, src) if rw.is_param(src) else None
+    if arr is not None:
+        return QWeight(dq, arr, qp, src.name, True)
+    qn = rw.producer(src)
+    if qn is None or qn.op != "quantize" or not rw.is_param(qn.inputs[0]):
+        return None
+    w = _array(rw, qn.inputs[0])
+    qq = _qparams(rw, qn, qn.attrs["dtype"])
+    if w is None or qq is None or not qq.same(qp):
+        return None
+    return QWeight(dq, quantize_array(w, qq.scale, qq.zp, qq.axis, qq.block, qq.dtype), qp,
+                   qn.inputs[0].name, False)
+
+
+@dataclass(frozen=True)
+class QAct:
+    """An activation read through a fake-quant pair with constant, per-tensor parameters."""
+
+    quantize: Node
+    x: Value
+    qp: QParams
+
+
+def match_activation(rw: Rewriter, v: Value) -> QAct | str | None:
+    """The fake-quant pair making ``v``; a string says why a pair cannot run in low precision."""
+    dq = rw.producer(v)
+    if dq is None or dq.op != "dequantize":
+        return None
+    qn = rw.producer(dq.inputs[0])
+    if qn is None or qn.op != "quantize" or rw.is_param(qn.inputs[0]):
+        return None
+    qp, qq = _qparams(rw, dq, qn.attrs["dtype"]), _qparams(rw, qn, qn.attrs["dtype"])
+    if qp is None or qq is None:
+        return f"the activation scale of %{qn.name} is computed at run time (dynamic)"
+    if not qp.same(qq):
+        return f"quantize %{qn.name} and dequantize %{dq.name} use different parameters"
+    if not qp.per_tensor:
+        return f"the activation %{qn.inputs[0].name} is quantized per axis (needs per tensor)"
+    return QAct(qn, qn.inputs[0], qp)
+
+
+# --- geometry of a dot / conv ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Linear:
+    """Where the weight of a dot/conv sits and how its axes map to the output."""
+
+    side: int                     # input index of the weight
+    contract: tuple[int, ...]     # weight axes summed over
+    out_axis: dict                # weight axis -> output axis (free weight axes)
+    k: int                        # products summed per output element
+
+
+def linear_geometry(node: Node, side: int) -> Linear | None:
+    """The weight geometry of ``node`` with its weight at input ``side`` (None: unsupported)."""
+    w = node.inputs[side].type
+    if node.op == "conv":
+        if side != 1:
+            return None
+        _, rspec, ospec = node.attrs["dimension_numbers"]
+        if node.attrs.get("batch_group_count", 1) != 1:
+            return None
+        contract = tuple(i for i, c in enumerate(rspec) if c != "O")
+        k = int(np.prod([w.shape[i] for i in contract]))
+        return Linear(1, contract, {rspec.index("O"): ospec.index("C")}, k)
+    (lc, rc), (lb, rb) = node.attrs["contracting_dims"], node.attrs.get("batch_dims", ((), ()))
+    if lb or rb:
+        return None
+    contract = tuple(rc if side == 1 else lc)
+    free = [i for i in range(w.rank) if i not in contract]
+    x = node.inputs[1 - side].type
+    start = (x.rank - len(lc)) if side == 1 else 0
+    if not all(isinstance(w.shape[i], int) for i in range(w.rank)):
+        return None
+    k = int(np.prod([w.shape[i] for i in contract]))
+    return Linear(side, contract, {a: start + j for j, a in enumerate(free)}, k)
+
+
+def _channel_shape(out: TensorType, out_axis: int, values: np.ndarray) -> np.ndarray:
+    """A per-channel vector (or scalar) shaped to broadcast along ``out_axis`` of ``out``."""
+    if values.size == 1:
+        return values.reshape(())
+    return values.reshape((values.size,) + (1,) * (out.rank - 1 - out_axis))
+
+
+# --- the rewrites -----------------------------------------------------------------------------
+def _weight_param(rw: Rewriter, wt: QWeight, dtype: str | None = None) -> Value:
+    """The quantized weight as a param in ``dtype`` (its own low dtype by default)."""
+    arr = wt.q if dtype is None else wt.q.astype(numpy_dtype(dtype))
+    if wt.stored_low and dtype is None:
+        return wt.dq.inputs[0]
+    return rw.add_param(np.ascontiguousarray(arr), f"{wt.stem}/q")
+
+
+def _nbytes(arr: np.ndarray, dtype: str) -> int:
+    return (arr.size * itemsize_bits(dtype) + 7) // 8
+
+
+def _quiet_plan(rw: Rewriter, node: Node):
+    """``plan_w8a8`` without its remarks (they belong to the visit of ``node`` itself)."""
+    ctx, rw.ctx = rw.ctx, None
+    try:
+        return plan_w8a8(rw, node)
+    finally:
+        rw.ctx = ctx
+
+
+def store_weight_low(rw: Rewriter, node: Node, w8a8: bool = False):
+    """dequantize(quantize(@W)) -> dequantize(@W/q): the weight kept in its low dtype."""
+    src = rw.producer(node.inputs[0])
+    if src is None or src.op != "quantize" or not rw.is_param(src.inputs[0]):
+        return None
+    wt = match_weight(rw, node.output)
+    if wt is None:
+        return None
+    users = [u for u in rw.users.get(node.output.name, ()) if u.op in ("dot_general", "conv")]
+    if rw.num_uses(node.output) != len(users) or not users:
+        return None  # a weight read by other ops stays float (a gather of an embedding...)
+    if w8a8 and any(_quiet_plan(rw, u) is not None for u in users):
+        return None  # the W8A8 rewrite of that dot/conv stores it
+    dtype = wt.qp.dtype
+    wq = rw.add_param(np.ascontiguousarray(wt.q), f"{wt.stem}/q")
+    ins = [wq, *node.inputs[1:]]
+    out = rw.op("dequantize", *ins, loc=node.loc, **dict(node.attrs))
+    w = rw.param_array(src.inputs[0])
+    note = ""
+    if dtype in ("i4", "u4", "i2", "u2"):
+        note = (f"; {dtype} is held one element per byte by numpy/ml_dtypes and counted at "
+                f"{itemsize_bits(dtype)} bits; XLA:CPU cannot dot s4, so the matmul converts it")
+    for u in users:
+        rw.remark("applied", f"weight-only {dtype}: @{wt.name} stored as @{wq.name} "
+                             f"({w.nbytes} -> {_nbytes(wt.q, dtype)} bytes), dequantized in the "
+                             f"{u.op}{note}", u, mode="weight_only", dtype=dtype,
+                  bytes_before=int(w.nbytes), bytes_after=_nbytes(wt.q, dtype))
+    return rw.replace(node, out)
+
+
+def _fits_low(act: QAct, wt: QWeight) -> str | None:
+    """Why this activation/weight pair has no low-precision dot (None: it has one)."""
+    a, w = act.qp.dtype, wt.qp.dtype
+    if a in _F8 or w in _F8:
+        if a != w:
+            return f"activation {a} and weight {w} are not the same fp8 type"
+        if not (act.qp.zero_free and wt.qp.zero_free):
+            return "fp8 with a nonzero zero point"
+        return None
+    if a not in _NARROW_INT or w not in _NARROW_INT:
+        return f"activation {a} x weight {w} is not an 8-bit-or-narrower integer pair"
+    if wt.qp.block:
+        return f"the weight scale varies along the reduction (group size {wt.qp.block})"
+    return None
+
+
+def plan_w8a8(rw: Rewriter, node: Node, strict: bool = False):
+    """``(side, weight, activation, geometry)`` when ``node`` can run W8A8 (or fp8), else None
+    (a ``missed`` remark says why when both operands are quantized, or when ``strict``)."""
+    if node.op not in ("dot_general", "conv") or not is_float(node.output.type.dtype):
+        return None
+    found = None
+    for side in ((1,) if node.op == "conv" else (1, 0)):
+        wt = match_weight(rw, node.inputs[side])
+        if wt is not None:
+            found = side, wt
+            break
+    if found is None:
+        return None
+    side, wt = found
+    act = match_activation(rw, node.inputs[1 - side])
+    if act is None:
+        if strict:
+            rw.remark("missed", f"no W8A8 for {node.op} %{node.name}: its input "
+                                f"%{node.inputs[1 - side].name} is not fake-quantized", node)
+        return None
+    if isinstance(act, str):
+        rw.remark("missed", f"no W8A8 for {node.op} %{node.name}: {act}", node)
+        return None
+    why = _fits_low(act, wt)
+    geo = linear_geometry(node, side)
+    if why is None and geo is None:
+        why = "batch dims, batch groups or a symbolic weight shape"
+    if why is None and not wt.qp.per_tensor and wt.qp.axis % wt.q.ndim not in geo.out_axis:
+        why = f"the weight scale runs along axis {wt.qp.axis}, not an output channel"
+    if why is None and wt.qp.dtype not in _F8 and geo.k > _ACC_LIMIT:
+        why = f"{geo.k} products per output could overflow the i32 accumulator"
+    if why is None and not wt.qp.zero_free and (node.op == "conv" or side != 1):
+        why = "an affine weight zero point (supported for x @ W dots only)"
+    if why is None and node.op == "conv" and not act.qp.zero_free and any(
+            d != 1 for d in node.attrs.get("lhs_dilation") or ()):
+        why = "an affine activation with lhs dilation"
+    if why is not None:
+        rw.remark("missed", f"no W8A8 for {node.op} %{node.name}: {why}", node)
+        return None
+    return side, wt, act, geo
+
+
+def lower_w8a8(rw: Rewriter, node: Node, strict: bool = False):
+    """dot(fq(x), dq(Wq)) -> convert(dot_i32(q(x), Wq) + corrections) * (s_x * s_w)."""
+    plan = plan_w8a8(rw, node, strict)
+    if plan is None:
+        return None
+    side, wt, act, geo = plan
+    lower = _lower_fp8 if wt.qp.dtype in _F8 else _lower_int8
+    return rw.replace(node, lower(rw, node, side, act, wt, geo))
+
+
+def _scalar(arr: np.ndarray | None) -> int:
+    return 0 if arr is None else int(np.asarray(arr).reshape(-1)[0])
+
+
+def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo: Linear):
+    out_t = node.output.type
+    # Every narrow integer maps into i8 exactly: u8 by subtracting 128 from values and zero
+    # point, i4/u4/i2 by widening (XLA:CPU has no s4 dot).
+    zx = _scalar(act.qp.zp)
+    if act.qp.dtype == "i8":
+        qx = act.quantize.output
+    elif act.qp.dtype == "u8":
+        zx -= 128
+        zxp = rw.add_param(np.asarray(zx, np.int8), f"{wt.stem}/x_zero_point")
+        sx = act.quantize.inputs[1]
+        qx = rw.op("quantize", act.x, sx, zxp, loc=act.quantize.loc, axis=0, block_size=0,
+                   dtype="i8")
+    else:
+        qx = rw.op("convert", act.quantize.output, loc=node.loc, dtype="i8")
+    qw = wt.q.astype(np.int32)
+    zw = None if wt.qp.zero_free else np.asarray(wt.qp.zp, np.int32).reshape(-1)
+    if wt.qp.dtype == "u8":
+        qw = qw - 128
+        zw = (np.zeros(1, np.int32) if zw is None else zw) - 128
+    if wt.qp.dtype == "i8" and wt.stored_low:
+        wv = wt.dq.inputs[0]
+    elif wt.qp.dtype in ("i8", "u8"):
+        wv = rw.add_param(np.ascontiguousarray(qw.astype(np.int8)), f"{wt.stem}/q")
+    else:  # kept at its own width in memory, widened for the dot
+        wv = rw.op("convert", _weight_param(rw, wt), loc=node.loc, dtype="i8")
+    attrs = dict(node.attrs)
+    attrs["preferred_element_type"] = "i32"
+    lhs_x = qx
+    if node.op == "conv" and zx != 0 and _padded(attrs):
+        # Padding must read as the zero point (real 0.0), not as integer 0: pad explicitly.
+        from ..ir.ops.nn import conv_spatial
+        lspec, rspec, _ = attrs["dimension_numbers"]
+        pads = {p: attrs["padding"][k] for k, p in enumerate(conv_spatial(lspec, rspec))}
+        pv = rw.op("constant", loc=node.loc, value=zx, shape=(), dtype="i8")
+        lhs_x = rw.op("pad", qx, pv, loc=node.loc,
+                      low=tuple(pads.get(i, (0, 0))[0] for i in range(out_t.rank)),
+                      high=tuple(pads.get(i, (0, 0))[1] for i in range(out_t.rank)))
+        attrs["padding"] = tuple((0, 0) for _ in attrs["padding"])
+    acc = rw.op(node.op, *([lhs_x, wv] if side == 1 else [wv, lhs_x]), loc=node.loc, **attrs)
+    o_axis = None if wt.qp.per_tensor else geo.out_axis[wt.qp.axis % wt.q.ndim]
+    # sum (qx - zx)(qw - zw) = acc - zx*colsum(qw) - zw*rowsum(qx) + K*zx*zw
+    colsum = qw.sum(axis=geo.contract, dtype=np.int64)  # laid out like the free weight axes
+    corr = -zx * colsum
+    if zw is not None:
+        corr = corr + geo.k * zx * _free_shaped(zw, colsum.shape, wt, geo)
+    if np.any(corr):
+        c = corr.astype(np.int32)  # |corr| <= K * 128 * 255 < 2**31 under the K bound
+        if node.op == "conv":
+            c = _channel_shape(out_t, next(iter(geo.out_axis.values())), c.reshape(-1))
+        elif side == 0:  # W @ x: the weight's free axes come first in the output
+            c = c.reshape(c.shape + (1,) * (out_t.rank - c.ndim))
+        acc = rw.op("add", acc, rw.add_param(np.ascontiguousarray(c),
+                                             f"{wt.stem}/zero_point_correction"), loc=node.loc)
+    if zw is not None:  # x @ W only (checked): the row sums of q(x) times the weight zero point
+        xi = rw.op("convert", lhs_x, loc=node.loc, dtype="i32")
+        lc = node.attrs["contracting_dims"][0]
+        rows = rw.op("reduce_sum", xi, loc=node.loc, axes=tuple(lc), keepdims=False)
+        rows = rw.op("expand_dims", rows, loc=node.loc,
+                     axes=tuple(range(rows.type.rank, out_t.rank)))
+        zwv = _free_shaped(zw, colsum.shape, wt, geo).astype(np.int32)
+        term = rw.op("mul", rows, rw.add_param(np.ascontiguousarray(zwv),
+                                               f"{wt.stem}/w_zero_point"), loc=node.loc)
+        acc = rw.op("sub", acc, term, loc=node.loc)
+    ct = np.float64 if out_t.dtype == "f64" else np.float32
+    sx = float(np.asarray(act.qp.scale, ct).reshape(-1)[0])
+    sw = np.asarray(wt.qp.scale, ct).reshape(-1)
+    comb = (ct(sx) * sw).astype(ct)
+    comb = _channel_shape(out_t, o_axis, comb) if comb.size > 1 else comb.reshape(())
+    y = rw.op("convert", acc, loc=node.loc, dtype="f64" if ct is np.float64 else "f32")
+    y = rw.op("mul", y, rw.add_param(np.ascontiguousarray(comb), f"{wt.stem}/requant_scale"),
+              loc=node.loc)
+    if y.type.dtype != out_t.dtype:
+        y = rw.op("convert", y, loc=node.loc, dtype=out_t.dtype)
+    w = rw.params.get(wt.name) if not wt.stored_low else None
+    before = int(w.nbytes) if w is not None else _nbytes(wt.q, wt.qp.dtype)
+    after = _nbytes(wt.q, "i8" if wt.qp.dtype in ("i8", "u8") else wt.qp.dtype)
+    widened = "" if wt.qp.dtype in ("i8", "u8") else f" (weights stored {wt.qp.dtype}, widened to i8 for the dot: XLA:CPU has no s4 dot)"
+    rw.remark("applied", f"W8A8: {node.op} %{node.name} runs i8 x i8 -> i32 with "
+                         f"{'per-channel' if sw.size > 1 else 'per-tensor'} weights @{wt.name} "
+                         f"({before} -> {after} bytes), activation zero point {zx}, "
+                         f"requantize by s_x*s_w{widened}", node, mode="w8a8",
+              dtype=wt.qp.dtype, bytes_before=before, bytes_after=after)
+    return y
+
+
+def _free_shaped(v: np.ndarray, shape: tuple, wt: QWeight, geo: Linear) -> np.ndarray:
+    """A per-channel weight vector laid out like the weight's free axes (``colsum``'s shape)."""
+    if v.size == 1:
+        return np.full(shape, v.reshape(-1)[0], np.int64)
+    free = [a for a in range(wt.q.ndim) if a not in geo.contract]
+    axis = wt.qp.axis % wt.q.ndim
+    return v.astype(np.int64).reshape([v.size if a == axis else 1 for a in free]) * np.ones(shape, np.int64)
+
+
+def _padded(attrs) -> bool:
+    return any(lo or hi for lo, hi in attrs.get("padding") or ())
+
+
+def _lower_fp8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo: Linear):
+    out_t = node.output.type
+    wv = _weight_param(rw, wt)
+    attrs = dict(node.attrs)
+    attrs["preferred_element_type"] = "f32"
+    qx = act.quantize.output
+    acc = rw.op(node.op, *([qx, wv] if side == 1 else [wv, qx]), loc=node.loc, **attrs)
+    o_axis = None if wt.qp.per_tensor else geo.out_axis[wt.qp.axis % wt.q.ndim]
+    comb = (np.float32(np.asarray(act.qp.scale, np.float32).reshape(-1)[0])
+            * np.asarray(wt.qp.scale, np.float32).reshape(-1))
+    comb = _channel_shape(out_t, o_axis, comb) if comb.size > 1 else comb.reshape(())
+    y = rw.op("mul", acc, rw.add_param(np.ascontiguousarray(comb, np.float32),
+                                       f"{wt.stem}/requant_scale"), loc=node.loc)
+    if y.type.dtype != out_t.dtype:
+        y = rw.op("convert", y, loc=node.loc, dtype=out_t.dtype)
+    rw.remark("applied", f"fp8: {node.op} %{node.name} runs {wt.qp.dtype} x {wt.qp.dtype} -> "
+                         f"f32 with weights @{wt.name} stored {wt.qp.dtype}", node, mode="fp8",
+              dtype=wt.qp.dtype)
+    return y
+
+
+# --- the float twin and the measurement ----------------------------------------------------
+@pattern("dequantize-to-float", ops="dequantize")
+def dequantize_to_float(rw: Rewriter, node: Node):
+    """dequantize(quantize(x)) -> x; dequantize of constant weights -> a float param."""
+    src = rw.producer(node.inputs[0])
+    if src is not None and src.op == "quantize" and not rw.is_param(src.inputs[0]):
+        x = src.inputs[0]
+        if x.type == node.output.type:
+            return rw.replace(node, x)
+        return rw.replace(node, rw.op("convert", x, loc=node.loc, dtype=node.output.type.dtype))
+    wt = match_weight(rw, node.output)
+    if wt is None:
+        return None
+    w = dequantize_array(wt.q, wt.qp.scale, wt.qp.zp, wt.qp.axis, wt.qp.block,
+                         numpy_dtype(node.output.type.dtype))
+    return rw.replace(node, rw.add_param(w, f"{wt.stem}/float"))
+
+
+def float_twin(graph: Graph) -> Graph:
+    """The graph with every fake-quant pair and weight dequantize folded back to float."""
+    return apply_patterns(graph, [dequantize_to_float], None, regions=True)
+
+
+def _example_inputs(graph: Graph, ctx: PassContext) -> tuple | None:
+    if ctx.calibration:
+        return tuple(ctx.calibration[0])
+    if not all(v.type.is_static for v in graph.inputs):
+        return None
+    rng = np.random.default_rng(0)
+    out = []
+    for v in graph.inputs:
+        dt = numpy_dtype(v.type.dtype)
+        shape = tuple(v.type.shape)
+        out.append(rng.standard_normal(shape).astype(dt) if is_float(v.type.dtype)
+                   else np.zeros(shape, dt))
+    return tuple(out)
+
+
+def measure(ctx: PassContext, a: Graph, b: Graph, inputs: tuple, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``a`` and ``b`` on ``inputs``, runs interleaved (same conditions)."""
+    fa, fb = ctx.executor(a, jit=True), ctx.executor(b, jit=True)
+    for _ in range(2):
+        fa(*inputs), fb(*inputs)
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fa(*inputs)
+        t1 = time.perf_counter()
+        fb(*inputs)
+        ta.append(t1 - t0)
+        tb.append(time.perf_counter() - t1)
+    return float(np.median(ta)), float(np.median(tb))
+
+
+def patterns(mode: str) -> list[Pattern]:
+    """The rewrites of one ``mode`` (auto | w8a8 | weight_only)."""
+    found = []
+    if mode != "w8a8":
+        found.append(Pattern("store-weight-low", partial(store_weight_low, w8a8=mode == "auto"),
+                             frozenset({"dequantize"})))
+    if mode != "weight_only":
+        found.append(Pattern("lower-w8a8", partial(lower_w8a8, strict=mode == "w8a8"),
+                             frozenset({"dot_general", "conv"})))
+    return found
+
+
+@register_pass("lower-quant", options=[
+    Option("mode", str, "auto", "auto: W8A8 where activations are quantized, weight-only "
+           "elsewhere; w8a8: only W8A8; weight_only: only store weights low",
+           choices=("auto", "w8a8", "weight_only")),
+    Option("min_speedup", float, 0.0, "run the lowered program against its float twin and keep "
+           "the fake-quant graph when it is not this many times faster (0: do not measure)",
+           range=(0.0, None)),
+    Option("repeats", int, 10, "timed runs of each program when measuring", range=(1, None))])
+def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup: float = 0.0,
+                repeats: int = 10) -> Graph:
+    """Run fake-quantized dot/conv in real low precision (int8, int4 or fp8 storage and compute)."""
+    out = apply_patterns(graph, patterns(mode), ctx, regions=True)
+    if out is graph or min_speedup <= 0:
+        return out
+    inputs = _example_inputs(graph, ctx)
+    if inputs is None or ctx.executor is None:
+        ctx.remark("note", "lowered program not measured (min_speedup): give calibration data "
+                           "or static input shapes")
+        return out
+    t_low, t_float = measure(ctx, out, float_twin(graph), inputs, repeats)
+    speedup = t_float / t_low
+    if speedup < min_speedup:
+        ctx.remark("missed", f"kept fake-quant: the lowered program ran {speedup:.2f}x the float "
+                             f"twin ({t_low * 1e3:.3f} ms vs {t_float * 1e3:.3f} ms, median of "
+                             f"{repeats}), below min_speedup={min_speedup}", speedup=speedup,
+                   lowered_ms=t_low * 1e3, float_ms=t_float * 1e3)
+        return graph
+    ctx.remark("note", f"lowered program measured {speedup:.2f}x the float twin "
+                       f"({t_low * 1e3:.3f} ms vs {t_float * 1e3:.3f} ms)", speedup=speedup,
+               lowered_ms=t_low * 1e3, float_ms=t_float * 1e3)
+    return out
