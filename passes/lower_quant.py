@@ -129,8 +129,11 @@ class QWeight:
 def match_weight(rw: Rewriter, v: Value) -> QWeight | None:
     """``v = dequantize(Wq_param)`` or ``dequantize(quantize(W_param))`` with constant params."""
     dq = rw.producer(v)
-    if dq is None or dq.op != "dequantize":
-        return None
+    return weight_of(rw, dq) if dq is not None and dq.op == "dequantize" else None
+
+
+def weight_of(rw: Rewriter, dq: Node) -> QWeight | None:
+    """``match_weight`` for the dequantize node itself."""
     src = dq.inputs[0]
     qp = _qparams(rw, dq, src.type.dtype)
     if qp is None:
@@ -246,14 +249,16 @@ def store_weight_low(rw: Rewriter, node: Node, w8a8: bool = False):
     src = rw.producer(node.inputs[0])
     if src is None or src.op != "quantize" or not rw.is_param(src.inputs[0]):
         return None
-    wt = match_weight(rw, node.output)
+    wt = weight_of(rw, node)
     if wt is None:
         return None
     users = [u for u in rw.users.get(node.output.name, ()) if u.op in ("dot_general", "conv")]
     if rw.num_uses(node.output) != len(users) or not users:
         return None  # a weight read by other ops stays float (a gather of an embedding...)
-    if w8a8 and any(_quiet_plan(rw, u) is not None for u in users):
-        return None  # the W8A8 rewrite of that dot/conv stores it
+    if w8a8:
+        rw.producers[node.output.name] = node  # as the sweep will have it when it reaches u
+        if any(_quiet_plan(rw, u) is not None for u in users):
+            return None  # the W8A8 rewrite of that dot/conv stores it
     dtype = wt.qp.dtype
     wq = rw.add_param(np.ascontiguousarray(wt.q), f"{wt.stem}/q")
     ins = [wq, *node.inputs[1:]]
@@ -473,7 +478,7 @@ def dequantize_to_float(rw: Rewriter, node: Node):
         if x.type == node.output.type:
             return rw.replace(node, x)
         return rw.replace(node, rw.op("convert", x, loc=node.loc, dtype=node.output.type.dtype))
-    wt = match_weight(rw, node.output)
+    wt = weight_of(rw, node)
     if wt is None:
         return None
     w = dequantize_array(wt.q, wt.qp.scale, wt.qp.zp, wt.qp.axis, wt.qp.block,
