@@ -167,6 +167,10 @@ class EntropyObserver(Observer):
 
     def clip_range(self, dtype, scheme):
         h, amax = self._abs_hist()
+        # exact zeros (after a relu, half the values) are represented exactly at any scale:
+        # left in, they dominate P and the divergence favours clipping the tail hard
+        h = h.copy()
+        h[0] = 0
         levels = max(_levels(dtype, scheme), 1) or 128
         levels = levels if dtype in INT_QUANT_DTYPES else 128
         n = self.bins
