@@ -541,7 +541,7 @@ class CompiledModel:
         atomic_write(path, pack_arrays(arrays))
         return path
 
-    def export_onnx(self, path, *, opset: int = 21) -> Path:
+    def export_onnx(self, path, *, opset: int | None = None) -> Path:
         """Write the model as ONNX; fake-quant becomes QuantizeLinear/DequantizeLinear (QDQ)."""
         from .export_onnx import export_compiled
         return export_compiled(self, path, opset=opset)

@@ -20,7 +20,7 @@ from .ir.ops.nn import conv_spatial
 from .ir.serialize import atomic_write
 from .ir.types import numpy_dtype
 
-OPSET = 21  # QuantizeLinear/DequantizeLinear with block_size and int4
+OPSET = 21  # the newest opset written: QuantizeLinear/DequantizeLinear with block_size and int4
 
 _ONNX_DTYPES = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "f16": TensorProto.FLOAT16,
                 "bf16": TensorProto.BFLOAT16, "i8": TensorProto.INT8, "u8": TensorProto.UINT8,
@@ -139,8 +139,8 @@ _UNARY = {"exp": "Exp", "log": "Log", "tanh": "Tanh", "sqrt": "Sqrt", "abs": "Ab
 
 @rule(*_BINARY)
 def _binary(ex, n, ins, scope):
-    if n.op == "rem":
-        return ex.add("Mod", ins, n.name, fmod=1 if n.output.type.dtype.startswith(("f", "bf")) else 0)
+    if n.op == "rem":  # lax.rem takes the dividend's sign: C fmod, for ints too
+        return ex.add("Mod", ins, n.name, fmod=1)
     return ex.add(_BINARY[n.op], ins, n.name)
 
 
@@ -484,8 +484,32 @@ def unsupported_ops(graph: Graph) -> list[str]:
     return sorted({n.op for n in graph.walk() if n.op not in _RULES})
 
 
-def to_onnx(graph: Graph, *, opset: int = OPSET, producer: str = "tensorsmith") -> onnx.ModelProto:
-    """The ONNX model of ``graph`` (OnnxExportError listing every op it cannot express)."""
+def min_opset(graph: Graph) -> int:
+    """The oldest opset that expresses ``graph``: 21 for blocked or int4 QDQ, 20 for Gelu, else
+    19 (fp8 QDQ). Older is better supported: onnxruntime 1.2x's transpose optimizer rejects
+    opset-21 QuantizeLinear nodes it makes itself when it pushes a Transpose through QDQ."""
+    need = 19
+    for n in graph.walk():
+        if n.op in ("quantize", "dequantize"):
+            low = n.output.type.dtype if n.op == "quantize" else n.inputs[0].type.dtype
+            if n.attrs.get("block_size") or low in ("i4", "u4"):
+                need = max(need, 21)
+        elif n.op == "gelu":
+            need = max(need, 20)
+    return need
+
+
+def to_onnx(graph: Graph, *, opset: int | None = None, producer: str = "tensorsmith") -> onnx.ModelProto:
+    """The ONNX model of ``graph`` (OnnxExportError listing every op it cannot express).
+
+    ``opset``: None picks ``min_opset(graph)``; an older one than the graph needs is refused.
+    """
+    need = min_opset(graph)
+    if opset is None:
+        opset = need
+    elif not need <= opset <= OPSET:
+        raise OnnxExportError(f"cannot export @{graph.name} at opset {opset}: it needs "
+                              f"{need}..{OPSET}")
     ex = _Exporter(graph)
     scope: dict[str, str] = {}
     for v in graph.inputs:
@@ -520,7 +544,7 @@ def to_onnx(graph: Graph, *, opset: int = OPSET, producer: str = "tensorsmith") 
     return model
 
 
-def export_onnx(graph: Graph, path, *, opset: int = OPSET) -> Path:
+def export_onnx(graph: Graph, path, *, opset: int | None = None) -> Path:
     """Write ``graph`` as an ONNX file (atomically); fake-quant pairs become QDQ nodes."""
     model = to_onnx(graph, opset=opset)
     try:
@@ -545,6 +569,6 @@ def graph_for_onnx(cm) -> Graph:
     return cm.graph
 
 
-def export_compiled(cm, path, *, opset: int = OPSET) -> Path:
+def export_compiled(cm, path, *, opset: int | None = None) -> Path:
     """``CompiledModel.export_onnx``."""
     return export_onnx(graph_for_onnx(cm), path, opset=opset)

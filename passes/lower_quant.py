@@ -154,20 +154,26 @@ def weight_of(rw: Rewriter, dq: Node) -> QWeight | None:
 
 @dataclass(frozen=True)
 class QAct:
-    """An activation read through a fake-quant pair with constant, per-tensor parameters."""
+    """An activation read through ``dequantize`` with constant, per-tensor parameters."""
 
-    quantize: Node
-    x: Value
+    q: Value                # the quantized tensor
+    quantize: Node | None   # its quantize node in this graph, if any (None: a body input ...)
     qp: QParams
 
 
 def match_activation(rw: Rewriter, v: Value) -> QAct | str | None:
-    """The fake-quant pair making ``v``; a string says why a pair cannot run in low precision."""
+    """The fake-quant pair (or dequantize of a quantized tensor) making ``v``; a string says
+    why it cannot run in low precision."""
     dq = rw.producer(v)
-    if dq is None or dq.op != "dequantize":
+    if dq is None or dq.op != "dequantize" or rw.is_param(dq.inputs[0]):
         return None
     qn = rw.producer(dq.inputs[0])
-    if qn is None or qn.op != "quantize" or rw.is_param(qn.inputs[0]):
+    if qn is None or qn.op != "quantize":
+        qp = _qparams(rw, dq, dq.inputs[0].type.dtype)
+        if qp is None or not qp.per_tensor or qp.dtype not in _NARROW_INT + _F8:
+            return None
+        return QAct(dq.inputs[0], None, qp)
+    if rw.is_param(qn.inputs[0]):
         return None
     qp, qq = _qparams(rw, dq, qn.attrs["dtype"]), _qparams(rw, qn, qn.attrs["dtype"])
     if qp is None or qq is None:
@@ -176,7 +182,7 @@ def match_activation(rw: Rewriter, v: Value) -> QAct | str | None:
         return f"quantize %{qn.name} and dequantize %{dq.name} use different parameters"
     if not qp.per_tensor:
         return f"the activation %{qn.inputs[0].name} is quantized per axis (needs per tensor)"
-    return QAct(qn, qn.inputs[0], qp)
+    return QAct(qn.output, qn, qp)
 
 
 # --- geometry of a dot / conv ---------------------------------------------------------------
@@ -354,15 +360,19 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
     # point, i4/u4/i2 by widening (XLA:CPU has no s4 dot).
     zx = _scalar(act.qp.zp)
     if act.qp.dtype == "i8":
-        qx = act.quantize.output
-    elif act.qp.dtype == "u8":
+        qx = act.q
+    elif act.qp.dtype == "u8" and act.quantize is not None:  # quantize straight to i8
         zx -= 128
         zxp = rw.add_param(np.asarray(zx, np.int8), f"{wt.stem}/x_zero_point")
-        sx = act.quantize.inputs[1]
-        qx = rw.op("quantize", act.x, sx, zxp, loc=act.quantize.loc, axis=0, block_size=0,
+        qx = rw.op("quantize", act.quantize.inputs[0], act.quantize.inputs[1], zxp,
+                   loc=act.quantize.loc, axis=0, block_size=0, dtype="i8")
+    elif act.qp.dtype == "u8":  # q - 128 as i8: flip the top bit
+        zx -= 128
+        top = rw.op("constant", loc=node.loc, value=128, shape=(), dtype="u8")
+        qx = rw.op("bitcast_convert", rw.op("xor", act.q, top, loc=node.loc), loc=node.loc,
                    dtype="i8")
     else:
-        qx = rw.op("convert", act.quantize.output, loc=node.loc, dtype="i8")
+        qx = rw.op("convert", act.q, loc=node.loc, dtype="i8")
     qw = wt.q.astype(np.int32)
     zw = None if wt.qp.zero_free else np.asarray(wt.qp.zp, np.int32).reshape(-1)
     if wt.qp.dtype == "u8":
@@ -426,9 +436,11 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
     before = int(w.nbytes) if w is not None else _nbytes(wt.q, wt.qp.dtype)
     after = _nbytes(wt.q, "i8" if wt.qp.dtype in ("i8", "u8") else wt.qp.dtype)
     widened = "" if wt.qp.dtype in ("i8", "u8") else f" (weights stored {wt.qp.dtype}, widened to i8 for the dot: XLA:CPU has no s4 dot)"
+    stored = (f"(stored {wt.qp.dtype}, {after} bytes)" if wt.stored_low else
+              f"({before} -> {after} bytes)")
     rw.remark("applied", f"W8A8: {node.op} %{node.name} runs i8 x i8 -> i32 with "
                          f"{'per-channel' if sw.size > 1 else 'per-tensor'} weights @{wt.name} "
-                         f"({before} -> {after} bytes), activation zero point {zx}, "
+                         f"{stored}, activation zero point {zx}, "
                          f"requantize by s_x*s_w{widened}", node, mode="w8a8",
               dtype=wt.qp.dtype, bytes_before=before, bytes_after=after)
     return y
@@ -452,7 +464,7 @@ def _lower_fp8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo:
     wv = _weight_param(rw, wt)
     attrs = dict(node.attrs)
     attrs["preferred_element_type"] = "f32"
-    qx = act.quantize.output
+    qx = act.q
     acc = rw.op(node.op, *([qx, wv] if side == 1 else [wv, qx]), loc=node.loc, **attrs)
     o_axis = None if wt.qp.per_tensor else geo.out_axis[wt.qp.axis % wt.q.ndim]
     comb = (np.float32(np.asarray(act.qp.scale, np.float32).reshape(-1)[0])
@@ -522,6 +534,45 @@ def measure(ctx: PassContext, a: Graph, b: Graph, inputs: tuple, repeats: int) -
     return float(np.median(ta)), float(np.median(tb))
 
 
+def _reads_as_lhs_of_quantized_linear(body: Graph, v: Value) -> bool:
+    """Whether a body input feeds a dot/conv whose other operand is a dequantized weight."""
+    producers = {o.name: n for n in body.nodes for o in n.outputs}
+    for n in body.nodes:
+        if n.op in ("dot_general", "conv") and v.name in {u.name for u in n.inputs}:
+            other = [u for u in n.inputs if u.name != v.name]
+            p = producers.get(other[0].name) if other else None
+            if p is not None and p.op == "dequantize":
+                return True
+    return False
+
+
+@pattern("sink-dequantize", ops="composite")
+def sink_dequantize(rw: Rewriter, node: Node):
+    """composite(dequantize(q)) -> composite'(q) whose body starts with the dequantize, so the
+    dot/conv of a fused conv/dense + bias + activation sees its quantized input."""
+    if not str(node.attrs.get("name", "")).startswith("fused.") or len(node.regions) != 1:
+        return None
+    body = node.regions[0]
+    ins, body_ins, pre = list(node.inputs), list(body.inputs), []
+    for i, v in enumerate(node.inputs):
+        dq = rw.producer(v)
+        if (dq is None or dq.op != "dequantize" or rw.is_param(dq.inputs[0])
+                or not all(rw.is_param(p) for p in dq.inputs[1:])
+                or dq.output.type != body.inputs[i].type
+                or not _reads_as_lhs_of_quantized_linear(body, body.inputs[i])):
+            continue
+        q = dq.inputs[0]
+        inner = Value(rw.namer(), q.type)
+        pre.append(Node("dequantize", (inner, *dq.inputs[1:]), (body.inputs[i],), dq.attrs,
+                        loc=dq.loc))
+        ins[i], body_ins[i] = q, inner
+    if not pre:
+        return None
+    new_body = body.replace(inputs=tuple(body_ins), nodes=tuple(pre) + tuple(body.nodes))
+    out = rw.op("composite", *ins, regions=[new_body], loc=node.loc, **dict(node.attrs))
+    return rw.replace(node, out)
+
+
 def patterns(mode: str) -> list[Pattern]:
     """The rewrites of one ``mode`` (auto | w8a8 | weight_only)."""
     found = []
@@ -545,7 +596,10 @@ def patterns(mode: str) -> list[Pattern]:
 def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup: float = 0.0,
                 repeats: int = 10) -> Graph:
     """Run fake-quantized dot/conv in real low precision (int8, int4 or fp8 storage and compute)."""
-    out = apply_patterns(graph, patterns(mode), ctx, regions=True)
+    out = graph
+    if mode != "weight_only":  # first, so the weight-only rewrite sees what W8A8 will take
+        out = apply_patterns(out, [sink_dequantize], ctx, regions=True)
+    out = apply_patterns(out, patterns(mode), ctx, regions=True)
     if out is graph or min_speedup <= 0:
         return out
     inputs = _example_inputs(graph, ctx)

@@ -276,3 +276,28 @@ def test_min_speedup_keeps_fake_quant_when_the_lowering_is_slower():
     out, remarks = _lower(g, "lower-quant{min_speedup=0.001, repeats=3}")
     assert 'preferred_element_type="i32"' in out.to_text()
     assert any("measured" in r.message for r in remarks.of_kind("note"))
+
+
+# --- the bundled digits CNN ---------------------------------------------------------------------
+@pytest.mark.parametrize("pipeline", ["default,quantize", "default,fuse,quantize"])
+def test_digits_cnn_lowered_int8_agrees_with_fake_quant(pipeline):
+    import tensorsmith
+    ex = tensorsmith.examples.load("digits-cnn")
+    x, y = ex.eval_data
+    calib = [(x[i:i + 32],) for i in range(0, 128, 32)]
+    kw = dict(params=ex.params, calibration=calib, batch_dim=True)
+    fake = tensorsmith.compile(ex.fn, x, passes=pipeline, **kw)
+    low = tensorsmith.compile(ex.fn, x, passes=pipeline + ",lower-quant", **kw)
+    applied = [r for rec in low.history for r in rec.remarks
+               if r.pass_name == "lower-quant" and r.kind == "applied"]
+    assert len(applied) == 4 and all("W8A8" in r.message for r in applied), applied
+    assert low.ir().count('preferred_element_type="i32"') == 4
+    assert "dequantize(@" not in low.ir()  # no weight is dequantized at run time
+    a, b = np.asarray(fake(x)), np.asarray(low(x))
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.995
+    # weights really int8: the conv/dense kernels take a quarter of their float bytes
+    kernels = lambda g: sum(TensorType.of(v).nbytes() for k, v in g.params.items()  # noqa: E731
+                            if "kernel" in k and not k.endswith(("scale", "correction")))
+    assert kernels(low.graph) <= 0.27 * kernels(fake.source)
+    assert {low.graph.params[k].dtype for k in low.graph.params if k.endswith("kernel/q")} == \
+        {np.dtype(np.int8)}
