@@ -229,25 +229,61 @@ def _channel_shape(out: TensorType, out_axis: int, values: np.ndarray) -> np.nda
 
 
 # --- the rewrites -----------------------------------------------------------------------------
-def _weight_param(rw: Rewriter, wt: QWeight, dtype: str | None = None) -> Value:
-    """The quantized weight as a param in ``dtype`` (its own low dtype by default)."""
-    arr = wt.q if dtype is None else wt.q.astype(numpy_dtype(dtype))
-    if wt.stored_low and dtype is None:
-        return wt.dq.inputs[0]
-    return rw.add_param(np.ascontiguousarray(arr), f"{wt.stem}/q")
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """4-bit values two per byte along axis 0 (padded to even): row 2j low, row 2j+1 high."""
+    v = np.asarray(q).astype(np.int16) & 0xF
+    if v.shape[0] % 2:
+        v = np.concatenate([v, np.zeros((1,) + v.shape[1:], v.dtype)])
+    return (v[0::2] | (v[1::2] << 4)).astype(np.uint8)
+
+
+PACKED_NOTE = ("stored packed two per byte in u8 and unpacked in the program: a compiled XLA:CPU "
+               "program wants int4 params in a packed layout that device_put does not give, "
+               "and XLA:CPU has no s4 dot")
+
+
+def _unpack(rw: Rewriter, packed: Value, wt: QWeight, loc: str) -> Value:
+    """The 4-bit weight values of a packed u8 param as i8 (i4) or u8 (u4), in ``wt``'s shape."""
+    signed = wt.qp.dtype == "i4"
+    if signed:  # sign-extend each nibble with arithmetic shifts
+        p = rw.op("bitcast_convert", packed, loc=loc, dtype="i8")
+        four = rw.op("constant", loc=loc, value=4, shape=(), dtype="i8")
+        lo = rw.op("shift_right_arithmetic", rw.op("shift_left", p, four, loc=loc), four, loc=loc)
+        hi = rw.op("shift_right_arithmetic", p, four, loc=loc)
+    else:
+        four = rw.op("constant", loc=loc, value=4, shape=(), dtype="u8")
+        mask = rw.op("constant", loc=loc, value=15, shape=(), dtype="u8")
+        lo = rw.op("and", packed, mask, loc=loc)
+        hi = rw.op("shift_right_logical", packed, four, loc=loc)
+    pairs = rw.op("concatenate", rw.op("expand_dims", lo, loc=loc, axes=(1,)),
+                  rw.op("expand_dims", hi, loc=loc, axes=(1,)), loc=loc, axis=1)
+    shape = tuple(packed.type.shape)
+    full = rw.op("reshape", pairs, loc=loc, shape=(2 * shape[0],) + shape[1:])
+    k = wt.q.shape[0]
+    if 2 * shape[0] != k:
+        full = rw.op("slice", full, loc=loc, start=(0,) * len(shape),
+                     limit=(k,) + shape[1:], strides=None)
+    return full
+
+
+def low_weight(rw: Rewriter, wt: QWeight, loc: str) -> tuple[Value, int, str]:
+    """The quantized weight as the program reads it (its own dtype, or i8/u8 unpacked from
+    4-bit pairs), the bytes it is stored in, and a note for the remark."""
+    if wt.qp.dtype in ("i4", "u4"):
+        packed = rw.add_param(pack_nibbles(wt.q), f"{wt.stem}/q4")
+        return _unpack(rw, packed, wt, loc), int(packed.type.nbytes()), PACKED_NOTE
+    if wt.qp.dtype in ("i2", "u2"):  # no packing for 2 bits: widened to a byte
+        wide = "i8" if wt.qp.dtype == "i2" else "u8"
+        v = rw.add_param(np.ascontiguousarray(wt.q.astype(numpy_dtype(wide))), f"{wt.stem}/q")
+        return v, int(wt.q.size), f"stored widened to {wide}"
+    if wt.stored_low:
+        return wt.dq.inputs[0], _nbytes(wt.q, wt.qp.dtype), ""
+    v = rw.add_param(np.ascontiguousarray(wt.q), f"{wt.stem}/q")
+    return v, _nbytes(wt.q, wt.qp.dtype), ""
 
 
 def _nbytes(arr: np.ndarray, dtype: str) -> int:
     return (arr.size * itemsize_bits(dtype) + 7) // 8
-
-
-def _quiet_plan(rw: Rewriter, node: Node):
-    """``plan_w8a8`` without its remarks (they belong to the visit of ``node`` itself)."""
-    ctx, rw.ctx = rw.ctx, None
-    try:
-        return plan_w8a8(rw, node)
-    finally:
-        rw.ctx = ctx
 
 
 def store_weight_low(rw: Rewriter, node: Node, w8a8: bool = False):
@@ -263,22 +299,23 @@ def store_weight_low(rw: Rewriter, node: Node, w8a8: bool = False):
         return None  # a weight read by other ops stays float (a gather of an embedding...)
     if w8a8:
         rw.producers[node.output.name] = node  # as the sweep will have it when it reaches u
-        if any(_quiet_plan(rw, u) is not None for u in users):
+        # (a plan's missed remark is said once: the driver drops repeats)
+        if any(plan_w8a8(rw, u) is not None for u in users):
             return None  # the W8A8 rewrite of that dot/conv stores it
     dtype = wt.qp.dtype
-    wq = rw.add_param(np.ascontiguousarray(wt.q), f"{wt.stem}/q")
-    ins = [wq, *node.inputs[1:]]
-    out = rw.op("dequantize", *ins, loc=node.loc, **dict(node.attrs))
+    wq, stored, note = low_weight(rw, wt, node.loc)
+    extra = list(node.inputs[2:])
+    if extra and wq.type.dtype != dtype:  # the zero point follows the unpacked values' type
+        zp = np.ascontiguousarray(wt.qp.zp.astype(numpy_dtype(wq.type.dtype)))
+        extra = [rw.add_param(zp, f"{wt.stem}/zero_point")]
+    out = rw.op("dequantize", wq, node.inputs[1], *extra, loc=node.loc, **dict(node.attrs))
     w = rw.param_array(src.inputs[0])
-    note = ""
-    if dtype in ("i4", "u4", "i2", "u2"):
-        note = (f"; {dtype} is held one element per byte by numpy/ml_dtypes and counted at "
-                f"{itemsize_bits(dtype)} bits; XLA:CPU cannot dot s4, so the matmul converts it")
+    where = wq.name if rw.is_param(wq) else f"{wt.stem}/q4"
     for u in users:
-        rw.remark("applied", f"weight-only {dtype}: @{wt.name} stored as @{wq.name} "
-                             f"({w.nbytes} -> {_nbytes(wt.q, dtype)} bytes), dequantized in the "
-                             f"{u.op}{note}", u, mode="weight_only", dtype=dtype,
-                  bytes_before=int(w.nbytes), bytes_after=_nbytes(wt.q, dtype))
+        rw.remark("applied", f"weight-only {dtype}: @{wt.name} stored as @{where} "
+                             f"({w.nbytes} -> {stored} bytes), dequantized in the {u.op}"
+                             f"{'; ' + note if note else ''}", u, mode="weight_only", dtype=dtype,
+                  bytes_before=int(w.nbytes), bytes_after=stored)
     return rw.replace(node, out)
 
 
@@ -378,12 +415,16 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
     if wt.qp.dtype == "u8":
         qw = qw - 128
         zw = (np.zeros(1, np.int32) if zw is None else zw) - 128
+    note = ""
     if wt.qp.dtype == "i8" and wt.stored_low:
-        wv = wt.dq.inputs[0]
+        wv, after = wt.dq.inputs[0], wt.q.size
     elif wt.qp.dtype in ("i8", "u8"):
         wv = rw.add_param(np.ascontiguousarray(qw.astype(np.int8)), f"{wt.stem}/q")
-    else:  # kept at its own width in memory, widened for the dot
-        wv = rw.op("convert", _weight_param(rw, wt), loc=node.loc, dtype="i8")
+        after = wt.q.size
+    else:  # narrower: stored at its own width, widened to i8 for the dot
+        wv, after, note = low_weight(rw, wt, node.loc)
+        if wv.type.dtype != "i8":
+            wv = rw.op("convert", wv, loc=node.loc, dtype="i8")
     attrs = dict(node.attrs)
     attrs["preferred_element_type"] = "i32"
     lhs_x = qx
@@ -434,8 +475,7 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
         y = rw.op("convert", y, loc=node.loc, dtype=out_t.dtype)
     w = rw.params.get(wt.name) if not wt.stored_low else None
     before = int(w.nbytes) if w is not None else _nbytes(wt.q, wt.qp.dtype)
-    after = _nbytes(wt.q, "i8" if wt.qp.dtype in ("i8", "u8") else wt.qp.dtype)
-    widened = "" if wt.qp.dtype in ("i8", "u8") else f" (weights stored {wt.qp.dtype}, widened to i8 for the dot: XLA:CPU has no s4 dot)"
+    widened = f"; {wt.qp.dtype} weights {note}, widened to i8 for the dot" if note else ""
     stored = (f"(stored {wt.qp.dtype}, {after} bytes)" if wt.stored_low else
               f"({before} -> {after} bytes)")
     rw.remark("applied", f"W8A8: {node.op} %{node.name} runs i8 x i8 -> i32 with "
@@ -461,7 +501,7 @@ def _padded(attrs) -> bool:
 
 def _lower_fp8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo: Linear):
     out_t = node.output.type
-    wv = _weight_param(rw, wt)
+    wv, _, _ = low_weight(rw, wt, node.loc)
     attrs = dict(node.attrs)
     attrs["preferred_element_type"] = "f32"
     qx = act.q

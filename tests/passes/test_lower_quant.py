@@ -7,6 +7,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import tensorsmith
 from tensorsmith import codegen
 from tensorsmith.ir import GraphBuilder, TensorType
 from tensorsmith.ir.stats import graph_stats
@@ -180,6 +181,8 @@ def test_w8a8_conv_is_integer_exact(zx, layout, groups, padding, strides):
 
 # --- weight-only ------------------------------------------------------------------------
 def _weight_only(dtype, block, affine=False, K=64, N=24):
+    if block and K % block:
+        raise ValueError("test weights split into whole groups")
     W = RNG.standard_normal((K, N)).astype(np.float32)
     sw, zw = _weight_qparams(W, dtype, 1, affine, block)
     b = GraphBuilder("wo")
@@ -189,20 +192,30 @@ def _weight_only(dtype, block, affine=False, K=64, N=24):
     return b.build([y]), W
 
 
-@pytest.mark.parametrize("dtype,block,affine", [("i8", 0, False), ("i8", 0, True),
-                                                ("i4", 16, False), ("i4", 32, True)])
-def test_weight_only_stores_low_and_matches_fake_quant(dtype, block, affine):
-    g, W = _weight_only(dtype, block, affine)
+@pytest.mark.parametrize("dtype,block,affine,K", [("i8", 0, False, 64), ("i8", 0, True, 64),
+                                                  ("i4", 16, False, 64), ("i4", 32, True, 64),
+                                                  ("i4", 0, False, 63)])
+def test_weight_only_stores_low_and_matches_fake_quant(dtype, block, affine, K):
+    g, W = _weight_only(dtype, block, affine, K=K)
     low, remarks = _lower(g)
-    assert low.params["w/q"].dtype == np.dtype(_NP[dtype])
-    assert "quantize(" not in low.to_text().replace("dequantize(", "")
+    if dtype == "i8":
+        assert low.params["w/q"].dtype == np.int8
+    else:  # two 4-bit values per byte
+        packed = low.params["w/q4"]
+        assert packed.dtype == np.uint8 and packed.shape == ((K + 1) // 2, 24)
+        assert "packed two per byte" in remarks[0].message
+    assert "w" not in low.params and " quantize(@" not in low.to_text()
     assert [r.kind for r in remarks] == ["applied"] and "weight-only" in remarks[0].message
-    if dtype == "i4":
-        assert "XLA:CPU cannot dot s4" in remarks[0].message
-    x = RNG.standard_normal((3, 64)).astype(np.float32)
-    np.testing.assert_allclose(_run(low, x), _run(g, x), rtol=1e-6, atol=1e-6)
+    x = RNG.standard_normal((3, K)).astype(np.float32)
+    want = _run(g, x)
+    np.testing.assert_allclose(_run(low, x), want, rtol=1e-6, atol=1e-6)
+    # and through a compiled model (params passed to an AOT-compiled XLA executable)
+    (out,) = tensorsmith.compile(low, passes="none")(x)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6, atol=1e-6)
     bits = 8 if dtype == "i8" else 4
     assert graph_stats(low).param_bytes < graph_stats(g).param_bytes * (bits / 32 + 0.1)
+    assert sum(a.nbytes for a in low.params.values()) < \
+        sum(a.nbytes for a in g.params.values()) * (bits / 32 + 0.1)
 
 
 def test_group_wise_weights_with_quantized_activations_fall_back_to_weight_only():
@@ -215,7 +228,7 @@ def test_group_wise_weights_with_quantized_activations_fall_back_to_weight_only(
     dw = _fq(b, b.param(W, "w"), sw, None, "i4", axis=0, block=16)
     g = b.build([b.op("dot_general", dx, dw, contracting_dims=((1,), (0,)))])
     low, remarks = _lower(g)
-    assert low.params["w/q"].dtype == np.dtype(ml_dtypes.int4)
+    assert low.params["w/q4"].dtype == np.uint8
     missed = [r.message for r in remarks if r.kind == "missed"]
     assert any("weight scale varies along the reduction (group size 16)" in m for m in missed), missed
     strict, remarks = _lower(g, "lower-quant{mode=w8a8}")
@@ -281,7 +294,6 @@ def test_min_speedup_keeps_fake_quant_when_the_lowering_is_slower():
 # --- the bundled digits CNN ---------------------------------------------------------------------
 @pytest.mark.parametrize("pipeline", ["default,quantize", "default,fuse,quantize"])
 def test_digits_cnn_lowered_int8_agrees_with_fake_quant(pipeline):
-    import tensorsmith
     ex = tensorsmith.examples.load("digits-cnn")
     x, y = ex.eval_data
     calib = [(x[i:i + 32],) for i in range(0, 128, 32)]
