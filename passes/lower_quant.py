@@ -271,14 +271,17 @@ def low_weight(rw: Rewriter, wt: QWeight, loc: str) -> tuple[Value, int, str]:
     4-bit pairs), the bytes it is stored in, and a note for the remark."""
     if wt.qp.dtype in ("i4", "u4"):
         packed = rw.add_param(pack_nibbles(wt.q), f"{wt.stem}/q4")
+        rw.carry_annotations(wt.name, packed)
         return _unpack(rw, packed, wt, loc), int(packed.type.nbytes()), PACKED_NOTE
     if wt.qp.dtype in ("i2", "u2"):  # no packing for 2 bits: widened to a byte
         wide = "i8" if wt.qp.dtype == "i2" else "u8"
         v = rw.add_param(np.ascontiguousarray(wt.q.astype(numpy_dtype(wide))), f"{wt.stem}/q")
+        rw.carry_annotations(wt.name, v)
         return v, int(wt.q.size), f"stored widened to {wide}"
     if wt.stored_low:
         return wt.dq.inputs[0], _nbytes(wt.q, wt.qp.dtype), ""
     v = rw.add_param(np.ascontiguousarray(wt.q), f"{wt.stem}/q")
+    rw.carry_annotations(wt.name, v)  # the quant parameters stay findable on the stored weight
     return v, _nbytes(wt.q, wt.qp.dtype), ""
 
 
@@ -420,6 +423,7 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
         wv, after = wt.dq.inputs[0], wt.q.size
     elif wt.qp.dtype in ("i8", "u8"):
         wv = rw.add_param(np.ascontiguousarray(qw.astype(np.int8)), f"{wt.stem}/q")
+        rw.carry_annotations(wt.name, wv)
         after = wt.q.size
     else:  # narrower: stored at its own width, widened to i8 for the dot
         wv, after, note = low_weight(rw, wt, node.loc)

@@ -311,5 +311,9 @@ def test_digits_cnn_lowered_int8_agrees_with_fake_quant(pipeline):
     kernels = lambda g: sum(TensorType.of(v).nbytes() for k, v in g.params.items()  # noqa: E731
                             if "kernel" in k and not k.endswith(("scale", "correction")))
     assert kernels(low.graph) <= 0.27 * kernels(fake.source)
-    assert {low.graph.params[k].dtype for k in low.graph.params if k.endswith("kernel/q")} == \
-        {np.dtype(np.int8)}
+    stored = [k for k in low.graph.params if k.endswith("kernel/q")]
+    assert len(stored) == 4 and {low.graph.params[k].dtype for k in stored} == {np.dtype(np.int8)}
+    # the quantize pass's record of each weight's parameters follows it to the stored weight
+    for k in stored:
+        note = low.graph.annotation(k, "quant")
+        assert note is not None and note.attrs["dtype"] == "i8", k
