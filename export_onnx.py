@@ -90,9 +90,11 @@ class _Exporter:
             if fn is None:
                 self.problems.append(f"{n.op} (%{n.name})")
                 continue
-            ins = [self.lookup(v, scope) for v in n.inputs]
             try:
-                outs = fn(self, n, ins, scope)
+                if n.op == "quantize" and _all_params(self.graph, n):
+                    outs = _quantized_weight(self, n)
+                else:
+                    outs = fn(self, n, [self.lookup(v, scope) for v in n.inputs], scope)
             except _Unsupported as e:
                 self.problems.append(f"{n.op} (%{n.name}: {e})")
                 continue
@@ -104,8 +106,23 @@ class _Exporter:
         if v.name in scope:
             return scope[v.name]
         if v.name in self.graph.params:
-            return self.names[v.name]
+            return self.param(v.name)
         return "?"  # an earlier node failed: reported already
+
+    def param(self, name: str) -> str:
+        """The initializer of a param, written on first use (unused weights are left out)."""
+        if name not in self.names:
+            arr = self.graph.params[name]
+            if getattr(arr, "abstract", False):
+                raise OnnxExportError(f"param @{name} has no data (an abstract weight): load "
+                                      "the weights before exporting to ONNX")
+            self.names[name] = self.const(arr, name)
+        return self.names[name]
+
+
+def _all_params(graph: Graph, n: Node) -> bool:
+    return all(v.name in graph.params and not getattr(graph.params[v.name], "abstract", False)
+               for v in n.inputs)
 
 
 def _dims(v: Value) -> list:
@@ -247,6 +264,18 @@ def _qdq_attrs(n, rank: int) -> dict:
     if n.attrs.get("block_size"):
         attrs["block_size"] = int(n.attrs["block_size"])
     return attrs
+
+
+def _quantized_weight(ex, n) -> str:
+    """quantize(@W, @scale[, @zero_point]) of params: the codes as an initializer, as deployed
+    QDQ models carry weights (the float weight is not written)."""
+    from .passes.lower_quant import quantize_array
+    params = ex.graph.params
+    a = n.attrs
+    zp = params[n.inputs[2].name] if len(n.inputs) > 2 else None
+    q = quantize_array(params[n.inputs[0].name], params[n.inputs[1].name], zp,
+                       a.get("axis", 1), a.get("block_size", 0), a["dtype"])
+    return ex.const(q, f"{n.inputs[0].name}/quantized")
 
 
 @rule("quantize")
@@ -514,11 +543,6 @@ def to_onnx(graph: Graph, *, opset: int | None = None, producer: str = "tensorsm
     scope: dict[str, str] = {}
     for v in graph.inputs:
         scope[v.name] = ex.fresh(v.name)
-    for name, arr in graph.params.items():
-        if getattr(arr, "abstract", False):
-            raise OnnxExportError(f"param @{name} has no data (an abstract weight): load the "
-                                  "weights before exporting to ONNX")
-        ex.names[name] = ex.const(arr, name)
     ex.emit(graph.nodes, scope)
     if ex.problems:
         raise OnnxExportError(

@@ -88,6 +88,11 @@ def test_quantized_digits_qdq_agrees_with_lowered_model(digits, pipeline, tmp_pa
     assert scales
     for k in scales:
         np.testing.assert_array_equal(inits[k], fq_graph.params[k])
+    # weights are written as their int8 codes feeding DequantizeLinear (no float copy)
+    kernels = {k: a for k, a in inits.items() if "kernel" in k and not k.endswith(".scale")}
+    assert len(kernels) == 4 and {a.dtype for a in kernels.values()} == {np.dtype(np.int8)}
+    assert os.path.getsize(path) < 0.3 * sum(
+        a.nbytes for k, a in fq_graph.params.items() if k.endswith("kernel")) + 8192
     (got,) = _ort(path, x)
     lowered = np.asarray(low(x))
     agree = np.mean(got.argmax(1) == lowered.argmax(1))
@@ -126,6 +131,10 @@ def test_qdq_graphs_match_fake_quant_in_onnxruntime(w_dtype, block, act, zx, tmp
     path = export_onnx(g, tmp_path / "g.onnx")
     model = onnx.load(path)
     assert model.opset_import[0].version == (21 if block else 19)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert "w" not in inits and inits["w/quantized"].dtype == np.dtype(
+        {"i8": np.int8, "i4": ml_dtypes.int4, "f8e4m3fn": ml_dtypes.float8_e4m3fn}[w_dtype])
+    assert [n.op_type for n in model.graph.node].count("QuantizeLinear") == 1  # the activation
     x = RNG.standard_normal((5, 64)).astype(np.float32)
     (got,) = _ort(path, x)
     want = codegen.executor(g, jit=True)(x)[0]
