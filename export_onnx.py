@@ -269,7 +269,7 @@ def _qdq_attrs(n, rank: int) -> dict:
 def _quantized_weight(ex, n) -> str:
     """quantize(@W, @scale[, @zero_point]) of params: the codes as an initializer, as deployed
     QDQ models carry weights (the float weight is not written)."""
-    from .passes.lower_quant import quantize_array
+    from .passes.quant_match import quantize_array
     params = ex.graph.params
     a = n.attrs
     zp = params[n.inputs[2].name] if len(n.inputs) > 2 else None
