@@ -167,3 +167,24 @@ def test_opset_older_than_needed_is_refused():
     g = _qdq_graph("i4", 16)
     with pytest.raises(OnnxExportError, match="needs 21"):
         to_onnx(g, opset=19)
+
+
+def test_qdq_export_imports_back_and_lowers_to_int8(tmp_path):
+    """quantize -> QDQ ONNX -> import -> lower-quant: int8 convs on the written int8 weights."""
+    model, feeds = resnet_cnn(), resnet_inputs(8)
+    calib = [tuple(resnet_inputs(8, seed=s).values()) for s in range(1, 4)]
+    fq = tensorsmith.compile(model, passes="default,quantize", calibration=calib)
+    path = fq.export_onnx(tmp_path / "resnet_qdq.onnx")
+    back = tensorsmith.compile(str(path), passes="default,lower-quant")
+    applied = [r for rec in back.history for r in rec.remarks
+               if r.pass_name == "lower-quant" and r.kind == "applied"]
+    convs = fq.ir().count("= conv(")
+    assert len(applied) == convs and all("stored i8" in r.message for r in applied), applied
+    x = list(feeds.values())
+    (ref,) = _ort(path, *x)
+    (got,) = back(*x)
+    (want,) = fq(*x)
+    # another graph rounds a few activations on the other side of a tie: a step or two apart
+    tol = 0.05 * np.abs(ref).max()
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=tol)
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=tol)
