@@ -274,6 +274,7 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
     y = rw.op("convert", acc, loc=node.loc, dtype="f64" if ct is np.float64 else "f32")
     y = rw.op("mul", y, rw.add_param(np.ascontiguousarray(comb), f"{wt.stem}/requant_scale"),
               loc=node.loc)
+    y = _times_dynamic_scale(rw, y, act, node)
     if y.type.dtype != out_t.dtype:
         y = rw.op("convert", y, loc=node.loc, dtype=out_t.dtype)
     w = rw.params.get(wt.name) if not wt.stored_low else None
@@ -281,12 +282,23 @@ def _lower_int8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo
     widened = f"; {wt.qp.dtype} weights {note}, widened to i8 for the dot" if note else ""
     stored = (f"(stored {wt.qp.dtype}, {after} bytes)" if wt.stored_low else
               f"({before} -> {after} bytes)")
+    xs = "scale computed per call (dynamic)" if act.dynamic_scale else f"zero point {zx}"
     rw.remark("applied", f"W8A8: {node.op} %{node.name} runs i8 x i8 -> i32 with "
                          f"{'per-channel' if sw.size > 1 else 'per-tensor'} weights @{wt.name} "
-                         f"{stored}, activation zero point {zx}, "
+                         f"{stored}, activation {xs}, "
                          f"requantize by s_x*s_w{widened}", node, mode="w8a8",
               dtype=wt.qp.dtype, bytes_before=before, bytes_after=after)
     return y
+
+
+def _times_dynamic_scale(rw: Rewriter, y: Value, act: QAct, node: Node) -> Value:
+    """``y`` times the activation scale the program computes per call (dynamic), if any."""
+    s = act.dynamic_scale
+    if s is None:
+        return y
+    if s.type.dtype != y.type.dtype:
+        s = rw.op("convert", s, loc=node.loc, dtype=y.type.dtype)
+    return rw.op("mul", y, s, loc=node.loc)
 
 
 def _free_shaped(v: np.ndarray, shape: tuple, wt: QWeight, geo: Linear) -> np.ndarray:
@@ -315,6 +327,7 @@ def _lower_fp8(rw: Rewriter, node: Node, side: int, act: QAct, wt: QWeight, geo:
     comb = _channel_shape(out_t, o_axis, comb) if comb.size > 1 else comb.reshape(())
     y = rw.op("mul", acc, rw.add_param(np.ascontiguousarray(comb, np.float32),
                                        f"{wt.stem}/requant_scale"), loc=node.loc)
+    y = _times_dynamic_scale(rw, y, act, node)
     if y.type.dtype != out_t.dtype:
         y = rw.op("convert", y, loc=node.loc, dtype=out_t.dtype)
     rw.remark("applied", f"fp8: {node.op} %{node.name} runs {wt.qp.dtype} x {wt.qp.dtype} -> "

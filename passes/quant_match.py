@@ -147,7 +147,8 @@ class QAct:
 
     q: Value                # the quantized tensor
     quantize: Node | None   # its quantize node in this graph, if any (None: a body input ...)
-    qp: QParams
+    qp: QParams             # (for a dynamic scale: scale 1, the real one is ``dynamic_scale``)
+    dynamic_scale: Value | None = None  # a per-tensor scale the program computes per call
 
 
 def match_activation(rw: Rewriter, v: Value) -> QAct | str | None:
@@ -166,12 +167,26 @@ def match_activation(rw: Rewriter, v: Value) -> QAct | str | None:
         return None
     qp, qq = qparams(rw, dq, qn.attrs["dtype"]), qparams(rw, qn, qn.attrs["dtype"])
     if qp is None or qq is None:
-        return f"the activation scale of %{qn.name} is computed at run time (dynamic)"
+        return _dynamic(rw, qn, dq)
     if not qp.same(qq):
         return f"quantize %{qn.name} and dequantize %{dq.name} use different parameters"
     if not qp.per_tensor:
         return f"the activation %{qn.inputs[0].name} is quantized per axis (needs per tensor)"
     return QAct(qn.output, qn, qp)
+
+
+def _dynamic(rw: Rewriter, qn: Node, dq: Node) -> QAct | str:
+    """A pair whose one scalar scale is computed per call (dynamic quantization), zero point 0."""
+    s = qn.inputs[1]
+    same = dq.inputs[1].name == s.name and len(qn.inputs) == len(dq.inputs)
+    zp_free = len(qn.inputs) == 2 or (
+        qn.inputs[2].name == dq.inputs[2].name
+        and (z := const_array(rw, qn.inputs[2])) is not None and not np.any(z))
+    if not (same and zp_free and (s.type.rank == 0 or tuple(s.type.shape) == (1,))):
+        return (f"the activation scale of %{qn.name} is computed at run time and is not one "
+                "shared per-tensor scale with a zero point of 0")
+    one = np.ones((), np.float32)
+    return QAct(qn.output, qn, QParams(one, None, 0, 0, qn.attrs["dtype"]), s)
 
 
 # --- geometry of a dot / conv ---------------------------------------------------------------

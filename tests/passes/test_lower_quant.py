@@ -280,6 +280,27 @@ def test_fp8_dot_matches_fake_quant():
     np.testing.assert_allclose(got, fake, rtol=1e-5, atol=1e-5 * np.abs(fake).max())
 
 
+@pytest.mark.parametrize("scheme", ["symmetric", "affine"])
+def test_dynamic_activation_scale_runs_w8a8(scheme):
+    """quantize{activations=dynamic}: the scale is computed per call; the int8 dot multiplies
+    its i32 result by it."""
+    W = RNG.standard_normal((64, 16)).astype(np.float32)
+    b = GraphBuilder("dyn")
+    x = b.input(TensorType((4, 64), "f32"), "x")
+    g = b.build([b.op("dot_general", x, b.param(W, "w"), contracting_dims=((1,), (0,)))])
+    calib = [(RNG.standard_normal((4, 64)).astype(np.float32),)]
+    ctx = PassContext(executor=codegen.executor, calibration=calib)
+    fake, _ = run_pipeline(g, f"quantize{{activations=dynamic, scheme={scheme}}}", ctx)
+    low, remarks = _lower(fake)
+    assert [r.kind for r in remarks] == ["applied"], str(remarks)
+    assert "scale computed per call (dynamic)" in remarks[0].message
+    assert 'preferred_element_type="i32"' in low.to_text()
+    xv = (RNG.standard_normal((4, 64)) * 2).astype(np.float32)
+    got, want = _run(low, xv), _run(fake, xv)
+    step = np.abs(xv).max() / 127 * low.params["w/requant_scale"]  # s_x * s_w per channel
+    assert np.all(np.abs(got - want) <= step), np.abs(got - want).max()
+
+
 def test_min_speedup_keeps_fake_quant_when_the_lowering_is_slower():
     g, *_ = _dense("i8", None)
     out, remarks = _lower(g, "lower-quant{min_speedup=1000, repeats=3}")
