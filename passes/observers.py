@@ -83,12 +83,16 @@ class Observer:
         return params_for_range(lo, hi, dtype, scheme)
 
     def clipped_fraction(self, lo: float, hi: float) -> float:
-        """Fraction of the values seen that fall outside [lo, hi] (from the histogram)."""
-        if self.count == 0:
+        """Fraction of the values seen that fall outside [lo, hi] (from the histogram, each
+        bin taken as uniformly filled)."""
+        slack = 1e-6 * max(abs(self.lo), abs(self.hi))  # float32 scale * code rounding
+        if self.count == 0 or (lo <= self.lo + slack and hi >= self.hi - slack):
             return 0.0
         a, b = self.edges
-        centers = a + (np.arange(self.bins) + 0.5) * (b - a) / self.bins
-        return float(self.hist[(centers < lo) | (centers > hi)].sum() / self.hist.sum())
+        e0 = a + np.arange(self.bins) * (b - a) / self.bins
+        w = (b - a) / self.bins
+        out = np.clip((e0 + w - hi) / w, 0, 1) + np.clip((lo - e0) / w, 0, 1)
+        return float(np.sum(self.hist * np.minimum(out, 1)) / self.hist.sum())
 
 
 class PercentileObserver(Observer):

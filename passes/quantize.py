@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ir import Graph, Node, Value, make_node
 from ..ir.annotations import Annotation
+from ..ir.ops.quant import INT_QUANT_DTYPES
 from ..ir.graph import Namer
 from .context import BadCalibrationData, PassContext
 from .observers import SCHEMES, make_observer, params_for_range, weight_params
@@ -188,8 +189,9 @@ def _act_quantizer(name: str, obs, adtype: str, scheme: str) -> _Quantizer:
     from ..ir.ops.quant import quant_range
     qlo, qhi = quant_range(adtype)
     z = 0.0 if zp is None else float(zp)
-    # the range the codes really cover (symmetric signed int leaves the lowest code unused)
-    rep_lo, rep_hi = (qlo - z) * float(scale), (qhi - z) * float(scale)
+    # the range the codes cover: a value within half a step past the end rounds to it
+    half = 0.5 if adtype in INT_QUANT_DTYPES else 0.0
+    rep_lo, rep_hi = (qlo - z - half) * float(scale), (qhi - z + half) * float(scale)
     q = _Quantizer(name, "input", adtype, np.asarray(scale, np.float32), zp)
     q.clipped = obs.clipped_fraction(rep_lo, rep_hi)
     q.observer = obs

@@ -1,0 +1,221 @@
+"""quantize: IR text, numerics against a float64 numpy oracle, calibration, debugger, accuracy."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cleanup_helpers import ir  # noqa: E402
+
+import tensorsmith  # noqa: E402
+from tensorsmith import codegen, examples  # noqa: E402
+from tensorsmith.errors import PassFailure  # noqa: E402
+from tensorsmith.ir import parse  # noqa: E402
+from tensorsmith.passes import PassContext, run_pipeline  # noqa: E402
+from tensorsmith.passes.quantize import format_report, quant_report  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+DENSE = """
+    graph @main(%x: f32[N,6]) {
+      param @w: f32[6,4]
+      param @b: f32[4]
+      %0: f32[N,4] = dot_general(%x, @w) {contracting_dims=((1,), (0,))}
+      %1: f32[N,4] = add(%0, @b)
+      %2: f32[N,4] = relu(%1)
+      return %2
+    }
+    """
+
+
+def _dense_params():
+    return {"w": RNG.normal(size=(6, 4)).astype(np.float32),
+            "b": RNG.normal(size=4).astype(np.float32)}
+
+
+def _calib(n=4, batch=16, seed=1):
+    r = np.random.default_rng(seed)
+    return [(r.normal(size=(batch, 6)).astype(np.float32),) for _ in range(n)]
+
+
+def _run_pass(text, params, pipeline, calibration=None, executor=codegen.executor):
+    g = parse(ir(text), params=params)
+    ctx = PassContext(executor=executor, calibration=calibration)
+    out, hist = run_pipeline(g, pipeline, ctx)
+    return g, out, ctx, hist
+
+
+def _fq(x, scale, lo=-128, hi=127, axis=None):
+    """float64 symmetric fake-quant (zero point 0)."""
+    s = np.asarray(scale, np.float64)
+    if axis is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        s = s.reshape(shape)
+    return np.clip(np.round(x / s), lo, hi) * s
+
+
+def test_dense_gets_weight_and_input_fake_quant_ir_text():
+    params = _dense_params()
+    _, out, ctx, _ = _run_pass(DENSE, params, "quantize", _calib())
+    text = out.to_text()
+    assert "param @w.scale: f32[4]" in text and "param @x.scale: f32[]" in text
+    lines = [ln.strip() for ln in text.splitlines()]
+    body = [ln.split("  #")[0] for ln in lines if ln.startswith("%")]
+    assert body == [
+        '%3: i8[N,6] = quantize(%x, @x.scale) {axis=1, dtype="i8"}',
+        '%4: f32[N,6] = dequantize(%3, @x.scale) {axis=1}',
+        '%5: i8[6,4] = quantize(@w, @w.scale) {axis=1, dtype="i8"}',
+        '%6: f32[6,4] = dequantize(%5, @w.scale) {axis=1}',
+        '%0: f32[N,4] = dot_general(%4, %6) {contracting_dims=((1,), (0,))}',
+        '%1: f32[N,4] = add(%0, @b)',
+        '%2: f32[N,4] = relu(%1)']
+    assert 'annotate @w quant {dtype="i8", granularity="per_axis", role="weight"' in text
+    assert parse(text, params=dict(out.params)).to_text() == text  # annotations round-trip
+    assert any("quantized dot_general (weight, input) to int8" in str(r) for r in ctx.remarks)
+
+
+def test_numerics_match_a_float64_oracle():
+    params = _dense_params()
+    cal = _calib()
+    _, out, _, _ = _run_pass(DENSE, params, "quantize", cal)
+    x = np.random.default_rng(9).normal(size=(8, 6)).astype(np.float32) * 1.5  # some clip
+    got = codegen.executor(out)(x)[0]
+    amax_x = max(np.abs(b[0]).max() for b in cal)
+    w = params["w"].astype(np.float64)
+    wq = _fq(w, np.abs(w).max(axis=0) / 127, axis=1)
+    xq = _fq(x.astype(np.float64), amax_x / 127)
+    want = np.maximum(xq @ wq + params["b"], 0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, np.maximum(x @ params["w"] + params["b"], 0), atol=1e-4)
+
+
+def test_fused_composite_is_quantized_at_its_boundaries():
+    ex = examples.load("digits-cnn")
+    x = ex.eval_data[0]
+    cal = [(x[i:i + 40],) for i in range(0, 120, 40)]
+    cm = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True, calibration=cal,
+                             passes="default,fold-batchnorm,fuse,dce,quantize")
+    g = cm.graph
+    for n in g.nodes:
+        if n.op == "composite" and n.attrs["name"].startswith("fused."):
+            # its input comes from a dequantize, its output goes to a quantize
+            assert g.producers[n.inputs[0].name].op == "dequantize", n.attrs["name"]
+            users = g.users[n.output.name]
+            assert [u.op for u in users] == ["quantize"], n.attrs["name"]
+            inner = [m.op for m in n.body.nodes]
+            # inside: only the weight's pair, before the conv/dot; nothing between add and relu
+            assert inner[:2] == ["quantize", "dequantize"] and inner.count("quantize") == 1
+    assert len([a for a in g.annotations_of("quant") if a.attrs["role"] == "weight"]) == 4
+
+
+def test_calibration_runs_one_compiled_executor_for_all_batches():
+    built = []
+
+    def counting_executor(graph, jit=None):
+        built.append(len(graph.outputs))
+        return codegen.executor(graph, jit=jit)
+
+    params = _dense_params()
+    _run_pass(DENSE, params, "quantize{debug_batches=0}", _calib(n=10),
+              executor=counting_executor)
+    assert built == [1]  # one probe graph (observing %x), compiled once for 10 batches
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_calibration_names_input_and_batch(bad):
+    params = _dense_params()
+    cal = _calib(n=5)
+    cal[3][0][2, 1] = bad
+    with pytest.raises(PassFailure, match=r"calibration input %x has (NaN|Inf) in batch 3 "
+                                          r"\(1 of 96 values\)"):
+        _run_pass(DENSE, params, "quantize", cal)
+
+
+def test_missing_calibration_says_how_to_give_it():
+    with pytest.raises(PassFailure, match=r"pass 'quantize' needs calibration data: pass "
+                                              r"compile\(\.\.\., calibration=\.\.\.\)"):
+        _run_pass(DENSE, _dense_params(), "quantize", None)
+    # weight-only and dynamic quantization need no calibration data
+    _, out, _, _ = _run_pass(DENSE, _dense_params(), "quantize{activations=dynamic}", None)
+    ops = [n.op for n in out.nodes]
+    assert ops[:5] == ["abs", "reduce_max", "constant", "div", "constant"] and "quantize" in ops
+
+
+def test_dynamic_activations_match_the_oracle():
+    params = _dense_params()
+    _, out, _, _ = _run_pass(DENSE, params, "quantize{activations=dynamic}", None)
+    x = RNG.normal(size=(5, 6)).astype(np.float32)
+    w = params["w"].astype(np.float64)
+    want = np.maximum(_fq(x.astype(np.float64), np.abs(x).max() / 127)
+                      @ _fq(w, np.abs(w).max(axis=0) / 127, axis=1) + params["b"], 0)
+    np.testing.assert_allclose(codegen.executor(out)(x)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_include_exclude_globs():
+    text = DENSE.replace("return %2", "%7: f32[N,4] = dot_general(%2, @w2) "
+                         "{contracting_dims=((1,), (0,))}\n      return %7") \
+        .replace("param @b: f32[4]", "param @b: f32[4]\n      param @w2: f32[4,4]")
+    params = {**_dense_params(), "w2": RNG.normal(size=(4, 4)).astype(np.float32)}
+    _, out, ctx, _ = _run_pass(text, params, "quantize{exclude=[w2]}", _calib())
+    quantized = {n.inputs[0].name for n in out.nodes if n.op == "quantize"}
+    assert "w" in quantized and "w2" not in quantized
+    assert any("%7: not quantized: excluded (matches ['w2'])" in str(r) for r in ctx.remarks)
+    _, out2, _, _ = _run_pass(text, params, "quantize{include=[w2]}", _calib())
+    assert {n.inputs[0].name for n in out2.nodes if n.op == "quantize"} == {"w2", "2"}
+
+
+def test_bad_option_names_the_closest_choice():
+    with pytest.raises(PassFailure, match="'in8' is not one of .*did you mean 'int8'"):
+        _run_pass(DENSE, _dense_params(), "quantize{dtype=in8}", _calib())
+
+
+def test_debugger_table_sqnr_against_an_independent_computation():
+    params = _dense_params()
+    cal = _calib(n=3)
+    _, out, _, hist = _run_pass(DENSE, params, "quantize", cal)
+    rows = quant_report(hist)
+    assert len(rows) == 1 and rows[0]["node"] == "%0" and rows[0]["weight"] == "w"
+    w = params["w"].astype(np.float64)
+    amax_x = max(np.abs(b[0]).max() for b in cal)
+    wq = _fq(w, np.abs(w).max(axis=0) / 127, axis=1)
+    sig = noise = 0.0
+    for (x,) in cal:
+        f = x.astype(np.float64) @ w
+        q = _fq(x.astype(np.float64), amax_x / 127) @ wq
+        sig += np.sum(f * f)
+        noise += np.sum((f - q) ** 2)
+    assert rows[0]["sqnr_db"] == pytest.approx(10 * math.log10(sig / noise), abs=0.05)
+    assert rows[0]["input_clipped"] == 0.0 and rows[0]["weight_clipped"] == 0.0
+    assert rows[0]["input_scale"] == pytest.approx(amax_x / 127, rel=1e-6)
+    assert "%0" in format_report(rows)
+
+
+# --- accuracy on the bundled digits CNN ------------------------------------------------------
+def _digits_accuracy(pipeline: str):
+    ex = examples.load("digits-cnn")
+    x, y = ex.eval_data
+    cal = [(x[i:i + 32],) for i in range(0, 128, 32)]  # a few calibration batches
+    cm = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True, calibration=cal,
+                             passes=pipeline)
+    return float(np.mean(np.argmax(np.asarray(cm(x)), -1) == y)), cm
+
+
+@pytest.fixture(scope="module")
+def float_accuracy():
+    return _digits_accuracy("default,fold-batchnorm,fuse,dce")[0]
+
+
+@pytest.mark.parametrize("spec,max_drop", [
+    ("quantize{dtype=int8,weights=per_channel,activations=per_tensor}", 0.005),
+    ("quantize{dtype=fp8_e4m3}", 0.010)])
+def test_digits_ptq_accuracy(spec, max_drop, float_accuracy):
+    acc, cm = _digits_accuracy("default,fold-batchnorm,fuse,dce," + spec)
+    assert acc >= float_accuracy - max_drop, (acc, float_accuracy)
+    rows = quant_report(cm)
+    assert len(rows) == 4 and [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)
+    assert all(r["sqnr_db"] > 15 for r in rows)
