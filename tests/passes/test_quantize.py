@@ -219,3 +219,20 @@ def test_digits_ptq_accuracy(spec, max_drop, float_accuracy):
     rows = quant_report(cm)
     assert len(rows) == 4 and [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)
     assert all(r["sqnr_db"] > 15 for r in rows)
+
+
+def test_cli_calibration_npz_prints_the_debugger_table(capsys, tmp_path):
+    from tensorsmith.cli import main
+    ex = examples.load("digits-cnn")
+    np.savez(tmp_path / "cal.npz", x=ex.eval_data[0][:96])
+    rc = main(["compile", "digits-cnn", "--passes", "default,fold-batchnorm,fuse,dce,quantize",
+               "--calibration", str(tmp_path / "cal.npz"), "--calibration-batch", "48",
+               "-o", str(tmp_path / "out.tsx")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    table = out.split("quantization (SQNR of each quantized node vs float, worst first)")[1]
+    assert table.count("fused.") == 4
+    rc = main(["compile", "digits-cnn", "--passes", "quantize", "--calibration",
+               str(tmp_path / "missing.npz")])
+    assert rc == 2
+    assert "--calibration" in capsys.readouterr().err
