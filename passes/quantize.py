@@ -478,6 +478,12 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
     if debug_batches and ctx.calibration and ctx.executor is not None:
         rows = _debug_table(graph, qgraph, targets, wq, aq, oq, ctx, debug_batches)
     ctx.pass_data["quant_report"] = rows
+    outer = {t.label: t.outer for t in targets}
+    for r in rows:  # worst first: the report charts numeric remark data per layer
+        nums = {k: float(r[k]) for k in ("sqnr_db", "weight_clipped", "input_clipped",
+                                          "output_clipped") if k in r and math.isfinite(r[k])}
+        ctx.remark("note", f"SQNR {r['sqnr_db']:.1f} dB against float ({r['op']})",
+                   outer[r["node"]], layer=r["node"], **nums)
     ctx.pass_data["options"] = {"dtype": dtype, "weights": weights, "activations": activations,
                                 "scheme": scheme, "observer": observer}
     return qgraph

@@ -197,9 +197,11 @@ def test_debugger_table_sqnr_against_an_independent_computation():
 
 # --- accuracy on the bundled digits CNN ------------------------------------------------------
 def _digits_accuracy(pipeline: str):
+    from tensorsmith.examples.train_digits_cnn import load_data
     ex = examples.load("digits-cnn")
     x, y = ex.eval_data
-    cal = [(x[i:i + 32],) for i in range(0, 128, 32)]  # a few calibration batches
+    x_train = load_data()[0]  # calibrate on training samples, score on held-out ones
+    cal = [(x_train[i:i + 32],) for i in range(0, 128, 32)]
     cm = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True, calibration=cal,
                              passes=pipeline)
     return float(np.mean(np.argmax(np.asarray(cm(x)), -1) == y)), cm
@@ -236,3 +238,102 @@ def test_cli_calibration_npz_prints_the_debugger_table(capsys, tmp_path):
                str(tmp_path / "missing.npz")])
     assert rc == 2
     assert "--calibration" in capsys.readouterr().err
+
+
+MLP = """
+    graph @mlp(%x: f32[N,32]) {
+      param @w1: f32[32,64]
+      param @w2: f32[64,8]
+      %0: f32[N,64] = dot_general(%x, @w1) {contracting_dims=((1,), (0,))}
+      %1: f32[N,64] = relu(%0)
+      %2: f32[N,8] = dot_general(%1, @w2) {contracting_dims=((1,), (0,))}
+      return %2
+    }
+    """
+
+
+@pytest.mark.parametrize("learn_scales", [False, True])
+def test_qat_trains_through_fake_quant(learn_scales):
+    """Straight-through gradients: fine-tuning the int4 model's weights (and, LSQ, its scales)
+    through the fake-quant pairs brings it closer to the float model than PTQ left it."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    r = np.random.default_rng(3)
+    params = {"w1": (r.normal(size=(32, 64)) / 5.6).astype(np.float32),
+              "w2": (r.normal(size=(64, 8)) / 8).astype(np.float32)}
+    g_float, g_q, _, _ = _run_pass(MLP, params, "quantize{dtype=int4,weights=per_tensor,"
+                                                "activations=none}")
+    f_float, f_q = codegen.to_jax(g_float), codegen.to_jax(g_q)
+    names = list(g_q.params)
+    p0 = [jnp.asarray(a) for a in g_q.params.values()]
+    train = [i for i, n in enumerate(names) if learn_scales or not n.endswith(".scale")]
+    x_test = r.normal(size=(512, 32)).astype(np.float32)
+    teacher = f_float(tuple(g_float.params.values()), x_test)[0]
+
+    def mse(p, x, want):
+        return jnp.mean((f_q(tuple(p), x)[0] - want) ** 2)
+
+    tp = [p0[i] for i in train]
+    # scales move in small steps (LSQ): adam's step is about its learning rate
+    labels = ["scale" if names[i].endswith(".scale") else "weight" for i in train]
+    # QAT wants small steps: a weight moves across a 4-bit step only now and then
+    opt = optax.multi_transform({"weight": optax.adam(3e-5), "scale": optax.adam(1e-5)}, labels)
+    state = opt.init(tp)
+
+    @jax.jit
+    def step(tp, state, x):
+        want = f_float(tuple(g_float.params.values()), x)[0]
+
+        def loss(tp):
+            p = list(p0)
+            for i, v in zip(train, tp):
+                p[i] = v
+            return mse(p, x, want)
+        grads = jax.grad(loss)(tp)
+        updates, state = opt.update(grads, state, tp)
+        return optax.apply_updates(tp, updates), state
+
+    for _ in range(300):
+        tp, state = step(tp, state, r.normal(size=(128, 32)).astype(np.float32))
+    p = list(p0)
+    for i, v in zip(train, tp):
+        p[i] = v
+    before, after = float(mse(p0, x_test, teacher)), float(mse(p, x_test, teacher))
+    assert after < 0.7 * before, (before, after)
+    if learn_scales:
+        scale = names.index("w1.scale")
+        assert float(p[scale]) != float(p0[scale])  # the LSQ gradient reached the scale
+
+
+def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
+    """NCHW/OIHW layouts and a grouped (depthwise) conv: scales follow each kernel's O axis."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper
+    r = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w1", r.normal(size=(8, 3, 3, 3)) / 4), ("b1", r.normal(size=8) * 0.1),
+        ("dw", r.normal(size=(8, 1, 3, 3)) / 3), ("db", r.normal(size=8) * 0.1),
+        ("fc", r.normal(size=(8, 4)) / 3)]]
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("Conv", ["r1", "dw", "db"], ["c2"], pads=[1, 1, 1, 1], group=8),
+             h.make_node("Relu", ["c2"], ["r2"]),
+             h.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             h.make_node("Flatten", ["p"], ["f"]),
+             h.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = h.make_graph(nodes, "dw", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 10, 10])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 4])], inits)
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    cal = [(r.normal(size=(16, 3, 10, 10)).astype(np.float32),) for _ in range(3)]
+    cm = tensorsmith.compile(m, passes="default,fuse,dce,quantize", calibration=cal)
+    fl = tensorsmith.compile(m, passes="default,fuse,dce")
+    scales = {a.target: a.attrs for a in cm.graph.annotations_of("quant")
+              if a.attrs["role"] == "weight"}
+    assert {k: cm.graph.params[v["scale"]].shape for k, v in scales.items()} == \
+        {"w1": (8,), "dw": (8,), "fc": (4,)}
+    rows = quant_report(cm)
+    assert len(rows) == 3 and all(row["sqnr_db"] > 25 for row in rows), rows
+    x = r.normal(size=(8, 3, 10, 10)).astype(np.float32)
+    got, want = np.asarray(cm(x)), np.asarray(fl(x))
+    assert 10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2)) > 25
