@@ -195,16 +195,12 @@ class EntropyObserver(Observer):
 
 def _expand_quantized(p: np.ndarray, levels: int) -> np.ndarray:
     """``p`` merged into ``levels`` bins, then spread evenly over the non-empty source bins."""
-    i = len(p)
-    q = np.zeros(i, np.float64)
-    bounds = np.linspace(0, i, levels + 1).astype(int)
-    for j in range(levels):
-        s, e = bounds[j], max(bounds[j + 1], bounds[j] + 1)
-        chunk = p[s:e]
-        nz = chunk > 0
-        if nz.any():
-            q[s:e][nz] = chunk.sum() / nz.sum()
-    return q
+    bounds = np.linspace(0, len(p), levels + 1).astype(int)  # len(p) >= levels: no empty chunk
+    starts = bounds[:-1]
+    sums = np.add.reduceat(p, starts)
+    filled = np.add.reduceat((p > 0).astype(np.float64), starts)
+    per_bin = np.where(filled > 0, sums / np.maximum(filled, 1), 0.0)
+    return np.where(p > 0, np.repeat(per_bin, np.diff(bounds)), 0.0)
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:

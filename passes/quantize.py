@@ -103,8 +103,14 @@ def _find_targets(graph: Graph, include, exclude, ctx: PassContext) -> list[_Tar
         for m in inner:
             found = _weight_axes(graph, m)
             if found is None:
-                ctx.remark("missed", f"not quantized: {m.op} has no weight param (activations "
-                                     "times activations)", m)
+                body = comp.body if comp is not None else graph
+                if any(getattr(body.producers.get(v.name), "op", "") == "dequantize"
+                       for v in m.inputs):
+                    ctx.remark("missed", f"not quantized: {m.op} already reads a dequantized "
+                                         "weight (a QDQ model)", m)
+                else:
+                    ctx.remark("missed", f"not quantized: {m.op} has no weight param "
+                                         "(activations times activations)", m)
                 continue
             w, widx, w_axis, k_axis = found
             keys = {m.name, w, n.name, m.loc, str(n.attrs.get("name", ""))}
@@ -128,7 +134,7 @@ def _already_quantized(graph: Graph, v: Value) -> bool:
 
 
 def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group_size: int,
-                      scheme: str, observer: str) -> _Quantizer:
+                      scheme: str, observer: str, ctx: PassContext) -> _Quantizer:
     w = np.asarray(graph.params[t.weight])
     if weights == "group" and t.k_axis is not None and t.w_axis is not None:
         scale, zp = weight_params(w, wdtype, scheme, None, (t.k_axis, group_size), observer)
@@ -138,6 +144,9 @@ def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group
         scale, zp = weight_params(w, wdtype, scheme, t.w_axis, None, observer)
         q = _Quantizer(t.weight, "weight", wdtype, scale, zp, t.w_axis)
     else:
+        if weights != "per_tensor":
+            ctx.remark("note", f"weight @{t.weight} {w.shape} has no single output-channel "
+                               f"axis: {weights} falls back to per_tensor", t.outer)
         scale, zp = weight_params(w, wdtype, scheme, None, None, observer)
         q = _Quantizer(t.weight, "weight", wdtype, scale.reshape(()),
                        None if zp is None else zp.reshape(()))
@@ -440,7 +449,7 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
         for t in targets:
             if t.weight not in wq:
                 wq[t.weight] = _weight_quantizer(graph, t, wdtype, weights, group_size, scheme,
-                                                 "mse" if observer == "mse" else "minmax")
+                                                 "mse" if observer == "mse" else "minmax", ctx)
     aq: dict[str, _Quantizer] = {}
     oq: dict[str, _Quantizer] = {}
     observed: list[Value] = []

@@ -337,3 +337,18 @@ def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
     x = r.normal(size=(8, 3, 10, 10)).astype(np.float32)
     got, want = np.asarray(cm(x)), np.asarray(fl(x))
     assert 10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2)) > 25
+
+
+def test_a_qdq_model_is_not_quantized_twice(tmp_path):
+    import onnx
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
+    from test_onnx_frontend import _qdq_model
+    path = _qdq_model(tmp_path)
+    r = np.random.default_rng(0)
+    cal = [(r.normal(size=(1, 3, 8, 8)).astype(np.float32), r.normal(size=(2, 6)).astype(np.float32))]
+    plain = tensorsmith.compile(str(path))
+    cm = tensorsmith.compile(str(path), passes="default,quantize", calibration=cal)
+    count = lambda g: sum(n.op == "quantize" for n in g.walk())  # noqa: E731
+    assert count(cm.graph) == count(plain.graph)
+    missed = [str(m) for rec in cm.history for m in rec.remarks if m.kind == "missed"]
+    assert any("already reads a dequantized weight (a QDQ model)" in m for m in missed), missed
