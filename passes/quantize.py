@@ -128,9 +128,32 @@ def _find_targets(graph: Graph, include, exclude, ctx: PassContext) -> list[_Tar
     return targets
 
 
-def _already_quantized(graph: Graph, v: Value) -> bool:
-    p = graph.producers.get(v.name)
-    return p is not None and p.op == "dequantize"
+# Ops that keep every value on its input's quantization grid: after them the tensor is still
+# quantized with the same scale, so it needs no second fake-quant.
+_GRID_PRESERVING = frozenset({"reshape", "transpose", "squeeze", "expand_dims", "broadcast_in_dim",
+                              "slice", "rev", "pad"})
+
+
+def _grid_source(graph: Graph, v: Value) -> Value:
+    """The value ``v`` is a rearrangement (reshape, max-pool ...) of: its grid's origin."""
+    for _ in range(16):
+        p = graph.producers.get(v.name)
+        if p is None or not p.inputs or not (
+                p.op in _GRID_PRESERVING or (p.op == "reduce_window" and p.attrs["kind"] in
+                                             ("max", "min"))):
+            return v
+        if p.op == "pad" and len(p.inputs) > 1:
+            return v  # a pad value off the grid would break it
+        v = p.inputs[0]
+    return v
+
+
+def _already_quantized(graph: Graph, v: Value, quantized_outputs=frozenset()) -> bool:
+    """Whether ``v`` is on a quantization grid already (a dequantize, or a fused output that
+    gets its own fake-quant, possibly reshaped or max-pooled on the way)."""
+    src = _grid_source(graph, v)
+    p = graph.producers.get(src.name)
+    return (p is not None and p.op == "dequantize") or src.name in quantized_outputs
 
 
 def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group_size: int,
@@ -280,7 +303,7 @@ def _rewrite(graph: Graph, targets: list[_Target], wq: dict, aq: dict, oq: dict,
                 cur = subst.get(key, t.act)
                 if key in subst:  # a fused output already fake-quantized: its codes feed on
                     act_done[key] = cur
-                elif dynamic:
+                elif dynamic and not _already_quantized(graph, t.act):
                     act_done[key] = em.dynamic_quant(nodes, cur, adtype, n.loc)
                 elif key in aq:
                     act_done[key] = em.fake_quant(nodes, cur, aq[key], n.loc)
@@ -368,8 +391,9 @@ def _debug_table(graph: Graph, qgraph: Graph, targets: list[_Target], wq, aq, oq
             row.update(weight_dtype=w.dtype, weight_scale=(s["scale_min"], s["scale_max"]),
                        weight_zero_point=s["zero_point"], weight_granularity=s["granularity"],
                        weight_clipped=w.clipped)
+        src = None if t.act is None else _grid_source(graph, t.act).name
         a = None if t.act is None else aq.get(t.act.name) or next(
-            (o for o in oq.values() if o.target == t.act.name), None)
+            (o for o in oq.values() if o.target == src), None)
         if a is not None:
             s = _scale_summary(a)
             row.update(input=f"%{t.act.name}", input_dtype=a.dtype, input_scale=s["scale_max"],
@@ -453,11 +477,13 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
     aq: dict[str, _Quantizer] = {}
     oq: dict[str, _Quantizer] = {}
     observed: list[Value] = []
+    fused_outs = frozenset(t.composite.output.name for t in targets if t.composite is not None)
     if activations == "per_tensor":
         seen = set()
         for t in targets:
-            for v in ([t.act] if t.act is not None else []) + \
-                     ([t.composite.output] if t.composite is not None else []):
+            acts = [t.act] if t.act is not None and not _already_quantized(
+                graph, t.act, fused_outs - {t.act.name}) else []
+            for v in acts + ([t.composite.output] if t.composite is not None else []):
                 if v.name not in seen and v.type.dtype in ("f32", "f16", "bf16", "f64") \
                         and not _already_quantized(graph, v):
                     seen.add(v.name)

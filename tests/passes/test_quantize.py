@@ -103,14 +103,24 @@ def test_fused_composite_is_quantized_at_its_boundaries():
     g = cm.graph
     for n in g.nodes:
         if n.op == "composite" and n.attrs["name"].startswith("fused."):
-            # its input comes from a dequantize, its output goes to a quantize
-            assert g.producers[n.inputs[0].name].op == "dequantize", n.attrs["name"]
+            # its input comes from a dequantize (through a reshape at most: no second
+            # fake-quant on a tensor already on a grid), its output goes to a quantize
+            src = g.producers[n.inputs[0].name]
+            if src.op == "reshape":
+                src = g.producers[src.inputs[0].name]
+            assert src.op == "dequantize", n.attrs["name"]
             users = g.users[n.output.name]
             assert [u.op for u in users] == ["quantize"], n.attrs["name"]
             inner = [m.op for m in n.body.nodes]
             # inside: only the weight's pair, before the conv/dot; nothing between add and relu
             assert inner[:2] == ["quantize", "dequantize"] and inner.count("quantize") == 1
     assert len([a for a in g.annotations_of("quant") if a.attrs["role"] == "weight"]) == 4
+    assert sum(n.op == "quantize" for n in g.nodes) == 5  # the image + 4 fused outputs
+    # the report charts the debugger's rows (numeric remarks), worst SQNR first
+    from tensorsmith.report import layer_metrics
+    table = next(t for k, t in layer_metrics(cm.history).items() if k.endswith("quantize"))
+    sqnr = [r["values"]["sqnr_db"] for r in table["rows"] if "sqnr_db" in r["values"]]
+    assert len(sqnr) == 4 and sqnr == sorted(sqnr)
 
 
 def test_calibration_runs_one_compiled_executor_for_all_batches():
