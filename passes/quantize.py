@@ -72,6 +72,7 @@ class _Quantizer:
     clipped: float = 0.0
     observer: object = None
     names: dict = field(default_factory=dict)  # scale/zero-point param names
+    source: str = ""  # the pass whose grid it keeps (gptq), if any
 
 
 def _weight_axes(graph: Graph, node: Node):
@@ -159,6 +160,9 @@ def _already_quantized(graph: Graph, v: Value, quantized_outputs=frozenset()) ->
 def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group_size: int,
                       scheme: str, observer: str, ctx: PassContext) -> _Quantizer:
     w = np.asarray(graph.params[t.weight])
+    kept = _annotated_grid(graph, t.weight, w, ctx, t.outer)
+    if kept is not None:
+        return kept
     if weights == "group" and t.k_axis is not None and t.w_axis is not None:
         scale, zp = weight_params(w, wdtype, scheme, None, (t.k_axis, group_size), observer)
         # the blocked scale keeps every other dim: it is per channel and per group
@@ -174,6 +178,32 @@ def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group
         q = _Quantizer(t.weight, "weight", wdtype, scale.reshape(()),
                        None if zp is None else zp.reshape(()))
     q.clipped = _weight_clipped(w, q)
+    return q
+
+
+def _annotated_grid(graph: Graph, name: str, w: np.ndarray, ctx: PassContext,
+                    node: Node) -> _Quantizer | None:
+    """The grid an earlier pass chose for this weight (gptq's ``quant`` annotation with its
+    scales as payload), kept exactly: the weight already lies on it."""
+    from ..ir.ops.quant import QUANT_DTYPES
+    ann = graph.annotation(name, "quant")
+    if ann is None or ann.array is None or ann.attrs.get("dtype") not in QUANT_DTYPES:
+        return None
+    scale = np.asarray(ann.array, np.float32)
+    block = int(ann.attrs.get("block_size", 0) or 0)
+    if block and scale.ndim == w.ndim:
+        axes = [i for i in range(w.ndim) if scale.shape[i] == -(-w.shape[i] // block)
+                and all(scale.shape[j] == w.shape[j] for j in range(w.ndim) if j != i)]
+        if not axes:
+            return None
+        q = _Quantizer(name, "weight", ann.attrs["dtype"], scale, None, axes[0], block)
+    elif scale.ndim == 1 and scale.size in w.shape:
+        q = _Quantizer(name, "weight", ann.attrs["dtype"], scale, None,
+                       int(ann.attrs.get("axis", w.shape.index(scale.size))))
+    else:
+        return None
+    q.source = str(ann.attrs.get("source", "annotation"))
+    ctx.remark("note", f"@{name} keeps the {q.dtype} grid {q.source} chose", node)
     return q
 
 
@@ -417,6 +447,8 @@ def _annotations(wq, aq, oq, options: dict) -> list[Annotation]:
                  "scale_max": s["scale_max"], "scale": q.names.get("scale", "")}
         if q.block_size:
             attrs["group_size"] = q.block_size
+        if q.source:
+            attrs["source"] = q.source
         if q.role != "weight":
             attrs["observer"] = options["observer"]
         if s["zero_point"] is not None:

@@ -362,3 +362,26 @@ def test_a_qdq_model_is_not_quantized_twice(tmp_path):
     assert count(cm.graph) == count(plain.graph)
     missed = [str(m) for rec in cm.history for m in rec.remarks if m.kind == "missed"]
     assert any("already reads a dequantized weight (a QDQ model)" in m for m in missed), missed
+
+
+def test_quantize_keeps_the_grid_gptq_chose():
+    r = np.random.default_rng(4)
+    params = {"w1": r.normal(size=(32, 64)).astype(np.float32),
+              "w2": r.normal(size=(64, 8)).astype(np.float32)}
+    cal = [(r.normal(size=(64, 32)).astype(np.float32),) for _ in range(4)]
+    _, g_gptq, _, _ = _run_pass(MLP, params, "gptq{bits=4,group_size=16}", cal)
+    _, g_q, ctx, _ = _run_pass(MLP, params, "gptq{bits=4,group_size=16},"
+                                            "quantize{dtype=int4,weights=per_channel,"
+                                            "activations=none}", cal)
+    x = r.normal(size=(16, 32)).astype(np.float32)
+    # the weights already lie on gptq's grid: fake-quant on that grid changes nothing
+    np.testing.assert_allclose(codegen.executor(g_q)(x)[0], codegen.executor(g_gptq)(x)[0],
+                               rtol=1e-5, atol=1e-5)
+    q_w1 = next(n for n in g_q.nodes if n.op == "quantize" and n.inputs[0].name == "w1")
+    assert q_w1.attrs["block_size"] == 16 and q_w1.attrs["axis"] == 0
+    ann = g_q.annotation("w1", "quant")
+    assert ann.attrs["source"] == "gptq" and ann.attrs["dtype"] == "i4"
+    assert any("@w1 keeps the i4 grid gptq chose" in str(m) for m in ctx.remarks)
+    # without gptq, per-channel round-to-nearest is a different (coarser) grid
+    _, g_rtn, _, _ = _run_pass(MLP, params, "quantize{dtype=int4,activations=none}", cal)
+    assert not np.allclose(codegen.executor(g_rtn)(x)[0], codegen.executor(g_q)(x)[0], atol=1e-3)
