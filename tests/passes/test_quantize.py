@@ -385,3 +385,21 @@ def test_quantize_keeps_the_grid_gptq_chose():
     # without gptq, per-channel round-to-nearest is a different (coarser) grid
     _, g_rtn, _, _ = _run_pass(MLP, params, "quantize{dtype=int4,activations=none}", cal)
     assert not np.allclose(codegen.executor(g_rtn)(x)[0], codegen.executor(g_q)(x)[0], atol=1e-3)
+
+
+def test_context_reuses_one_executor_per_graph_and_releases_it_after_the_pass():
+    built = []
+
+    def counting_executor(graph, jit=None):
+        built.append(graph)
+        return codegen.executor(graph, jit=jit)
+
+    g = parse(ir(DENSE), params=_dense_params())
+    ctx = PassContext(executor=counting_executor, calibration=_calib(n=3))
+    x = _calib(n=1)[0][0]
+    first = ctx.run(g, x)
+    for _ in range(3):
+        np.testing.assert_array_equal(ctx.run(g, x)[0], first[0])
+    assert len(built) == 1  # ctx.run compiles a graph once, however often a pass runs it
+    run_pipeline(g, "quantize", ctx)
+    assert ctx._executors == {}  # released when the pass ended (no device params kept)
