@@ -148,7 +148,7 @@ class PassContext:
             try:
                 from tqdm.auto import tqdm
                 items = tqdm(batches, desc=desc or f"{self.pass_name}: calibrating",
-                             unit="batch", leave=False)
+                             unit="batch", leave=False, disable=None)  # None: only on a tty
             except ImportError:  # the bar is a nicety, not a dependency
                 pass
         for batch in items:
