@@ -108,10 +108,14 @@ class PassContext:
         hit = self._executors.get(key)
         if hit is None or hit[0] is not graph:
             fn = self.executor(graph) if jit is None else self.executor(graph, jit=jit)
-            if len(self._executors) >= 8:  # bounded: old graphs and their device params go
+            if len(self._executors) >= 4:  # bounded: old graphs and their device params go
                 self._executors.pop(next(iter(self._executors)))
             hit = self._executors[key] = (graph, fn)
         return hit[1]
+
+    def release(self) -> None:
+        """Drop the cached executors (and the device copies of their params)."""
+        self._executors.clear()
 
     def calibration_batches(self, graph: Graph) -> list[tuple]:
         """The calibration inputs, checked: one array per graph input, all finite.
@@ -144,7 +148,7 @@ class PassContext:
             try:
                 from tqdm.auto import tqdm
                 items = tqdm(batches, desc=desc or f"{self.pass_name}: calibrating",
-                             unit="batch", leave=False)
+                             unit="batch", leave=False, disable=None)  # None: only on a tty
             except ImportError:  # the bar is a nicety, not a dependency
                 pass
         for batch in items:

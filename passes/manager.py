@@ -125,6 +125,9 @@ def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progr
             except Exception as e:
                 raise PassError(f"pass '{step.name}' (step {i}) failed: {type(e).__name__}: {e}") \
                     from e
+            finally:
+                # a pass's cached executors (device copies of params) do not outlive it
+                getattr(ctx, "release", lambda: None)()
             seconds = time.perf_counter() - t0
             if not isinstance(result, Graph):
                 raise PassError(f"pass '{step.name}' returned {type(result).__name__}, not a Graph")

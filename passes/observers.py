@@ -83,12 +83,16 @@ class Observer:
         return params_for_range(lo, hi, dtype, scheme)
 
     def clipped_fraction(self, lo: float, hi: float) -> float:
-        """Fraction of the values seen that fall outside [lo, hi] (from the histogram)."""
-        if self.count == 0:
+        """Fraction of the values seen that fall outside [lo, hi] (from the histogram, each
+        bin taken as uniformly filled)."""
+        slack = 1e-6 * max(abs(self.lo), abs(self.hi))  # float32 scale * code rounding
+        if self.count == 0 or (lo <= self.lo + slack and hi >= self.hi - slack):
             return 0.0
         a, b = self.edges
-        centers = a + (np.arange(self.bins) + 0.5) * (b - a) / self.bins
-        return float(self.hist[(centers < lo) | (centers > hi)].sum() / self.hist.sum())
+        e0 = a + np.arange(self.bins) * (b - a) / self.bins
+        w = (b - a) / self.bins
+        out = np.clip((e0 + w - hi) / w, 0, 1) + np.clip((lo - e0) / w, 0, 1)
+        return float(np.sum(self.hist * np.minimum(out, 1)) / self.hist.sum())
 
 
 class PercentileObserver(Observer):
@@ -191,16 +195,12 @@ class EntropyObserver(Observer):
 
 def _expand_quantized(p: np.ndarray, levels: int) -> np.ndarray:
     """``p`` merged into ``levels`` bins, then spread evenly over the non-empty source bins."""
-    i = len(p)
-    q = np.zeros(i, np.float64)
-    bounds = np.linspace(0, i, levels + 1).astype(int)
-    for j in range(levels):
-        s, e = bounds[j], max(bounds[j + 1], bounds[j] + 1)
-        chunk = p[s:e]
-        nz = chunk > 0
-        if nz.any():
-            q[s:e][nz] = chunk.sum() / nz.sum()
-    return q
+    bounds = np.linspace(0, len(p), levels + 1).astype(int)  # len(p) >= levels: no empty chunk
+    starts = bounds[:-1]
+    sums = np.add.reduceat(p, starts)
+    filled = np.add.reduceat((p > 0).astype(np.float64), starts)
+    per_bin = np.where(filled > 0, sums / np.maximum(filled, 1), 0.0)
+    return np.where(p > 0, np.repeat(per_bin, np.diff(bounds)), 0.0)
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:

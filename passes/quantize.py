@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ir import Graph, Node, Value, make_node
 from ..ir.annotations import Annotation
+from ..ir.ops.quant import INT_QUANT_DTYPES
 from ..ir.graph import Namer
 from .context import BadCalibrationData, PassContext
 from .observers import SCHEMES, make_observer, params_for_range, weight_params
@@ -71,6 +72,7 @@ class _Quantizer:
     clipped: float = 0.0
     observer: object = None
     names: dict = field(default_factory=dict)  # scale/zero-point param names
+    source: str = ""  # the pass whose grid it keeps (gptq), if any
 
 
 def _weight_axes(graph: Graph, node: Node):
@@ -102,8 +104,14 @@ def _find_targets(graph: Graph, include, exclude, ctx: PassContext) -> list[_Tar
         for m in inner:
             found = _weight_axes(graph, m)
             if found is None:
-                ctx.remark("missed", f"not quantized: {m.op} has no weight param (activations "
-                                     "times activations)", m)
+                body = comp.body if comp is not None else graph
+                if any(getattr(body.producers.get(v.name), "op", "") == "dequantize"
+                       for v in m.inputs):
+                    ctx.remark("missed", f"not quantized: {m.op} already reads a dequantized "
+                                         "weight (a QDQ model)", m)
+                else:
+                    ctx.remark("missed", f"not quantized: {m.op} has no weight param "
+                                         "(activations times activations)", m)
                 continue
             w, widx, w_axis, k_axis = found
             keys = {m.name, w, n.name, m.loc, str(n.attrs.get("name", ""))}
@@ -121,14 +129,40 @@ def _find_targets(graph: Graph, include, exclude, ctx: PassContext) -> list[_Tar
     return targets
 
 
-def _already_quantized(graph: Graph, v: Value) -> bool:
-    p = graph.producers.get(v.name)
-    return p is not None and p.op == "dequantize"
+# Ops that keep every value on its input's quantization grid: after them the tensor is still
+# quantized with the same scale, so it needs no second fake-quant.
+_GRID_PRESERVING = frozenset({"reshape", "transpose", "squeeze", "expand_dims", "broadcast_in_dim",
+                              "slice", "rev", "pad"})
+
+
+def _grid_source(graph: Graph, v: Value) -> Value:
+    """The value ``v`` is a rearrangement (reshape, max-pool ...) of: its grid's origin."""
+    for _ in range(16):
+        p = graph.producers.get(v.name)
+        if p is None or not p.inputs or not (
+                p.op in _GRID_PRESERVING or (p.op == "reduce_window" and p.attrs["kind"] in
+                                             ("max", "min"))):
+            return v
+        if p.op == "pad" and len(p.inputs) > 1:
+            return v  # a pad value off the grid would break it
+        v = p.inputs[0]
+    return v
+
+
+def _already_quantized(graph: Graph, v: Value, quantized_outputs=frozenset()) -> bool:
+    """Whether ``v`` is on a quantization grid already (a dequantize, or a fused output that
+    gets its own fake-quant, possibly reshaped or max-pooled on the way)."""
+    src = _grid_source(graph, v)
+    p = graph.producers.get(src.name)
+    return (p is not None and p.op == "dequantize") or src.name in quantized_outputs
 
 
 def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group_size: int,
-                      scheme: str, observer: str) -> _Quantizer:
+                      scheme: str, observer: str, ctx: PassContext) -> _Quantizer:
     w = np.asarray(graph.params[t.weight])
+    kept = _annotated_grid(graph, t.weight, w, ctx, t.outer)
+    if kept is not None:
+        return kept
     if weights == "group" and t.k_axis is not None and t.w_axis is not None:
         scale, zp = weight_params(w, wdtype, scheme, None, (t.k_axis, group_size), observer)
         # the blocked scale keeps every other dim: it is per channel and per group
@@ -137,10 +171,39 @@ def _weight_quantizer(graph: Graph, t: _Target, wdtype: str, weights: str, group
         scale, zp = weight_params(w, wdtype, scheme, t.w_axis, None, observer)
         q = _Quantizer(t.weight, "weight", wdtype, scale, zp, t.w_axis)
     else:
+        if weights != "per_tensor":
+            ctx.remark("note", f"weight @{t.weight} {w.shape} has no single output-channel "
+                               f"axis: {weights} falls back to per_tensor", t.outer)
         scale, zp = weight_params(w, wdtype, scheme, None, None, observer)
         q = _Quantizer(t.weight, "weight", wdtype, scale.reshape(()),
                        None if zp is None else zp.reshape(()))
     q.clipped = _weight_clipped(w, q)
+    return q
+
+
+def _annotated_grid(graph: Graph, name: str, w: np.ndarray, ctx: PassContext,
+                    node: Node) -> _Quantizer | None:
+    """The grid an earlier pass chose for this weight (gptq's ``quant`` annotation with its
+    scales as payload), kept exactly: the weight already lies on it."""
+    from ..ir.ops.quant import QUANT_DTYPES
+    ann = graph.annotation(name, "quant")
+    if ann is None or ann.array is None or ann.attrs.get("dtype") not in QUANT_DTYPES:
+        return None
+    scale = np.asarray(ann.array, np.float32)
+    block = int(ann.attrs.get("block_size", 0) or 0)
+    if block and scale.ndim == w.ndim:
+        axes = [i for i in range(w.ndim) if scale.shape[i] == -(-w.shape[i] // block)
+                and all(scale.shape[j] == w.shape[j] for j in range(w.ndim) if j != i)]
+        if not axes:
+            return None
+        q = _Quantizer(name, "weight", ann.attrs["dtype"], scale, None, axes[0], block)
+    elif scale.ndim == 1 and scale.size in w.shape:
+        q = _Quantizer(name, "weight", ann.attrs["dtype"], scale, None,
+                       int(ann.attrs.get("axis", w.shape.index(scale.size))))
+    else:
+        return None
+    q.source = str(ann.attrs.get("source", "annotation"))
+    ctx.remark("note", f"@{name} keeps the {q.dtype} grid {q.source} chose", node)
     return q
 
 
@@ -188,8 +251,9 @@ def _act_quantizer(name: str, obs, adtype: str, scheme: str) -> _Quantizer:
     from ..ir.ops.quant import quant_range
     qlo, qhi = quant_range(adtype)
     z = 0.0 if zp is None else float(zp)
-    # the range the codes really cover (symmetric signed int leaves the lowest code unused)
-    rep_lo, rep_hi = (qlo - z) * float(scale), (qhi - z) * float(scale)
+    # the range the codes cover: a value within half a step past the end rounds to it
+    half = 0.5 if adtype in INT_QUANT_DTYPES else 0.0
+    rep_lo, rep_hi = (qlo - z - half) * float(scale), (qhi - z + half) * float(scale)
     q = _Quantizer(name, "input", adtype, np.asarray(scale, np.float32), zp)
     q.clipped = obs.clipped_fraction(rep_lo, rep_hi)
     q.observer = obs
@@ -269,7 +333,7 @@ def _rewrite(graph: Graph, targets: list[_Target], wq: dict, aq: dict, oq: dict,
                 cur = subst.get(key, t.act)
                 if key in subst:  # a fused output already fake-quantized: its codes feed on
                     act_done[key] = cur
-                elif dynamic:
+                elif dynamic and not _already_quantized(graph, t.act):
                     act_done[key] = em.dynamic_quant(nodes, cur, adtype, n.loc)
                 elif key in aq:
                     act_done[key] = em.fake_quant(nodes, cur, aq[key], n.loc)
@@ -357,8 +421,9 @@ def _debug_table(graph: Graph, qgraph: Graph, targets: list[_Target], wq, aq, oq
             row.update(weight_dtype=w.dtype, weight_scale=(s["scale_min"], s["scale_max"]),
                        weight_zero_point=s["zero_point"], weight_granularity=s["granularity"],
                        weight_clipped=w.clipped)
+        src = None if t.act is None else _grid_source(graph, t.act).name
         a = None if t.act is None else aq.get(t.act.name) or next(
-            (o for o in oq.values() if o.target == t.act.name), None)
+            (o for o in oq.values() if o.target == src), None)
         if a is not None:
             s = _scale_summary(a)
             row.update(input=f"%{t.act.name}", input_dtype=a.dtype, input_scale=s["scale_max"],
@@ -382,6 +447,8 @@ def _annotations(wq, aq, oq, options: dict) -> list[Annotation]:
                  "scale_max": s["scale_max"], "scale": q.names.get("scale", "")}
         if q.block_size:
             attrs["group_size"] = q.block_size
+        if q.source:
+            attrs["source"] = q.source
         if q.role != "weight":
             attrs["observer"] = options["observer"]
         if s["zero_point"] is not None:
@@ -438,15 +505,17 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
         for t in targets:
             if t.weight not in wq:
                 wq[t.weight] = _weight_quantizer(graph, t, wdtype, weights, group_size, scheme,
-                                                 "mse" if observer == "mse" else "minmax")
+                                                 "mse" if observer == "mse" else "minmax", ctx)
     aq: dict[str, _Quantizer] = {}
     oq: dict[str, _Quantizer] = {}
     observed: list[Value] = []
+    fused_outs = frozenset(t.composite.output.name for t in targets if t.composite is not None)
     if activations == "per_tensor":
         seen = set()
         for t in targets:
-            for v in ([t.act] if t.act is not None else []) + \
-                     ([t.composite.output] if t.composite is not None else []):
+            acts = [t.act] if t.act is not None and not _already_quantized(
+                graph, t.act, fused_outs - {t.act.name}) else []
+            for v in acts + ([t.composite.output] if t.composite is not None else []):
                 if v.name not in seen and v.type.dtype in ("f32", "f16", "bf16", "f64") \
                         and not _already_quantized(graph, v):
                     seen.add(v.name)
@@ -476,6 +545,12 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
     if debug_batches and ctx.calibration and ctx.executor is not None:
         rows = _debug_table(graph, qgraph, targets, wq, aq, oq, ctx, debug_batches)
     ctx.pass_data["quant_report"] = rows
+    outer = {t.label: t.outer for t in targets}
+    for r in rows:  # worst first: the report charts numeric remark data per layer
+        nums = {k: float(r[k]) for k in ("sqnr_db", "weight_clipped", "input_clipped",
+                                          "output_clipped") if k in r and math.isfinite(r[k])}
+        ctx.remark("note", f"SQNR {r['sqnr_db']:.1f} dB against float ({r['op']})",
+                   outer[r["node"]], layer=r["node"], **nums)
     ctx.pass_data["options"] = {"dtype": dtype, "weights": weights, "activations": activations,
                                 "scheme": scheme, "observer": observer}
     return qgraph
