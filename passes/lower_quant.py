@@ -452,26 +452,52 @@ def patterns(mode: str) -> list[Pattern]:
 def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup: float = 0.0,
                 repeats: int = 10) -> Graph:
     """Run fake-quantized dot/conv in real low precision (int8, int4 or fp8 storage and compute)."""
-    out = graph
-    if mode != "weight_only":  # first, so the weight-only rewrite sees what W8A8 will take
-        out = apply_patterns(out, [sink_dequantize], ctx, regions=True)
-    out = apply_patterns(out, patterns(mode), ctx, regions=True)
-    if out is graph or min_speedup <= 0:
+    if min_speedup <= 0:
+        return _lower(graph, ctx, mode)
+    # the remarks of the program kept are the ones reported
+    said = PassContext(pass_name=ctx.pass_name)
+    out = _lower(graph, said, mode)
+    if out is graph:
+        ctx.remarks.extend(said.remarks)
         return out
+    ctx.remarks.extend(r for r in said.remarks if r.kind == "missed")
     inputs = _example_inputs(graph, ctx)
     if inputs is None or ctx.executor is None:
         ctx.remark("note", "lowered program not measured (min_speedup): give calibration data "
                            "or static input shapes")
         return out
-    t_low, t_float = measure(ctx, out, float_twin(graph), inputs, repeats)
+    twin = float_twin(graph)
+    t_low, t_float = measure(ctx, out, twin, inputs, repeats)
     speedup = t_float / t_low
+    if speedup < min_speedup and mode == "auto":
+        # One kind of lowering may be what is slow (weight-only on XLA:CPU): try each alone.
+        for part in ("w8a8", "weight_only"):
+            part_said = PassContext(pass_name=ctx.pass_name)
+            alone = _lower(graph, part_said, part)
+            if alone is graph or alone.to_text() == out.to_text():
+                continue
+            t_part, t_f = measure(ctx, alone, twin, inputs, repeats)
+            if t_f / t_part >= min_speedup and t_f / t_part > speedup:
+                ctx.remarks.extend(r for r in part_said.remarks if r.kind == "applied")
+                ctx.remark("note", f"kept only the {part} lowerings: all of them ran {speedup:.2f}x "
+                                   f"the float twin, {part} alone {t_f / t_part:.2f}x",
+                           speedup=t_f / t_part, kept=part)
+                return alone
     if speedup < min_speedup:
         ctx.remark("missed", f"kept fake-quant: the lowered program ran {speedup:.2f}x the float "
                              f"twin ({t_low * 1e3:.3f} ms vs {t_float * 1e3:.3f} ms, median of "
                              f"{repeats}), below min_speedup={min_speedup}", speedup=speedup,
                    lowered_ms=t_low * 1e3, float_ms=t_float * 1e3)
         return graph
+    ctx.remarks.extend(r for r in said.remarks if r.kind != "missed")
     ctx.remark("note", f"lowered program measured {speedup:.2f}x the float twin "
                        f"({t_low * 1e3:.3f} ms vs {t_float * 1e3:.3f} ms)", speedup=speedup,
                lowered_ms=t_low * 1e3, float_ms=t_float * 1e3)
     return out
+
+
+def _lower(graph: Graph, ctx: PassContext | None, mode: str) -> Graph:
+    out = graph
+    if mode != "weight_only":  # first, so the weight-only rewrite sees what W8A8 will take
+        out = apply_patterns(out, [sink_dequantize], ctx, regions=True)
+    return apply_patterns(out, patterns(mode), ctx, regions=True)

@@ -307,9 +307,11 @@ def test_min_speedup_keeps_fake_quant_when_the_lowering_is_slower():
     assert out.to_text() == g.to_text()
     kept = [r for r in remarks if r.kind == "missed" and "kept fake-quant" in r.message]
     assert kept and dict(kept[0].data)["speedup"] < 1000
+    assert not remarks.of_kind("applied")  # nothing was lowered, nothing is claimed
     out, remarks = _lower(g, "lower-quant{min_speedup=0.001, repeats=3}")
     assert 'preferred_element_type="i32"' in out.to_text()
     assert any("measured" in r.message for r in remarks.of_kind("note"))
+    assert len(remarks.of_kind("applied")) == 1
 
 
 # --- the bundled digits CNN ---------------------------------------------------------------------
