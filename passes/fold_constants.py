@@ -212,6 +212,8 @@ def _fold_pattern(max_bytes: int, evaluated: dict[str, np.ndarray], refused: dic
         if known is None:
             return None
         params, sources = known
+        if any(a.kind == "packed" for k in params for a in rw.annotations(k)):
+            return None  # low-bit weights packed in bytes are unpacked in the program (lower-quant)
         not_loaded = [k for k, a in params.items() if getattr(a, "abstract", False)]
         if not_loaded:
             rw.remark("missed", f"did not fold: param @{not_loaded[0]} is declared but not loaded",

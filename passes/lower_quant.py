@@ -71,6 +71,9 @@ def low_weight(rw: Rewriter, wt: QWeight, loc: str) -> tuple[Value, int, str]:
     if wt.qp.dtype in ("i4", "u4"):
         packed = rw.add_param(pack_nibbles(wt.q), f"{wt.stem}/q4")
         rw.carry_annotations(wt.name, packed)
+        # says how to read it, and keeps fold-constants from storing it unpacked again
+        rw.annotate(packed, "packed", {"bits": 4, "axis": 0, "signed": wt.qp.dtype == "i4",
+                                       "length": int(wt.q.shape[0])})
         return _unpack(rw, packed, wt, loc), int(packed.type.nbytes()), PACKED_NOTE
     if wt.qp.dtype in ("i2", "u2"):  # no packing for 2 bits: widened to a byte
         wide = "i8" if wt.qp.dtype == "i2" else "u8"

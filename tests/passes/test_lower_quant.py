@@ -218,6 +218,18 @@ def test_weight_only_stores_low_and_matches_fake_quant(dtype, block, affine, K):
         sum(a.nbytes for a in g.params.values()) * (bits / 32 + 0.1)
 
 
+def test_packed_int4_survives_later_passes_and_the_text_round_trip():
+    g, _ = _weight_only("i4", 16)
+    low, _ = _lower(g, "lower-quant,default")  # fold-constants must not unpack it into i8
+    assert low.params["w/q4"].dtype == np.uint8 and len(low.params) == 2, dict(low.params)
+    text = low.to_text()
+    assert 'annotate @w/q4 packed {axis=0, bits=4, length=64, signed=true}' in text, text
+    from tensorsmith.ir.parser import parse
+    assert parse(text, params=dict(low.params)).to_text() == text
+    x = RNG.standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(_run(low, x), _run(g, x), rtol=1e-6, atol=1e-6)
+
+
 def test_group_wise_weights_with_quantized_activations_fall_back_to_weight_only():
     K, N = 64, 16
     W = RNG.standard_normal((K, N)).astype(np.float32)
