@@ -403,3 +403,31 @@ def test_context_reuses_one_executor_per_graph_and_releases_it_after_the_pass():
     assert len(built) == 1  # ctx.run compiles a graph once, however often a pass runs it
     run_pipeline(g, "quantize", ctx)
     assert ctx._executors == {}  # released when the pass ended (no device params kept)
+
+
+def test_mixed_precision_meets_the_budget_with_few_float_layers():
+    budget = 22.0
+    acc, cm = _digits_accuracy("default,fold-batchnorm,fuse,dce,"
+                               f"quantize{{dtype=int4,activations=none,budget={budget}}}")
+    mp = cm.history[-1].data["mixed_precision"]
+    kept = [k[1:] for k in mp["float_layers"]]
+    assert mp["met"] and 0 < len(kept) < 4
+    # an independent measurement of the output SQNR on the calibration data
+    from tensorsmith.examples.train_digits_cnn import load_data
+    ex = examples.load("digits-cnn")
+    x_cal = load_data()[0][:128]
+    fl = tensorsmith.compile(ex.fn, x_cal[:8], params=ex.params, batch_dim=True,
+                             passes="default,fold-batchnorm,fuse,dce")
+    f, q = np.asarray(fl(x_cal), np.float64), np.asarray(cm(x_cal), np.float64)
+    measured = 10 * np.log10(np.sum(f ** 2) / np.sum((f - q) ** 2))
+    assert measured >= budget and measured == pytest.approx(mp["output_sqnr_db"], abs=0.05)
+    rows = {r["node"]: r for r in quant_report(cm)}
+    assert all(rows[f"%{k}"]["quantized"] is False for k in kept)
+    assert all("alone_output_sqnr_db" in r for r in rows.values())
+    # quantizing any one of the float layers as well misses the budget
+    for k in kept:
+        others = [o for o in kept if o != k]
+        spec = ("quantize{dtype=int4,activations=none,sensitivity=true"
+                + (f",exclude=[{','.join(others)}]" if others else "") + "}")
+        _, cm_k = _digits_accuracy("default,fold-batchnorm,fuse,dce," + spec)
+        assert cm_k.history[-1].data["output_sqnr_db"] < budget, k
