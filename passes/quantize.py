@@ -7,7 +7,7 @@ Fusion-aware: a ``fused.*`` composite (conv + bias + relu) is quantized at its b
 its input and output and its weight, never between the ops inside it, as a deployed int8
 kernel computes it. Every quantized tensor gets a ``quant`` annotation; the debugger table
 (SQNR of each quantized node's output against float, scales, zero points, clipped fractions)
-is the pass's data in the history, worst node first (``quant_report``).
+is the pass's data in the history, worst node first (``quant_debug.quant_report``).
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from ..ir.ops.quant import INT_QUANT_DTYPES
 from ..ir.graph import Namer
 from .context import BadCalibrationData, PassContext
 from .observers import SCHEMES, make_observer, params_for_range, weight_params
-from .quant_debug import (choose_float_layers, format_report, output_sqnr, probe_sqnr,  # noqa: F401
-                          quant_report)
+from .quant_debug import choose_float_layers, output_sqnr, probe_sqnr
 from .registry import Option, PassOptionError, register_pass
 
 DTYPES = {"int8": ("i8", "i8"), "uint8": ("i8", "u8"), "int4": ("i4", "i8"),

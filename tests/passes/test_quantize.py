@@ -16,7 +16,7 @@ from tensorsmith import codegen, examples  # noqa: E402
 from tensorsmith.errors import PassFailure  # noqa: E402
 from tensorsmith.ir import parse  # noqa: E402
 from tensorsmith.passes import PassContext, run_pipeline  # noqa: E402
-from tensorsmith.passes.quantize import format_report, quant_report  # noqa: E402
+from tensorsmith.passes.quant_debug import format_report, quant_report  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -318,7 +318,6 @@ def test_qat_trains_through_fake_quant(learn_scales):
 
 def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
     """NCHW/OIHW layouts and a grouped (depthwise) conv: scales follow each kernel's O axis."""
-    import onnx
     from onnx import TensorProto as T, helper as h, numpy_helper
     r = np.random.default_rng(5)
     inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
@@ -350,7 +349,6 @@ def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
 
 
 def test_a_qdq_model_is_not_quantized_twice(tmp_path):
-    import onnx
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
     from test_onnx_frontend import _qdq_model
     path = _qdq_model(tmp_path)
