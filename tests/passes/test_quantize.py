@@ -348,10 +348,39 @@ def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
     assert 10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2)) > 25
 
 
+def _ort_qdq_model(tmp_path):
+    """A conv + matmul model quantized by onnxruntime's own static QDQ quantizer."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    r = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(r.normal(size=s).astype(np.float32), n)
+             for n, s in [("conv_w", (8, 3, 3, 3)), ("conv_b", (8,)), ("fc_w", (6, 4))]]
+    nodes = [h.make_node("Conv", ["img", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c"], ["pooled"]),
+             h.make_node("MatMul", ["vec", "fc_w"], ["logits"])]
+    graph = h.make_graph(nodes, "m", [h.make_tensor_value_info("img", T.FLOAT, [1, 3, 8, 8]),
+                                      h.make_tensor_value_info("vec", T.FLOAT, [2, 6])],
+                         [h.make_tensor_value_info("pooled", T.FLOAT, [1, 8, 8, 8]),
+                          h.make_tensor_value_info("logits", T.FLOAT, [2, 4])], inits)
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), src)
+    batches = iter([{"img": r.normal(size=(1, 3, 8, 8)).astype(np.float32),
+                     "vec": r.normal(size=(2, 6)).astype(np.float32)} for _ in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    return dst
+
+
 def test_a_qdq_model_is_not_quantized_twice(tmp_path):
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
-    from test_onnx_frontend import _qdq_model
-    path = _qdq_model(tmp_path)
+    path = _ort_qdq_model(tmp_path)
     r = np.random.default_rng(0)
     cal = [(r.normal(size=(1, 3, 8, 8)).astype(np.float32), r.normal(size=(2, 6)).astype(np.float32))]
     plain = tensorsmith.compile(str(path))
