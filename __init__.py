@@ -3,7 +3,7 @@ from . import ir
 from .api import compile, load, trace
 from .bisection import bisect
 from .compiled import CacheInfo, CompiledModel, ExportOnlyError, LoadedModel, RecompileWarning
-from .passes.quantize import quant_report
+from .passes.quant_debug import quant_report
 from .errors import (CallError, ExportError, LoadError, LoweringFailure, ModelImportError,
                      PassFailure, TensorsmithError, UsageFailure, VerifyError)
 

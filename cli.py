@@ -330,7 +330,7 @@ def cmd_compile(args) -> int:
         out("")
         out(history_table(cm.history))
     if any(rec.name == "quantize" and rec.data.get("quant_report") for rec in cm.history):
-        from .passes.quantize import format_report, quant_report
+        from .passes.quant_debug import format_report, quant_report
         out("")
         out("quantization (SQNR of each quantized node vs float, worst first)")
         out(format_report(quant_report(cm)))

@@ -3,6 +3,9 @@
 * accuracy: the bundled digits CNN (fold-batchnorm + fuse, then ``quantize{...}``), held-out
   top-1 accuracy of each scheme against the float model, with the debugger's worst SQNR;
   calibration uses training samples (the example's own train/test split), never held-out ones.
+* mixed precision: int4 weight-only under output-SQNR budgets (``quantize{budget=...}``):
+  the layers kept in float, the output SQNR reached, held-out accuracy, each layer's
+  sensitivity (output SQNR when it alone is quantized).
 * calibration executor: the quantize pass's calibration over ``--batches`` batches with one
   compiled executor reused across batches, against a context that rebuilds it per batch
   (what ``ctx.run`` did: re-jit and re-upload the params each call), on the digits CNN and on
@@ -29,7 +32,7 @@ import tensorsmith
 from tensorsmith import codegen, examples
 from tensorsmith.ir import GraphBuilder, TensorType
 from tensorsmith.passes import PassContext, run_pipeline
-from tensorsmith.passes.quantize import quant_report
+from tensorsmith.passes.quant_debug import quant_report
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "quant.json"
 BASE = "default,fold-batchnorm,fuse,dce"
@@ -75,6 +78,27 @@ def accuracy(cal) -> list[dict]:
                      "worst_op": report[0]["op"], "compile_seconds": round(seconds, 2),
                      "sqnr_db": {r["node"]: r["sqnr_db"] for r in report}})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "sqnr_db"}), flush=True)
+    return rows
+
+
+def mixed_precision(cal, budgets=(20.0, 22.0, 25.0)) -> list[dict]:
+    """int4 weight-only with an output-SQNR budget: which layers stay float, what it costs."""
+    ex = examples.load("digits-cnn")
+    x, y = ex.eval_data
+    rows = []
+    for budget in budgets:
+        spec = f"quantize{{dtype=int4,activations=none,budget={budget}}}"
+        cm = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True,
+                                 calibration=cal, passes=f"{BASE},{spec}")
+        mp = cm.history[-1].data["mixed_precision"]
+        acc = float(np.mean(np.argmax(np.asarray(cm(x)), -1) == y))
+        rows.append({"scheme": spec, "budget_db": budget, "met": mp["met"],
+                     "output_sqnr_db": mp["output_sqnr_db"],
+                     "all_quantized_output_sqnr_db": cm.history[-1].data["output_sqnr_db"],
+                     "float_layers": mp["float_layers"], "accuracy": acc,
+                     "sensitivity_db": {r["node"]: r["alone_output_sqnr_db"]
+                                        for r in quant_report(cm)}})
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -151,6 +175,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     result = {"load_average_1min": os.getloadavg()[0],
               "accuracy": accuracy(digits_calibration(4)),
+              "mixed_precision": mixed_precision(digits_calibration(4)),
               "executor_reuse": executor_reuse(args.batches),
               "calibration_memory": calibration_memory()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

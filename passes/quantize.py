@@ -7,13 +7,13 @@ Fusion-aware: a ``fused.*`` composite (conv + bias + relu) is quantized at its b
 its input and output and its weight, never between the ops inside it, as a deployed int8
 kernel computes it. Every quantized tensor gets a ``quant`` annotation; the debugger table
 (SQNR of each quantized node's output against float, scales, zero points, clipped fractions)
-is the pass's data in the history, worst node first (``quant_report``).
+is the pass's data in the history, worst node first (``quant_debug.quant_report``).
 """
 from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ..ir.ops.quant import INT_QUANT_DTYPES
 from ..ir.graph import Namer
 from .context import BadCalibrationData, PassContext
 from .observers import SCHEMES, make_observer, params_for_range, weight_params
+from .quant_debug import choose_float_layers, output_sqnr, probe_sqnr
 from .registry import Option, PassOptionError, register_pass
 
 DTYPES = {"int8": ("i8", "i8"), "uint8": ("i8", "u8"), "int4": ("i4", "i8"),
@@ -379,42 +380,21 @@ def _scale_summary(q: _Quantizer) -> dict:
             "granularity": "blocked" if q.block_size else "per_axis" if s.ndim else "per_tensor"}
 
 
-def _sqnr(signal: float, noise: float) -> float:
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(max(signal, 1e-300) / noise)
-
-
 def _debug_table(graph: Graph, qgraph: Graph, targets: list[_Target], wq, aq, oq, ctx,
-                 max_batches: int) -> list[dict]:
-    """SQNR of each quantized node's output (float vs fake-quant model) on calibration data."""
-    outs = []
-    for t in targets:
-        v = t.outer.output
-        outs.append(v)
-    float_probe = graph.replace(outputs=tuple(outs))
+                 batches) -> list[dict]:
+    """One row per dot/conv: SQNR of its output (float vs fake-quant model) on calibration
+    data, its scales, zero points and clipped fractions; worst first."""
+    outs = [t.outer.output for t in targets]
     q_outs = []
-    q_producers = qgraph.producers
     for v in outs:  # the value downstream sees: after the output's fake-quant, if any
         users = [n for n in qgraph.nodes if n.op == "quantize" and n.inputs[0].name == v.name]
         dq = [n for n in qgraph.nodes if users and n.op == "dequantize"
               and n.inputs[0].name == users[0].output.name]
-        q_outs.append(dq[0].output if dq else q_producers[v.name].outputs[0])
-    q_probe = qgraph.replace(outputs=tuple(q_outs))
-    batches = ctx.calibration_batches(graph)[:max_batches]
-    sig = np.zeros(len(outs))
-    noise = np.zeros(len(outs))
-    f_fn, q_fn = ctx.compiled(float_probe, jit=True), ctx.compiled(q_probe, jit=True)
-    for batch in batches:
-        fo, qo = f_fn(*batch), q_fn(*batch)
-        for i, (a, b) in enumerate(zip(fo, qo)):
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            sig[i] += np.sum(a * a)
-            noise[i] += np.sum((a - b) ** 2)
+        q_outs.append(dq[0].output if dq else qgraph.producers[v.name].outputs[0])
+    sqnr = probe_sqnr(ctx, graph, outs, qgraph, q_outs, batches)
     rows = []
     for i, t in enumerate(targets):
-        row = {"node": t.label, "op": t.op, "weight": t.weight,
-               "sqnr_db": round(_sqnr(sig[i], noise[i]), 2)}
+        row = {"node": t.label, "op": t.op, "weight": t.weight, "sqnr_db": round(sqnr[i], 2)}
         w = wq.get(t.weight)
         if w is not None:
             s = _scale_summary(w)
@@ -436,6 +416,19 @@ def _debug_table(graph: Graph, qgraph: Graph, targets: list[_Target], wq, aq, oq
         rows.append(row)
     rows.sort(key=lambda r: r["sqnr_db"])
     return rows
+
+
+def _variant(graph, targets, quantized: frozenset, wq, aq, oq, adtype, dynamic):
+    """(graph with only the ``quantized`` layers fake-quantized, the quantizers it used)."""
+    sub = [t for t in targets if t.outer.name in quantized]
+    pick = (
+        {t.weight: wq[t.weight] for t in sub if t.weight in wq},
+        {t.act.name: aq[t.act.name] for t in sub if t.act is not None and t.act.name in aq},
+        {t.outer.name: oq[t.outer.name] for t in sub if t.outer.name in oq})
+    # fresh copies: each variant names its own scale params
+    wq_s, aq_s, oq_s = ({k: replace(q, names={}) for k, q in d.items()} for d in pick)
+    g = _rewrite(graph, sub, wq_s, aq_s, oq_s, adtype, dynamic, _Emitter(graph))
+    return g, (wq_s, aq_s, oq_s)
 
 
 def _annotations(wq, aq, oq, options: dict) -> list[Annotation]:
@@ -485,11 +478,15 @@ def _check_globs(name: str):
            check=_check_globs("exclude")),
     Option("debug_batches", int, 16, "calibration batches the debugger (SQNR table) runs; 0: "
            "no table", range=(0, None)),
+    Option("sensitivity", bool, False, "also measure each layer's effect on the model output "
+           "when it alone is quantized (one model run per layer)"),
+    Option("budget", float, 0.0, "output SQNR (dB) the model must keep: the most sensitive "
+           "layers stay in float until it does (0: quantize every layer)", range=(0.0, 200.0)),
 ])
 def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str = "per_channel",
              group_size: int = 128, activations: str = "per_tensor", scheme: str = "symmetric",
              observer: str = "minmax", percentile: float = 99.99, include=(), exclude=(),
-             debug_batches: int = 16) -> Graph:
+             debug_batches: int = 16, sensitivity: bool = False, budget: float = 0.0) -> Graph:
     """Insert fake-quant (quantize/dequantize) on dot/conv weights and activations."""
     wdtype, adtype = DTYPES[dtype]
     if weights == "none" and activations == "none":
@@ -531,49 +528,62 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
         for t in targets:
             if t.act is not None and t.act.name in observers and t.act.name not in outs:
                 aq[t.act.name] = _act_quantizer(t.act.name, observers[t.act.name], adtype, scheme)
-    em = _Emitter(graph)
-    qgraph = _rewrite(graph, targets, wq, aq, oq, adtype, activations == "dynamic", em)
+    dynamic = activations == "dynamic"
+    every = frozenset(t.outer.name for t in targets)
+    qgraph, used = _variant(graph, targets, every, wq, aq, oq, adtype, dynamic)
+    kept: list[str] = []
+    alone: dict[str, float] = {}
+    if sensitivity or budget:
+        batches = ctx.calibration_batches(graph)[:max(debug_batches, 1)]
+        for t in targets:  # the model's output error when this layer alone is quantized
+            only = _variant(graph, targets, frozenset({t.outer.name}), wq, aq, oq, adtype,
+                            dynamic)[0]
+            alone[t.outer.name] = output_sqnr(ctx, graph, only, batches)
+        full = output_sqnr(ctx, graph, qgraph, batches)
+        ctx.pass_data["output_sqnr_db"] = round(full, 2)
+        if budget:
+            kept, db, steps = choose_float_layers(
+                list(every), alone,
+                lambda keep: _variant(graph, targets, every - keep, wq, aq, oq, adtype,
+                                      dynamic)[0],
+                lambda g: output_sqnr(ctx, graph, g, batches), budget, full)
+            qgraph, used = _variant(graph, targets, every - frozenset(kept), wq, aq, oq,
+                                    adtype, dynamic)
+            ctx.pass_data["mixed_precision"] = {
+                "budget_db": budget, "output_sqnr_db": round(db, 2), "met": db >= budget,
+                "float_layers": [f"%{k}" for k in kept], "steps": steps}
+            if db < budget:
+                ctx.remark("missed", f"output SQNR {db:.1f} dB misses the budget of {budget} dB "
+                                     "even with every layer in float")
     options = {"scheme": scheme, "observer": observer}
-    qgraph = qgraph.with_annotations(add=_annotations(wq, aq, oq, options))
+    qgraph = qgraph.with_annotations(add=_annotations(*used, options))
     for t in targets:
+        if t.outer.name in kept:
+            ctx.remark("applied", f"kept {t.op} in float: quantized alone it leaves the output "
+                                  f"{alone[t.outer.name]:.1f} dB (budget {budget} dB)", t.outer)
+            continue
         what = ", ".join(x for x, on in [("weight", t.weight in wq),
                                          ("input", t.act is not None and (t.act.name in aq or
-                                                                          activations == "dynamic")),
+                                                                          dynamic)),
                                          ("output", t.outer.name in oq)] if on)
         ctx.remark("applied", f"quantized {t.op} ({what}) to {dtype}", t.outer)
     rows = []
     if debug_batches and ctx.calibration and ctx.executor is not None:
-        rows = _debug_table(graph, qgraph, targets, wq, aq, oq, ctx, debug_batches)
+        rows = _debug_table(graph, qgraph, targets, *used, ctx,
+                            ctx.calibration_batches(graph)[:debug_batches])
+        for r in rows:
+            name = r["node"][1:]
+            r["quantized"] = name not in kept
+            if name in alone:
+                r["alone_output_sqnr_db"] = round(alone[name], 2)
     ctx.pass_data["quant_report"] = rows
     outer = {t.label: t.outer for t in targets}
     for r in rows:  # worst first: the report charts numeric remark data per layer
-        nums = {k: float(r[k]) for k in ("sqnr_db", "weight_clipped", "input_clipped",
-                                          "output_clipped") if k in r and math.isfinite(r[k])}
+        nums = {k: float(r[k]) for k in ("sqnr_db", "alone_output_sqnr_db", "weight_clipped",
+                                          "input_clipped", "output_clipped")
+                if k in r and math.isfinite(r[k])}
         ctx.remark("note", f"SQNR {r['sqnr_db']:.1f} dB against float ({r['op']})",
                    outer[r["node"]], layer=r["node"], **nums)
     ctx.pass_data["options"] = {"dtype": dtype, "weights": weights, "activations": activations,
                                 "scheme": scheme, "observer": observer}
     return qgraph
-
-
-def quant_report(source) -> list[dict]:
-    """The quantization debugger's table (worst SQNR first) from a compiled model, a history
-    or a pass record: one row per quantized node."""
-    history = getattr(source, "history", source)
-    records = [history] if hasattr(history, "data") else list(history or ())
-    for rec in reversed(records):
-        if getattr(rec, "name", "") == "quantize":
-            return list(rec.data.get("quant_report", []))
-    raise ValueError("no quantize pass in this history: compile with passes='...,quantize{...}'")
-
-
-def format_report(rows: list[dict]) -> str:
-    """The debugger's table as text, one line per quantized node, worst first."""
-    lines = [f"{'node':<10} {'op':<24} {'SQNR dB':>8} {'w scale max':>12} {'w clip':>7} "
-             f"{'in scale':>10} {'in zp':>6} {'in clip':>8}"]
-    for r in rows:
-        lines.append(f"{r['node']:<10} {r['op']:<24} {r['sqnr_db']:>8.2f} "
-                     f"{r.get('weight_scale', (0, 0))[1]:>12.4g} {r.get('weight_clipped', 0):>7.2%} "
-                     f"{r.get('input_scale', float('nan')):>10.4g} "
-                     f"{str(r.get('input_zero_point', '-')):>6} {r.get('input_clipped', 0):>8.3%}")
-    return "\n".join(lines)

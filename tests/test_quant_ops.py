@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto as T, helper as h, numpy_helper

@@ -16,7 +16,7 @@ from tensorsmith import codegen, examples  # noqa: E402
 from tensorsmith.errors import PassFailure  # noqa: E402
 from tensorsmith.ir import parse  # noqa: E402
 from tensorsmith.passes import PassContext, run_pipeline  # noqa: E402
-from tensorsmith.passes.quantize import format_report, quant_report  # noqa: E402
+from tensorsmith.passes.quant_debug import format_report, quant_report  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -318,7 +318,6 @@ def test_qat_trains_through_fake_quant(learn_scales):
 
 def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
     """NCHW/OIHW layouts and a grouped (depthwise) conv: scales follow each kernel's O axis."""
-    import onnx
     from onnx import TensorProto as T, helper as h, numpy_helper
     r = np.random.default_rng(5)
     inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
@@ -349,11 +348,39 @@ def test_onnx_cnn_with_a_depthwise_conv_quantizes_per_output_channel():
     assert 10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2)) > 25
 
 
-def test_a_qdq_model_is_not_quantized_twice(tmp_path):
+def _ort_qdq_model(tmp_path):
+    """A conv + matmul model quantized by onnxruntime's own static QDQ quantizer."""
     import onnx
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
-    from test_onnx_frontend import _qdq_model
-    path = _qdq_model(tmp_path)
+    from onnx import TensorProto as T, helper as h, numpy_helper
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    r = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(r.normal(size=s).astype(np.float32), n)
+             for n, s in [("conv_w", (8, 3, 3, 3)), ("conv_b", (8,)), ("fc_w", (6, 4))]]
+    nodes = [h.make_node("Conv", ["img", "conv_w", "conv_b"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c"], ["pooled"]),
+             h.make_node("MatMul", ["vec", "fc_w"], ["logits"])]
+    graph = h.make_graph(nodes, "m", [h.make_tensor_value_info("img", T.FLOAT, [1, 3, 8, 8]),
+                                      h.make_tensor_value_info("vec", T.FLOAT, [2, 6])],
+                         [h.make_tensor_value_info("pooled", T.FLOAT, [1, 8, 8, 8]),
+                          h.make_tensor_value_info("logits", T.FLOAT, [2, 4])], inits)
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), src)
+    batches = iter([{"img": r.normal(size=(1, 3, 8, 8)).astype(np.float32),
+                     "vec": r.normal(size=(2, 6)).astype(np.float32)} for _ in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    return dst
+
+
+def test_a_qdq_model_is_not_quantized_twice(tmp_path):
+    path = _ort_qdq_model(tmp_path)
     r = np.random.default_rng(0)
     cal = [(r.normal(size=(1, 3, 8, 8)).astype(np.float32), r.normal(size=(2, 6)).astype(np.float32))]
     plain = tensorsmith.compile(str(path))
@@ -403,3 +430,31 @@ def test_context_reuses_one_executor_per_graph_and_releases_it_after_the_pass():
     assert len(built) == 1  # ctx.run compiles a graph once, however often a pass runs it
     run_pipeline(g, "quantize", ctx)
     assert ctx._executors == {}  # released when the pass ended (no device params kept)
+
+
+def test_mixed_precision_meets_the_budget_with_few_float_layers():
+    budget = 22.0
+    acc, cm = _digits_accuracy("default,fold-batchnorm,fuse,dce,"
+                               f"quantize{{dtype=int4,activations=none,budget={budget}}}")
+    mp = cm.history[-1].data["mixed_precision"]
+    kept = [k[1:] for k in mp["float_layers"]]
+    assert mp["met"] and 0 < len(kept) < 4
+    # an independent measurement of the output SQNR on the calibration data
+    from tensorsmith.examples.train_digits_cnn import load_data
+    ex = examples.load("digits-cnn")
+    x_cal = load_data()[0][:128]
+    fl = tensorsmith.compile(ex.fn, x_cal[:8], params=ex.params, batch_dim=True,
+                             passes="default,fold-batchnorm,fuse,dce")
+    f, q = np.asarray(fl(x_cal), np.float64), np.asarray(cm(x_cal), np.float64)
+    measured = 10 * np.log10(np.sum(f ** 2) / np.sum((f - q) ** 2))
+    assert measured >= budget and measured == pytest.approx(mp["output_sqnr_db"], abs=0.05)
+    rows = {r["node"]: r for r in quant_report(cm)}
+    assert all(rows[f"%{k}"]["quantized"] is False for k in kept)
+    assert all("alone_output_sqnr_db" in r for r in rows.values())
+    # quantizing any one of the float layers as well misses the budget
+    for k in kept:
+        others = [o for o in kept if o != k]
+        spec = ("quantize{dtype=int4,activations=none,sensitivity=true"
+                + (f",exclude=[{','.join(others)}]" if others else "") + "}")
+        _, cm_k = _digits_accuracy("default,fold-batchnorm,fuse,dce," + spec)
+        assert cm_k.history[-1].data["output_sqnr_db"] < budget, k
