@@ -178,5 +178,9 @@ PATTERNS = [fuse_linear_bias_activation, fuse_linear_bias]
 
 @register_pass("fuse")
 def fuse(graph: Graph, ctx: PassContext | None = None) -> Graph:
-    """Group dense/conv + bias (+ activation) into named composites (fused.conv_bias_relu, ...)."""
+    """Group dense/conv + bias (+ activation), norms and attention into named composites."""
+    from . import fuse_attention, fuse_norms
+    # Attention and norms first: their bodies hold adds and muls the linear patterns would
+    # otherwise take one at a time.
+    graph = apply_patterns(graph, fuse_attention.PATTERNS + fuse_norms.PATTERNS, ctx)
     return apply_patterns(graph, PATTERNS, ctx)

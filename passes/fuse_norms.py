@@ -1,0 +1,351 @@
+"""Layer norm and RMS norm written out as primitives become ``fused.layer_norm`` / ``fused.rms_norm``.
+
+Matched by what they compute, not by one spelling: the output is a product of factors
+(``mul``/``div`` trees, converts looked through) that holds an inverse standard deviation
+``rsqrt(var + eps)`` (or ``1/sqrt``, ``x / sqrt``), the centered input ``x - mean(x)`` (layer
+norm) or ``x`` itself (RMS norm), and at most one per-feature weight ``gamma``; a per-feature
+``beta`` may be added last. ``var`` is ``mean((x - mean)^2)``, ``mean(x^2) - mean(x)^2`` (Flax's
+fast variance, optionally clamped at 0) or ``mean(x^2)`` (RMS). ``mean`` is ``reduce_sum / N``
+as JAX, ONNX ReduceMean and LayerNormalization import it.
+"""
+from __future__ import annotations
+
+import math
+
+from ..ir import Node, Value
+from .fuse_outline import outline_operands, scalar
+from .rewrite import Rewriter, pattern
+
+_VIEWS = ("broadcast_in_dim", "reshape", "expand_dims")
+_FLOATS = ("f16", "bf16", "f32", "f64")
+
+
+class _Match:
+    """What a norm match found: its nodes, input, axes, epsilon and weights."""
+
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self.x: Value | None = None
+        self.axes: tuple[int, ...] = ()
+        self.eps = 0.0
+        self.kind = ""
+        self.gamma: Value | None = None
+        self.beta: Value | None = None
+
+
+def _p(rw: Rewriter, v: Value) -> Node | None:
+    return rw.producer(v)
+
+
+def _strip_views(rw: Rewriter, v: Value, nodes: list[Node]) -> Value:
+    """``v`` with producers that only insert size-1 dims (single use) looked through."""
+    while True:
+        p = _p(rw, v)
+        if (p is None or p.op not in _VIEWS or rw.num_uses(v) != 1
+                or math.prod(_static(p.inputs[0].type.shape)) != math.prod(_static(v.type.shape))):
+            return v
+        nodes.append(p)
+        v = p.inputs[0]
+
+
+def _static(shape) -> tuple:
+    return tuple(d if isinstance(d, int) else -1 for d in shape)
+
+
+def _mean(rw: Rewriter, v: Value, nodes: list[Node]) -> tuple[Value, tuple[int, ...]] | None:
+    """``(x, axes)`` when ``v`` is ``mean(x, axes)`` shaped like x with 1s at ``axes``."""
+    found: list[Node] = []
+    u = _strip_views(rw, v, found)
+    p = _p(rw, u)
+    if p is None or p.op not in ("div", "mul") or (u is not v and rw.num_uses(u) != 1):
+        return None
+    n = scalar(rw, p.inputs[1])
+    if n is None or n == 0:
+        return None
+    count = n if p.op == "div" else 1.0 / n
+    found.append(p)
+    s = _strip_views(rw, p.inputs[0], found)
+    r = _p(rw, s)
+    if r is None or r.op != "reduce_sum" or (s is not p.inputs[0] and rw.num_uses(s) != 1):
+        return None
+    if rw.num_uses(p.inputs[0]) != 1 or rw.num_uses(s) != 1:
+        return None
+    x, axes = r.inputs[0], tuple(sorted(r.attrs["axes"]))
+    dims = [x.type.shape[a] for a in axes]
+    if not axes or not all(isinstance(d, int) for d in dims):
+        return None
+    if not math.isclose(math.prod(dims), count, rel_tol=1e-6):
+        return None
+    keep = tuple(1 if i in axes else d for i, d in enumerate(x.type.shape))
+    if tuple(v.type.shape) != keep:
+        return None
+    found.append(r)
+    nodes.extend(found)
+    return x, axes
+
+
+def _same(rw: Rewriter, a: Value, b: Value) -> bool:
+    return rw.resolve(a).name == rw.resolve(b).name
+
+
+def _centered(rw: Rewriter, c: Value, nodes: list[Node]) -> tuple[Value, tuple[int, ...]] | None:
+    """``(x, axes)`` when ``c`` is ``x - mean(x, axes)``."""
+    p = _p(rw, c)
+    if p is None or p.op != "sub":
+        return None
+    got: list[Node] = []
+    m = _mean(rw, p.inputs[1], got)
+    if m is None or not _same(rw, m[0], p.inputs[0]):
+        return None
+    nodes.extend([p, *got])
+    return m
+
+
+def _squared(rw: Rewriter, t: Value, nodes: list[Node]) -> Value | None:
+    """``c`` when ``t`` is ``square(c)``, ``c * c`` or ``pow(c, 2)``."""
+    p = _p(rw, t)
+    if p is None:
+        return None
+    if p.op == "square" or (p.op == "integer_pow" and p.attrs.get("y") == 2):
+        nodes.append(p)
+        return p.inputs[0]
+    if p.op == "mul" and _same(rw, p.inputs[0], p.inputs[1]):
+        nodes.append(p)
+        return p.inputs[0]
+    if p.op == "pow" and scalar(rw, p.inputs[1]) == 2.0:
+        nodes.append(p)
+        return p.inputs[0]
+    return None
+
+
+def _factors(rw: Rewriter, v: Value, nodes: list[Node], out: list, inv: bool = False,
+             top: bool = True) -> None:
+    """Flatten a product (mul/div/convert of single-use values) into ``(leaf, inverted)``."""
+    p = _p(rw, v)
+    if p is not None and (top or rw.num_uses(v) == 1) and v.type.dtype in _FLOATS:
+        if p.op in ("mul", "div"):
+            nodes.append(p)
+            _factors(rw, p.inputs[0], nodes, out, inv, False)
+            _factors(rw, p.inputs[1], nodes, out, inv ^ (p.op == "div"), False)
+            return
+        if p.op == "convert" and p.inputs[0].type.dtype in _FLOATS:
+            nodes.append(p)
+            _factors(rw, p.inputs[0], nodes, out, inv, False)
+            return
+    out.append((v, inv))
+
+
+def _inverse_std(rw: Rewriter, v: Value, inv: bool, nodes: list[Node]) -> Value | None:
+    """``var + eps`` (the add's value) when the factor is ``rsqrt``/``1/sqrt`` of it."""
+    p = _p(rw, v)
+    if p is None or rw.num_uses(v) != 1:
+        return None
+    if not inv and p.op == "rsqrt":
+        nodes.append(p)
+        return p.inputs[0]
+    if inv and p.op == "sqrt":
+        nodes.append(p)
+        return p.inputs[0]
+    if not inv and p.op == "reciprocal":
+        q = _p(rw, p.inputs[0])
+        if q is not None and q.op == "sqrt" and rw.num_uses(p.inputs[0]) == 1:
+            nodes.extend([p, q])
+            return q.inputs[0]
+    return None
+
+
+def _variance(rw: Rewriter, var: Value, m: _Match) -> Value | None:
+    """Fill ``m.x``/``m.axes``/``m.kind`` from ``var``; returns the centered value (or x for RMS)."""
+    got: list[Node] = []
+    v = var
+    p = _p(rw, v)
+    if p is not None and (p.op == "relu" or (p.op == "max" and scalar(rw, p.inputs[1]) == 0.0)) \
+            and rw.num_uses(v) == 1:
+        got.append(p)  # Flax clamps the fast variance at 0
+        v = p.inputs[0]
+        p = _p(rw, v)
+    if p is not None and p.op == "sub" and rw.num_uses(v) == 1:  # E[x^2] - E[x]^2
+        a, b = [], []
+        m2 = _mean(rw, p.inputs[0], a)
+        sq = _squared(rw, p.inputs[1], b) if rw.num_uses(p.inputs[1]) == 1 else None
+        mu = _mean(rw, sq, []) if sq is not None else None
+        if m2 is not None and mu is not None:
+            x2 = _squared(rw, m2[0], a)
+            if x2 is not None and _same(rw, x2, mu[0]) and m2[1] == mu[1] and rw.num_uses(m2[0]) == 1:
+                m.nodes.extend([*got, p, *a, *b])
+                m.x, m.axes, m.kind = x2, mu[1], "layer_norm"
+                return None  # the centered factor is found among the leaves
+    mean2 = _mean(rw, v, got)
+    if mean2 is None:
+        return None
+    c = _squared(rw, mean2[0], got)
+    if c is None or rw.num_uses(mean2[0]) != 1:
+        return None
+    m.nodes.extend(got)
+    centered: list[Node] = []
+    xm = _centered(rw, c, centered)
+    if xm is not None and xm[1] == mean2[1]:
+        m.nodes.extend(centered)
+        m.x, m.axes, m.kind = xm[0], xm[1], "layer_norm"
+        return c
+    m.x, m.axes, m.kind = c, mean2[1], "rms_norm"
+    return c
+
+
+def _per_feature(w: Value, out: Value, axes: tuple[int, ...]) -> bool:
+    """Whether ``w`` broadcasts onto ``out`` varying only along ``axes`` (numpy alignment)."""
+    ws, os_ = w.type.shape, out.type.shape
+    if len(ws) > len(os_):
+        return False
+    for k, d in enumerate(ws):
+        pos = len(os_) - len(ws) + k
+        if d != 1 and (pos not in axes or d != os_[pos]):
+            return False
+    return True
+
+
+def _is_weight(rw: Rewriter, v: Value) -> bool:
+    from .fuse import _is_weight as weight
+    return weight(rw, v)
+
+
+def match_norm(rw: Rewriter, root: Node, product: Value, beta: Value | None) -> _Match | None:
+    """The norm computed by ``product`` (+ ``beta``), remarking near misses; None if none."""
+    m = _Match()
+    leaves: list = []
+    if product.name == root.outputs[0].name:  # the root is not in ``rw.producers`` yet
+        m.nodes.append(root)
+        if root.op == "convert":
+            _factors(rw, root.inputs[0], m.nodes, leaves, False, False)
+        else:
+            _factors(rw, root.inputs[0], m.nodes, leaves, False, False)
+            _factors(rw, root.inputs[1], m.nodes, leaves, root.op == "div", False)
+    else:
+        _factors(rw, product, m.nodes, leaves)
+    std = None
+    for i, (v, inv) in enumerate(leaves):
+        nodes: list[Node] = []
+        e = _inverse_std(rw, v, inv, nodes)
+        add = _p(rw, e) if e is not None else None
+        if add is not None and add.op == "add" and rw.num_uses(e) == 1:
+            std = i, nodes + [add], add
+            break
+    if std is None:
+        return None
+    i, nodes, add = std
+    m.nodes.extend(nodes)
+    eps = scalar(rw, add.inputs[1])
+    var = add.inputs[0]
+    if eps is None:
+        eps, var = scalar(rw, add.inputs[0]), add.inputs[1]
+    what = "layer/RMS norm"
+    if eps is None:
+        rw.remark("missed", f"did not fuse {what}: the epsilon added to the variance "
+                  f"(%{add.name}) is not a constant", root, reason="non-constant-operand")
+        return None
+    m.eps = eps
+    centered = _variance(rw, var, m)
+    if m.x is None:
+        return None
+    what = m.kind.replace("_", " ")
+    rest = [lv for k, lv in enumerate(leaves) if k != i]
+    found_x = False
+    for v, inv in rest:
+        if not inv and not found_x:
+            if m.kind == "rms_norm" and _same(rw, v, m.x):
+                found_x = True
+                continue
+            if m.kind == "layer_norm":
+                if centered is not None and _same(rw, v, centered):
+                    found_x = True
+                    continue
+                extra: list[Node] = []
+                xm = _centered(rw, v, extra)
+                if xm is not None and _same(rw, xm[0], m.x) and xm[1] == m.axes:
+                    m.nodes.extend(extra)
+                    found_x = True
+                    continue
+        if scalar(rw, v) == 1.0:
+            continue
+        if not inv and m.gamma is None and _is_weight(rw, v) and _per_feature(v, root.outputs[0], m.axes):
+            m.gamma = v
+            continue
+        why = ("is not a param or constant" if not _is_weight(rw, v) else
+               "does not broadcast along the normalized axes" if not inv else "divides the result")
+        rw.remark("missed", f"did not fuse {what}: the factor %{v.name} {why}", root,
+                  reason="non-constant-operand" if "param" in why else "shape-not-supported")
+        return None
+    if not found_x:
+        return None
+    if beta is not None:
+        if not _is_weight(rw, beta) or not _per_feature(beta, root.outputs[0], m.axes):
+            return None
+        m.beta = beta
+    if tuple(m.x.type.shape) != tuple(root.outputs[0].type.shape):
+        rw.remark("missed", f"did not fuse {what}: the result {root.outputs[0].type} is "
+                  f"broadcast beyond the input {m.x.type}", root, reason="shape-not-supported")
+        return None
+    m.nodes.append(root)
+    return m
+
+
+def _extends(rw: Rewriter, node: Node) -> bool:
+    """Whether the only reader of ``node`` continues the product (gamma, beta, a convert)."""
+    out = node.outputs[0]
+    users = rw.users.get(out.name, ())
+    if len(users) != 1 or out.name in rw.outputs:
+        return False
+    u = users[0]
+    if u.op == "convert":
+        return True
+    if u.op in ("mul", "div", "add") and len(u.inputs) == 2:
+        other = u.inputs[1] if _same(rw, u.inputs[0], out) else u.inputs[0]
+        # a later node's operand is not in ``rw.producers`` yet: a param or constant node is
+        # what extends the norm
+        ahead = rw.graph.producers.get(other.name)
+        return rw.is_param(other) or (ahead is not None and ahead.op == "constant") \
+            or _is_weight(rw, other)
+    return False
+
+
+def _operands(m: _Match) -> tuple[list[Value], dict]:
+    ops = [m.x] + [w for w in (m.gamma, m.beta) if w is not None]
+    attrs = {"axes": m.axes, "epsilon": m.eps, "scale": m.gamma is not None,
+             "offset": m.beta is not None}
+    return ops, attrs
+
+
+@pattern("fuse-norm", ops=("add", "mul", "div", "convert"))
+def fuse_norm(rw: Rewriter, node: Node) -> bool:
+    """Layer norm / RMS norm written out (JAX, Flax, ONNX export and op) -> one composite."""
+    if len(node.outputs) != 1 or node.outputs[0].type.dtype not in _FLOATS or _extends(rw, node):
+        return False
+    if rw.num_uses(node.outputs[0]) == 0:
+        return False
+    tries = [(node.outputs[0], None)]
+    if node.op == "add":
+        tries = [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])]
+    for product, beta in tries:
+        if node.op == "add":
+            p = _p(rw, product)
+            if p is None or p.op not in ("mul", "div", "convert") or rw.num_uses(product) != 1:
+                continue
+            m = _match_sub(rw, node, product, beta)
+        else:
+            m = match_norm(rw, node, product, None)
+        if m is None:
+            continue
+        ops, attrs = _operands(m)
+        return outline_operands(rw, m.nodes, f"fused.{m.kind}", attrs, ops) is not None
+    return False
+
+
+def _match_sub(rw: Rewriter, root: Node, product: Value, beta: Value) -> _Match | None:
+    """A norm whose product ``product`` is followed by ``root = product + beta``."""
+    if not _is_weight(rw, beta):
+        return None
+    m = match_norm(rw, root, product, beta)
+    return m
+
+
+PATTERNS = [fuse_norm]
