@@ -170,6 +170,24 @@ def _feeds_activation(rw: Rewriter, add: Node) -> bool:
     if len(users) == 2 and {u.op for u in users} == {"logistic", "mul"}:
         sig, mul = sorted(users, key=lambda u: u.op)
         return {rw.resolve(v).name for v in mul.inputs} == {out, sig.output.name}
+    return _feeds_written_out(rw, out)
+
+
+def _feeds_written_out(rw: Rewriter, out: str) -> bool:
+    """Whether ``out`` is the input of an activation written out further down (GELU)."""
+    from .fuse_activations import _EW, written_out
+    frontier, seen = list(rw.users.get(out, ())), set()
+    for _ in range(8):
+        nxt = []
+        for u in frontier:
+            if u.name in seen or u.op not in _EW:
+                continue
+            seen.add(u.name)
+            found = written_out(rw, u, lookahead=True)
+            if found is not None and rw.resolve(found[1]).name == out:
+                return True
+            nxt.extend(rw.users.get(u.outputs[0].name, ()))
+        frontier = nxt
     return False
 
 
