@@ -175,12 +175,12 @@ def _feeds_activation(rw: Rewriter, add: Node) -> bool:
 
 def _feeds_written_out(rw: Rewriter, out: str) -> bool:
     """Whether ``out`` is the input of an activation written out further down (GELU)."""
-    from .fuse_activations import _EW, written_out
+    from .fuse_activations import _EW, _elementwise_body, written_out
     frontier, seen = list(rw.users.get(out, ())), set()
     for _ in range(8):
         nxt = []
         for u in frontier:
-            if u.name in seen or u.op not in _EW:
+            if u.name in seen or not (u.op in _EW or _elementwise_body(u)):
                 continue
             seen.add(u.name)
             found = written_out(rw, u, lookahead=True)

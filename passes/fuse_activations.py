@@ -69,7 +69,8 @@ def _cone(rw: Rewriter, root: Node, x: Value, lookahead: bool) -> list[Node] | N
             if rw.resolve(v).name == rw.resolve(x).name or _scalar(rw, v) is not None:
                 continue
             p = _producer(rw, v, lookahead)
-            if (p is None or p.op not in _EW or len(p.outputs) != 1 or v.type.shape != shape
+            if (p is None or not (p.op in _EW or _elementwise_body(p)) or len(p.outputs) != 1
+                    or v.type.shape != shape
                     or len(order) >= _MAX_NODES or not visit(p)):
                 return False
         seen.add(n.outputs[0].name)
@@ -79,20 +80,36 @@ def _cone(rw: Rewriter, root: Node, x: Value, lookahead: bool) -> list[Node] | N
     return order if visit(root) else None
 
 
+def _elementwise_body(n: Node) -> bool:
+    """A one-output composite (``jnp.clip``) whose body is element-wise arithmetic."""
+    return (n.op == "composite" and len(n.outputs) == 1 and len(n.regions) == 1
+            and all(m.op in _EW or (m.op == "constant" and not m.attrs.get("shape"))
+                    for m in n.regions[0].nodes))
+
+
 def _evaluate(rw: Rewriter, nodes: list[Node], x: Value, t: np.ndarray) -> np.ndarray | None:
     env = {rw.resolve(x).name: t}
 
     def val(v):
-        v2 = rw.resolve(v)
-        if v2.name in env:
-            return env[v2.name]
-        return _scalar(rw, v)
+        name = rw.resolve(v).name
+        return env[name] if name in env else _scalar(rw, v)
 
+    return _run(nodes, env, val, t)
+
+
+def _run(nodes, env, val, t):
     with np.errstate(all="ignore"):
         for n in nodes:
             a = [val(v) for v in n.inputs]
             op = n.op
-            if op in ("add", "sub", "mul", "div", "pow", "max", "min"):
+            if op == "constant":
+                r = float(n.attrs["value"])
+            elif op == "composite":
+                body = n.regions[0]
+                inner = {b.name: u for b, u in zip(body.inputs, a)}
+                _run(body.nodes, inner, lambda v: inner.get(v.name), t)
+                r = inner[body.outputs[0].name]
+            elif op in ("add", "sub", "mul", "div", "pow", "max", "min"):
                 fn = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
                       "pow": np.power, "max": np.maximum, "min": np.minimum}[op]
                 r = fn(a[0], a[1])
@@ -107,7 +124,7 @@ def _evaluate(rw: Rewriter, nodes: list[Node], x: Value, t: np.ndarray) -> np.nd
                      "reciprocal": lambda u: 1.0 / u, "square": np.square,
                      "convert": lambda u: u}[op](a[0])
             env[n.outputs[0].name] = np.broadcast_to(np.asarray(r, np.float64), t.shape)
-    return env.get(nodes[-1].outputs[0].name)
+    return env.get(nodes[-1].outputs[0].name) if nodes else None
 
 
 def _candidates(rw: Rewriter, root: Node, lookahead: bool) -> list[Value]:
@@ -125,7 +142,7 @@ def _candidates(rw: Rewriter, root: Node, lookahead: bool) -> list[Value]:
                 if v.type == root.outputs[0].type:
                     out.append(v)
                 p = _producer(rw, v, lookahead)
-                if p is not None and p.op in _EW and len(p.outputs) == 1:
+                if p is not None and (p.op in _EW or _elementwise_body(p)) and len(p.outputs) == 1:
                     nxt.append(p)
         frontier = nxt
     return out
