@@ -48,6 +48,16 @@ def _strip_views(rw: Rewriter, v: Value, nodes: list[Node]) -> Value:
         v = p.inputs[0]
 
 
+def _strip_convert(rw: Rewriter, v: Value, nodes: list[Node]) -> Value:
+    """``v`` with a single-use float-to-float convert looked through."""
+    p = _p(rw, v)
+    if (p is not None and p.op == "convert" and rw.num_uses(v) == 1
+            and p.inputs[0].type.dtype in _FLOATS and v.type.dtype in _FLOATS):
+        nodes.append(p)
+        return p.inputs[0]
+    return v
+
+
 def _static(shape) -> tuple:
     return tuple(d if isinstance(d, int) else -1 for d in shape)
 
@@ -56,6 +66,8 @@ def _mean(rw: Rewriter, v: Value, nodes: list[Node]) -> tuple[Value, tuple[int, 
     """``(x, axes)`` when ``v`` is ``mean(x, axes)`` shaped like x with 1s at ``axes``."""
     found: list[Node] = []
     u = _strip_views(rw, v, found)
+    u = _strip_convert(rw, u, found)  # jnp.mean of 16-bit floats sums in f32
+    u = _strip_views(rw, u, found)
     p = _p(rw, u)
     if p is None or p.op not in ("div", "mul") or (u is not v and rw.num_uses(u) != 1):
         return None
@@ -70,7 +82,7 @@ def _mean(rw: Rewriter, v: Value, nodes: list[Node]) -> tuple[Value, tuple[int, 
         return None
     if rw.num_uses(p.inputs[0]) != 1 or rw.num_uses(s) != 1:
         return None
-    x, axes = r.inputs[0], tuple(sorted(r.attrs["axes"]))
+    x, axes = _strip_convert(rw, r.inputs[0], found), tuple(sorted(r.attrs["axes"]))
     dims = [x.type.shape[a] for a in axes]
     if not axes or not all(isinstance(d, int) for d in dims):
         return None
@@ -295,7 +307,11 @@ def _extends(rw: Rewriter, node: Node) -> bool:
     users = rw.users.get(out.name, ())
     if len(users) != 1 or out.name in rw.outputs:
         return False
-    u = users[0]
+    return _continues(rw, out, users[0])
+
+
+def _continues(rw: Rewriter, out: Value, u: Node) -> bool:
+    """Whether ``u`` applies a weight, an offset or a convert to ``out``."""
     if u.op == "convert":
         return True
     if u.op in ("mul", "div", "add") and len(u.inputs) == 2:
@@ -336,6 +352,12 @@ def fuse_norm(rw: Rewriter, node: Node) -> bool:
         if m is None:
             continue
         ops, attrs = _operands(m)
+        out = node.outputs[0]
+        users = rw.users.get(out.name, ())
+        if rw.num_uses(out) > 1 and any(_continues(rw, out, u) for u in users):
+            rw.remark("missed", f"did not fuse the {m.kind.replace('_', ' ')} with the weight "
+                      f"that follows: %{out.name} has {rw.num_uses(out)} users", node,
+                      reason="several-users")
         return outline_operands(rw, m.nodes, f"fused.{m.kind}", attrs, ops) is not None
     return False
 
