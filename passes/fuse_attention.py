@@ -59,6 +59,22 @@ def _scaled(rw: Rewriter, v: Value, nodes: list[Node]) -> tuple[Value, float]:
         v = x
 
 
+def _operand(rw: Rewriter, v: Value, dims: tuple, nodes: list[Node], scales: bool = True):
+    """``(x, dims of x, scale)``: constant scales and transposes before the product folded in."""
+    scale = 1.0
+    while True:
+        if scales:
+            v, s = _scaled(rw, v, nodes)
+            scale *= s
+        p = _p(rw, v)
+        if p is None or p.op != "transpose" or rw.num_uses(v) != 1:
+            return v, tuple(dims), scale
+        perm = p.attrs["permutation"]
+        dims = tuple(perm[d] for d in dims)  # output dim i is input dim perm[i]
+        nodes.append(p)
+        v = p.inputs[0]
+
+
 def _free(n: int, *used) -> list[int]:
     taken = {d for u in used for d in u}
     return [d for d in range(n) if d not in taken]
@@ -207,22 +223,22 @@ def match_attention(rw: Rewriter, root: Node):
         _miss(rw, root, "Q, K and V must each have one sequence and one feature dim "
               "besides the batch/head dims", "shape-not-supported")
         return None
-    q, sq = _scaled(rw, q, a.nodes)
-    k, sk = _scaled(rw, k, a.nodes)
+    q, q_dims, sq = _operand(rw, q, (*qb, qf[0], qc[0]), a.nodes)
+    k, k_dims, sk = _operand(rw, k, (*kb, kf[0], kc[0]), a.nodes)
+    v, v_dims, _ = _operand(rw, v, (*rb, rc[0], vf[0]), a.nodes, scales=False)
     a.scale *= sq * sk
     if q.type.dtype not in ("f16", "bf16", "f32", "f64"):
         return None
-    attrs = {"num_batch": nb, "q_dims": (*qb, qf[0], qc[0]), "k_dims": (*kb, kf[0], kc[0]),
-             "v_dims": (*rb, rc[0], vf[0]), "scale": float(a.scale),
+    attrs = {"num_batch": nb, "q_dims": q_dims, "k_dims": k_dims, "v_dims": v_dims,
+             "scale": float(a.scale),
              "mask": "boolean" if a.mask.startswith("boolean") else a.mask,
              "nan_to_zero": a.nan_to_zero, "v_first": v_first}
     operands = [q, k, v]
-    if a.mask == "boolean_inverted":
-        return a, operands, attrs  # the caller adds the not() node
     if a.mask != "none":
         operands.append(a.extra)
-    if a.mask == "boolean":
+    if a.mask.startswith("boolean"):  # where(mask, scores, fill) or where(mask, fill, scores)
         attrs["fill"] = float(a.fill)
+        attrs["keep"] = a.mask == "boolean"
     return a, operands, attrs
 
 
@@ -233,9 +249,6 @@ def fuse_attention(rw: Rewriter, node: Node) -> bool:
     if found is None:
         return False
     a, operands, attrs = found
-    if a.mask == "boolean_inverted":  # where(mask, fill, scores): keep where the mask is False
-        operands.append(rw.op("not", a.extra))
-        attrs["fill"] = float(a.fill)
     return outline_operands(rw, a.nodes, _NAME, attrs, operands) is not None
 
 

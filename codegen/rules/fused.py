@@ -99,6 +99,8 @@ def _attention(ctx, node, q, k, v, *rest):
     t, s = qc.shape[2], kc.shape[2]
     mask_kind = a["mask"]
     extra = rest[0] if rest else None
+    if mask_kind == "boolean" and not a.get("keep", True):  # where(mask, fill, scores)
+        extra = jnp.logical_not(extra)
     out = None
     if _use_cudnn(qc, kc, vc, mask_kind, a):
         out = _cudnn(qc, kc, vc, extra, mask_kind, a)
