@@ -346,7 +346,7 @@ def fuse_norm(rw: Rewriter, node: Node) -> bool:
             p = _p(rw, product)
             if p is None or p.op not in ("mul", "div", "convert") or rw.num_uses(product) != 1:
                 continue
-            m = _match_sub(rw, node, product, beta)
+            m = match_norm(rw, node, product, beta) if _is_weight(rw, beta) else None
         else:
             m = match_norm(rw, node, product, None)
         if m is None:
@@ -360,14 +360,6 @@ def fuse_norm(rw: Rewriter, node: Node) -> bool:
                       reason="several-users")
         return outline_operands(rw, m.nodes, f"fused.{m.kind}", attrs, ops) is not None
     return False
-
-
-def _match_sub(rw: Rewriter, root: Node, product: Value, beta: Value) -> _Match | None:
-    """A norm whose product ``product`` is followed by ``root = product + beta``."""
-    if not _is_weight(rw, beta):
-        return None
-    m = match_norm(rw, root, product, beta)
-    return m
 
 
 PATTERNS = [fuse_norm]

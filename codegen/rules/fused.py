@@ -5,9 +5,10 @@ here, or whose attributes this rule does not understand, is inlined as before.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .softmax import safe_softmax
 
@@ -72,7 +73,7 @@ def _canonical(x, dims, nb):
     elif nb == 1:
         x = x[:, None]
     elif nb > 2:
-        x = x.reshape((int(np.prod(b[:-1])), b[-1]) + x.shape[nb:])
+        x = x.reshape((math.prod(b[:-1]), b[-1]) + x.shape[nb:])
     return x  # [B, N, seq, feature]
 
 
@@ -122,7 +123,7 @@ def _bias4(x, batch, t, s):
     if nb == 1:
         return full[:, None]
     if nb > 2:
-        return full.reshape((int(np.prod(batch[:-1])), batch[-1], t, s))
+        return full.reshape((math.prod(batch[:-1]), batch[-1], t, s))
     return full
 
 

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
 import models  # noqa: E402
-from cleanup_helpers import assert_same_numerics, ir, remarks, run  # noqa: E402
+from cleanup_helpers import assert_same_numerics, ir, remarks  # noqa: E402
 
 import tensorsmith  # noqa: E402
 from tensorsmith.ir import verify  # noqa: E402
