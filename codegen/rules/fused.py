@@ -85,11 +85,12 @@ def _scores_shape(b, t, s):
 def _attention(ctx, node, q, k, v, *rest):
     """softmax(q.k * scale (+ bias | where(mask, ., fill))) . v with the safe softmax.
 
-    On a GPU, 16-bit inputs go to cuDNN's fused kernel through
-    ``jax.nn.dot_product_attention(implementation="cudnn")`` (``None`` means XLA's
-    einsum-softmax-einsum in this jax, the program the unfused graph already is); elsewhere
-    the same program as the unfused graph is built here, with the safe softmax of
-    softmax.py, so fused and unfused results agree.
+    Built here as the unfused graph's own program (einsum, safe softmax of softmax.py,
+    einsum), so fused and unfused results agree. On a host with a GPU, 16-bit attention is
+    also offered cuDNN's fused kernel through ``jax.nn.dot_product_attention(implementation=
+    "cudnn")`` (in this jax ``None`` means the XLA program above), chosen by
+    ``lax.platform_dependent`` when the program is lowered for CUDA, so a CPU compile on a
+    GPU host never sees the cuDNN call.
     """
     a = node.attrs
     nb = a["num_batch"]
@@ -99,14 +100,23 @@ def _attention(ctx, node, q, k, v, *rest):
     batch = jnp.transpose(q, a["q_dims"]).shape[:nb]
     t, s = qc.shape[2], kc.shape[2]
     mask_kind = a["mask"]
-    extra = rest[0] if rest else None
-    if mask_kind == "boolean" and not a.get("keep", True):  # where(mask, fill, scores)
-        extra = jnp.logical_not(extra)
-    out = None
-    if _use_cudnn(qc, kc, vc, mask_kind, a):
-        out = _cudnn(qc, kc, vc, extra, mask_kind, a)
-    if out is None:
-        out = _xla(qc, kc, vc, extra, mask_kind, a, batch, t, s)
+    operands = [qc, kc, vc]
+    if rest:
+        extra = rest[0]
+        if mask_kind == "boolean" and not a.get("keep", True):  # where(mask, fill, scores)
+            extra = jnp.logical_not(extra)
+        operands.append(_bias4(extra, batch, t, s))  # [B, N, T, S]
+
+    def xla(*ops):
+        return _xla(*ops[:3], ops[3] if len(ops) > 3 else None, mask_kind, a)
+
+    def cudnn(*ops):
+        return _cudnn(*ops[:3], ops[3] if len(ops) > 3 else None, mask_kind, a)
+
+    if _gpu_host() and _cudnn_suits(qc, kc, vc, mask_kind, a) and _traces(cudnn, operands):
+        out = jax.lax.platform_dependent(*operands, cuda=cudnn, default=xla)
+    else:
+        out = xla(*operands)
     # [B, N, T, Dv] -> (batch..., T, Dv)
     out = out.reshape(tuple(batch) + out.shape[2:])
     if a.get("v_first"):  # the product was V·Pᵀ: (batch..., feature, sequence)
@@ -127,46 +137,52 @@ def _bias4(x, batch, t, s):
     return full
 
 
-def _xla(q, k, v, extra, mask_kind, a, batch, t, s):
+def _xla(q, k, v, extra, mask_kind, a):
     logits = jnp.einsum("bntd,bnsd->bnts", q, k)
     if a["scale"] != 1.0:
         logits = logits * jnp.asarray(a["scale"], logits.dtype)
     if mask_kind == "additive":
-        logits = logits + _bias4(extra, batch, t, s).astype(logits.dtype)
+        logits = logits + extra.astype(logits.dtype)
     elif mask_kind == "boolean":
-        logits = jnp.where(_bias4(extra, batch, t, s), logits,
-                           jnp.asarray(a["fill"], logits.dtype))
+        logits = jnp.where(extra, logits, jnp.asarray(a["fill"], logits.dtype))
     probs = safe_softmax(logits, 3)
     if a.get("nan_to_zero"):
         probs = jnp.where(jnp.isnan(probs), jnp.zeros((), probs.dtype), probs)
     return jnp.einsum("bnts,bnsd->bntd", probs.astype(v.dtype), v)
 
 
-def _use_cudnn(q, k, v, mask_kind, a) -> bool:
+def _gpu_host() -> bool:
     try:
-        on_gpu = jax.default_backend() == "gpu"
+        return any(d.platform == "gpu" for d in jax.devices())
     except RuntimeError:
         return False
-    return (on_gpu and q.dtype in (jnp.bfloat16, jnp.float16) and q.dtype == k.dtype == v.dtype
-            and q.shape[-1] == v.shape[-1] and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128
+
+
+def _cudnn_suits(q, k, v, mask_kind, a) -> bool:
+    """What cuDNN's flash attention takes: 16-bit, head size a multiple of 8 up to 128."""
+    d = q.shape[-1]
+    return (q.dtype in (jnp.bfloat16, jnp.float16) and q.dtype == k.dtype == v.dtype
+            and isinstance(d, int) and d == v.shape[-1] and d % 8 == 0 and d <= 128
             and not a.get("nan_to_zero") and (mask_kind != "boolean" or a["fill"] <= -1e4))
 
 
-def _cudnn(q, k, v, extra, mask_kind, a):
-    """jax.nn.dot_product_attention's cuDNN kernel ([B,T,N,H] layout), or None if refused."""
-    bthn = (0, 2, 1, 3)
-    batch, t, s = q.shape[:2], q.shape[2], k.shape[2]
-    bias = mask = None
-    if mask_kind == "additive":
-        bias = _bias4(extra, batch, t, s).astype(q.dtype)
-    elif mask_kind == "boolean":
-        mask = _bias4(extra, batch, t, s)
+def _traces(fn, operands) -> bool:
+    """Whether ``fn`` traces for these operands (cuDNN's checks refuse at trace time)."""
     try:
-        out = jax.nn.dot_product_attention(
-            jnp.transpose(q, bthn), jnp.transpose(k, bthn), jnp.transpose(v, bthn),
-            bias=bias, mask=mask, scale=float(a["scale"]), implementation="cudnn")
-    except Exception:  # cuDNN refuses this shape/dtype/device: build the XLA program instead
-        return None
+        jax.eval_shape(fn, *[jax.ShapeDtypeStruct(o.shape, o.dtype) for o in operands])
+    except Exception:  # cuDNN refuses this shape/dtype/device: the XLA program is used
+        return False
+    return True
+
+
+def _cudnn(q, k, v, extra, mask_kind, a):
+    """jax.nn.dot_product_attention's cuDNN kernel (its [B, T, N, H] layout)."""
+    bthn = (0, 2, 1, 3)
+    bias = extra.astype(q.dtype) if mask_kind == "additive" else None
+    mask = extra if mask_kind == "boolean" else None
+    out = jax.nn.dot_product_attention(
+        jnp.transpose(q, bthn), jnp.transpose(k, bthn), jnp.transpose(v, bthn),
+        bias=bias, mask=mask, scale=float(a["scale"]), implementation="cudnn")
     return jnp.transpose(out, bthn)
 
 

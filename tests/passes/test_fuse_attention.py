@@ -237,3 +237,23 @@ def test_minilm_fused_matches_onnxruntime(minilm):
         want = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt})[0]
         _close(got, want, 1e-4)
         _close(got, unfused(ids, mask, tt)[0], 2e-5)
+
+
+def test_a_cuda_only_kernel_is_never_used_for_a_cpu_program(monkeypatch):
+    """The cuDNN branch is chosen by the platform the program is lowered for, not the host:
+    pretend this host has a GPU and cuDNN takes bf16; a CPU compile still runs the XLA program."""
+    import ml_dtypes
+    from tensorsmith.codegen.rules import fused as rules
+
+    monkeypatch.setattr(rules, "_gpu_host", lambda: True)
+    monkeypatch.setattr(rules, "_cudnn", lambda q, k, v, extra, kind, a: jnp.zeros_like(q))
+
+    def f(q, k, v):
+        return jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) * 0.25, axis=-1) @ v
+
+    q, k, v = (fc.rand(i, 2, 2, 16, 16).astype(ml_dtypes.bfloat16) for i in range(3))
+    fused, unfused = _pair(f, q, k, v)
+    assert _names(fused.graph) == ["fused.attention"]
+    got = np.asarray(fused(q, k, v), np.float32)
+    assert np.abs(got).max() > 0.1  # not the zeros of the pretend cuDNN branch
+    _close(got, np.asarray(unfused(q, k, v), np.float32), 2e-2)
