@@ -11,9 +11,11 @@ checks fused against unfused outputs on the same inputs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -143,9 +145,20 @@ def _xla_cost(graph, args) -> dict:
             exe = jax.jit(codegen.to_jax(graph)).lower(params, *args).compile()
         cost = exe.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0))}
+        return {"flops": float(cost.get("flops", 0.0)), "bytes": float(cost.get("bytes accessed", 0.0)),
+                "program": _program_key(exe.as_text())}
     except Exception as e:  # a model this path cannot lower alone (x64): report, do not fail
         return {"error": f"{type(e).__name__}: {e}"[:200]}
+
+
+def _program_key(hlo: str) -> str:
+    """XLA's optimized program without names and metadata: equal keys, equal programs."""
+    lines = []
+    for line in hlo.splitlines():
+        line = re.sub(r", metadata=\{[^}]*\}", "", line)
+        line = re.sub(r"%[\w.\-]+", "%", line)
+        lines.append(re.sub(r"^\s*(ENTRY )?%\s", "", line).strip())
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
 
 
 def _max_diff(a, b) -> float:
@@ -181,22 +194,25 @@ def main() -> None:
             _times(f, args, 5)  # compile and warm up
         diff = _max_diff(fused(*args), plain(*args))
         tp, tf = [], []
-        for _ in range(a.rounds):  # interleaved, so drift hits both alike
-            tp += _times(plain, args, 10)
-            tf += _times(fused, args, 10)
+        for i in range(a.rounds):  # interleaved (ABBA), so drift and order hit both alike
+            first, second = ((plain, tp), (fused, tf)) if i % 2 == 0 else ((fused, tf), (plain, tp))
+            first[1].extend(_times(first[0], args, 10))
+            second[1].extend(_times(second[0], args, 10))
         mp, mf = statistics.median(tp), statistics.median(tf)
         names = sorted({n.attrs["name"] for n in fused.graph.nodes if n.op == "composite"
                         and n.attrs["name"].startswith("fused.")})
         count = sum(1 for n in fused.graph.nodes if n.op == "composite" and n.attrs["name"].startswith("fused."))
         cp, cf = _xla_cost(plain.graph, args), _xla_cost(fused.graph, args)
         ratios = {k: cf[k] / cp[k] for k in ("flops", "bytes") if cp.get(k) and k in cf}
+        same = "program" in cp and cp["program"] == cf.get("program")
         rows.append({"model": name, "default_us": mp * 1e6, "fused_us": mf * 1e6, "ratio": mf / mp,
                      "fused_composites": count, "kinds": names, "max_abs_diff": diff,
-                     "xla_cost_default": cp, "xla_cost_fused": cf,
+                     "xla_cost_default": cp, "xla_cost_fused": cf, "same_xla_program": same,
                      **{f"{k}_ratio": v for k, v in ratios.items()}})
         print(f"{name:38s} default {mp * 1e6:9.0f} us  default,fuse {mf * 1e6:9.0f} us  "
               f"ratio {mf / mp:.3f}  XLA flops x{ratios.get('flops', float('nan')):.3f} "
-              f"bytes x{ratios.get('bytes', float('nan')):.3f}  ({count} fused: "
+              f"bytes x{ratios.get('bytes', float('nan')):.3f}{' same program' if same else ''}  "
+              f"({count} fused: "
               f"{', '.join(k[6:] for k in names)}; max |diff| {diff:.1e})", flush=True)
     worst = max(r["ratio"] for r in rows)
     print(f"worst ratio {worst:.3f} ({'ok' if worst <= LIMIT else 'ABOVE'} the {LIMIT} limit)")

@@ -290,7 +290,10 @@ def match_norm(rw: Rewriter, root: Node, product: Value, beta: Value | None) -> 
     if not found_x:
         return None
     if beta is not None:
-        if not _is_weight(rw, beta) or not _per_feature(beta, root.outputs[0], m.axes):
+        if not _per_feature(beta, root.outputs[0], m.axes):
+            rw.remark("missed", f"did not fuse the offset %{beta.name} {beta.type} into the "
+                      f"{what}: it does not broadcast along the normalized axes", root,
+                      reason="shape-not-supported")
             return None
         m.beta = beta
     if tuple(m.x.type.shape) != tuple(root.outputs[0].type.shape):
@@ -301,26 +304,26 @@ def match_norm(rw: Rewriter, root: Node, product: Value, beta: Value | None) -> 
     return m
 
 
-def _extends(rw: Rewriter, node: Node) -> bool:
-    """Whether the only reader of ``node`` continues the product (gamma, beta, a convert)."""
-    out = node.outputs[0]
-    users = rw.users.get(out.name, ())
-    if len(users) != 1 or out.name in rw.outputs:
-        return False
-    return _continues(rw, out, users[0])
+def _weight_operand(rw: Rewriter, out: Value, u: Node) -> Value | None:
+    """The param or constant that ``u`` (a mul or add) applies to ``out``, if any."""
+    if u.op not in ("mul", "add") or len(u.inputs) != 2:
+        return None
+    other = u.inputs[1] if _same(rw, u.inputs[0], out) else u.inputs[0]
+    # a later node's operand is not in ``rw.producers`` yet: look a constant up ahead
+    ahead = rw.graph.producers.get(other.name)
+    if rw.is_param(other) or (ahead is not None and ahead.op == "constant") or _is_weight(rw, other):
+        return other
+    return None
 
 
-def _continues(rw: Rewriter, out: Value, u: Node) -> bool:
-    """Whether ``u`` applies a weight, an offset or a convert to ``out``."""
+def _continues(rw: Rewriter, out: Value, u: Node, m: _Match) -> bool:
+    """Whether ``u`` extends the match ``m`` of ``out``: a convert, or the first per-feature
+    weight (mul) or offset (add)."""
     if u.op == "convert":
         return True
-    if u.op in ("mul", "div", "add") and len(u.inputs) == 2:
-        other = u.inputs[1] if _same(rw, u.inputs[0], out) else u.inputs[0]
-        # a later node's operand is not in ``rw.producers`` yet: a param or constant node is
-        # what extends the norm
-        ahead = rw.graph.producers.get(other.name)
-        return rw.is_param(other) or (ahead is not None and ahead.op == "constant") \
-            or _is_weight(rw, other)
+    if (u.op == "mul" and m.gamma is None) or (u.op == "add" and m.beta is None):
+        other = _weight_operand(rw, out, u)
+        return other is not None and _per_feature(other, u.outputs[0], m.axes)
     return False
 
 
@@ -334,32 +337,38 @@ def _operands(m: _Match) -> tuple[list[Value], dict]:
 @pattern("fuse-norm", ops=("add", "mul", "div", "convert"))
 def fuse_norm(rw: Rewriter, node: Node) -> bool:
     """Layer norm / RMS norm written out (JAX, Flax, ONNX export and op) -> one composite."""
-    if len(node.outputs) != 1 or node.outputs[0].type.dtype not in _FLOATS or _extends(rw, node):
+    out = node.outputs[0] if len(node.outputs) == 1 else None
+    if out is None or out.type.dtype not in _FLOATS or rw.num_uses(out) == 0:
         return False
-    if rw.num_uses(node.outputs[0]) == 0:
-        return False
-    tries = [(node.outputs[0], None)]
+    m = None
     if node.op == "add":
-        tries = [(node.inputs[0], node.inputs[1]), (node.inputs[1], node.inputs[0])]
-    for product, beta in tries:
-        if node.op == "add":
+        for product, beta in (node.inputs, node.inputs[::-1]):
             p = _p(rw, product)
-            if p is None or p.op not in ("mul", "div", "convert") or rw.num_uses(product) != 1:
-                continue
-            m = match_norm(rw, node, product, beta) if _is_weight(rw, beta) else None
-        else:
-            m = match_norm(rw, node, product, None)
-        if m is None:
-            continue
-        ops, attrs = _operands(m)
-        out = node.outputs[0]
-        users = rw.users.get(out.name, ())
-        if rw.num_uses(out) > 1 and any(_continues(rw, out, u) for u in users):
-            rw.remark("missed", f"did not fuse the {m.kind.replace('_', ' ')} with the weight "
-                      f"that follows: %{out.name} has {rw.num_uses(out)} users", node,
-                      reason="several-users")
-        return outline_operands(rw, m.nodes, f"fused.{m.kind}", attrs, ops) is not None
-    return False
+            if (p is not None and p.op in ("mul", "div", "convert") and rw.num_uses(product) == 1
+                    and _is_weight(rw, beta)):
+                m = match_norm(rw, node, product, beta)
+                if m is not None:
+                    break
+    else:
+        m = match_norm(rw, node, out, None)
+    if m is None:
+        return False
+    users = rw.users.get(out.name, ())
+    extensions = [u for u in users if _continues(rw, out, u, m)]
+    if extensions and rw.num_uses(out) == 1:
+        return False  # the weight, offset or convert that follows is the root
+    what = m.kind.replace("_", " ")
+    if extensions:
+        rw.remark("missed", f"did not fuse the {what} with the weight that follows: "
+                  f"%{out.name} has {rw.num_uses(out)} users", node, reason="several-users")
+    for u in users:
+        other = _weight_operand(rw, out, u)
+        if other is not None and u not in extensions:
+            rw.remark("missed", f"did not fuse the {'offset' if u.op == 'add' else 'weight'} "
+                      f"%{other.name} {other.type} into the {what}: it does not broadcast along "
+                      "the normalized axes", node, reason="shape-not-supported")
+    ops, attrs = _operands(m)
+    return outline_operands(rw, m.nodes, f"fused.{m.kind}", attrs, ops) is not None
 
 
 PATTERNS = [fuse_norm]

@@ -96,8 +96,11 @@ def test_weight_along_another_axis_is_not_a_layer_norm_weight():
     f = _ln((-1,))
     x0 = np.zeros((7, 16), np.float32)
     c = tensorsmith.compile(f, x0, params=p, passes="default,fuse")
-    assert "fused.layer_norm" not in _names(c.graph)
-    assert any("does not broadcast along the normalized axes" in m for m in _missed(c)), _missed(c)
+    assert _names(c.graph) == ["fused.layer_norm"]  # the norm itself, the odd weight outside
+    (node,) = [n for n in c.graph.nodes if n.op == "composite"]
+    assert node.attrs["scale"] is False
+    assert any("did not fuse the weight %g f32[7,1]" in m and "normalized axes" in m
+               for m in _missed(c)), _missed(c)
     x = r.standard_normal((7, 16)).astype(np.float32)
     _close(c(x), _ln64(x, -1, p["g"], p["b"]), 1e-4)
 
@@ -198,3 +201,18 @@ def test_onnx_layer_normalization_over_two_axes_matches_onnxruntime():
     x = fc.rand(3, 4, 7, fc.HID) * 2 + 1
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     _close(c(x)[0], sess.run(None, {"x": x})[0], 1e-4)
+
+
+def test_offset_along_another_axis_leaves_the_offset_out():
+    r = np.random.default_rng(8)
+    p = {"g": r.standard_normal(16).astype(np.float32), "b": r.standard_normal((7, 1)).astype(np.float32)}
+    f = _ln((-1,))
+    x0 = np.zeros((7, 16), np.float32)
+    c = tensorsmith.compile(f, x0, params=p, passes="default,fuse")
+    assert _names(c.graph) == ["fused.layer_norm"]  # with its scale, without the offset
+    (node,) = [n for n in c.graph.nodes if n.op == "composite"]
+    assert node.attrs["scale"] is True and node.attrs["offset"] is False
+    assert any("did not fuse the offset %b f32[7,1]" in m and "normalized axes" in m
+               for m in _missed(c)), _missed(c)
+    x = r.standard_normal((7, 16)).astype(np.float32)
+    _close(c(x), _ln64(x, -1, p["g"], p["b"]), 1e-4)
