@@ -138,8 +138,13 @@ def _bias4(x, batch, t, s):
 
 
 def _xla(q, k, v, extra, mask_kind, a):
+    d, s = q.shape[-1], k.shape[-2]
+    # scale whichever is smaller: Q [T, D] or the logits [T, S] (float reassociation only)
+    on_q = a["scale"] != 1.0 and isinstance(d, int) and isinstance(s, int) and d < s
+    if on_q:
+        q = q * jnp.asarray(a["scale"], q.dtype)
     logits = jnp.einsum("bntd,bnsd->bnts", q, k)
-    if a["scale"] != 1.0:
+    if a["scale"] != 1.0 and not on_q:
         logits = logits * jnp.asarray(a["scale"], logits.dtype)
     if mask_kind == "additive":
         logits = logits + extra.astype(logits.dtype)
