@@ -1,4 +1,9 @@
-"""fuse: dense/conv + bias + activation become one named composite (``fused.dense_bias_relu``)."""
+"""fuse: dense/conv + bias + activation become one named composite (``fused.dense_bias_relu``).
+
+The same pass also forms ``fused.layer_norm`` / ``fused.rms_norm`` (fuse_norms.py) and
+``fused.attention`` (fuse_attention.py); activations written out as arithmetic are recognised
+by fuse_activations.py through ``Rewriter.activation``.
+"""
 from __future__ import annotations
 
 from ..ir import Graph, Node, Value
