@@ -234,6 +234,10 @@ def match_norm(rw: Rewriter, root: Node, product: Value, beta: Value | None) -> 
             _factors(rw, root.inputs[1], m.nodes, leaves, root.op == "div", False)
     else:
         _factors(rw, product, m.nodes, leaves)
+    for i, (v, inv) in enumerate(leaves):
+        if not inv and _standardize(rw, v, m):  # jax.nn.standardize: centered * inv_std
+            return _weights(rw, root, m, [lv for k, lv in enumerate(leaves) if k != i], None,
+                            beta, True)
     std = None
     for i, (v, inv) in enumerate(leaves):
         nodes: list[Node] = []
@@ -259,9 +263,46 @@ def match_norm(rw: Rewriter, root: Node, product: Value, beta: Value | None) -> 
     centered = _variance(rw, var, m)
     if m.x is None:
         return None
+    return _weights(rw, root, m, [lv for k, lv in enumerate(leaves) if k != i], centered, beta,
+                    False)
+
+
+def _standardize(rw: Rewriter, v: Value, m: _Match) -> bool:
+    """Whether ``v`` is ``jax.nn.standardize(x, axis, epsilon=constant)`` (a composite)."""
+    p = _p(rw, v)
+    if (p is None or p.op != "composite" or p.attrs.get("name") != "jax.nn.standardize"
+            or len(p.inputs) not in (1, 2) or not p.regions):
+        return False
+    eps = _body_epsilon(rw, p)
+    first = p.regions[0].nodes[0] if p.regions[0].nodes else None
+    if eps is None or first is None or first.op != "reduce_sum" or v.type != p.inputs[0].type:
+        return False
+    m.nodes.append(p)
+    m.x, m.axes, m.eps, m.kind = p.inputs[0], tuple(sorted(first.attrs["axes"])), eps, "layer_norm"
+    return True
+
+
+def _body_epsilon(rw: Rewriter, p: Node) -> float | None:
+    """The constant added under the rsqrt in a standardize body (a literal or its 2nd input)."""
+    body = p.regions[0]
+    made = {o.name: n for n in body.nodes for o in n.outputs}
+    for n in body.nodes:
+        add = made.get(n.inputs[0].name) if n.op == "rsqrt" else None
+        if add is None or add.op != "add":
+            continue
+        for v in add.inputs:
+            if len(p.inputs) == 2 and v.name == body.inputs[1].name:
+                return scalar(rw, p.inputs[1])
+            c = made.get(v.name)
+            if c is not None and c.op == "constant" and not c.attrs.get("shape"):
+                return float(c.attrs["value"])
+    return None
+
+
+def _weights(rw: Rewriter, root: Node, m: _Match, rest: list, centered: Value | None,
+             beta: Value | None, found_x: bool) -> _Match | None:
+    """``m`` completed with the remaining factors (x or x - mean, gamma) and ``beta``."""
     what = m.kind.replace("_", " ")
-    rest = [lv for k, lv in enumerate(leaves) if k != i]
-    found_x = False
     for v, inv in rest:
         if not inv and not found_x:
             if m.kind == "rms_norm" and _same(rw, v, m.x):
@@ -334,7 +375,7 @@ def _operands(m: _Match) -> tuple[list[Value], dict]:
     return ops, attrs
 
 
-@pattern("fuse-norm", ops=("add", "mul", "div", "convert"))
+@pattern("fuse-norm", ops=("add", "mul", "div", "convert", "composite"))
 def fuse_norm(rw: Rewriter, node: Node) -> bool:
     """Layer norm / RMS norm written out (JAX, Flax, ONNX export and op) -> one composite."""
     out = node.outputs[0] if len(node.outputs) == 1 else None
@@ -349,6 +390,17 @@ def fuse_norm(rw: Rewriter, node: Node) -> bool:
                 m = match_norm(rw, node, product, beta)
                 if m is not None:
                     break
+    elif node.op == "composite":  # jax.nn.standardize with no weight after it
+        m = _Match()
+        if node.attrs.get("name") != "jax.nn.standardize":
+            return False
+        rw.producers[out.name] = node  # ``_standardize`` looks the root up as a producer
+        try:
+            found = _standardize(rw, out, m)
+        finally:
+            del rw.producers[out.name]
+        if not found:
+            return False
     else:
         m = match_norm(rw, node, out, None)
     if m is None:

@@ -216,3 +216,26 @@ def test_offset_along_another_axis_leaves_the_offset_out():
                for m in _missed(c)), _missed(c)
     x = r.standard_normal((7, 16)).astype(np.float32)
     _close(c(x), _ln64(x, -1, p["g"], p["b"]), 1e-4)
+
+
+@pytest.mark.parametrize("with_weights", [True, False])
+@pytest.mark.parametrize("eps", [None, 1e-3])
+def test_jax_nn_standardize_composite_is_seen_through(with_weights, eps):
+    """jax.nn.standardize arrives as a composite; with gamma/beta after it, one layer norm."""
+    p = {"g": fc.rand(1, fc.HID), "b": fc.rand(2, fc.HID)}
+    kw = {} if eps is None else {"epsilon": eps}
+
+    def f(p, x):
+        y = jax.nn.standardize(x, axis=-1, **kw)
+        return y * p["g"] + p["b"] if with_weights else y
+
+    x0 = np.zeros((3, fc.HID), np.float32)
+    c = tensorsmith.compile(f, x0, params=p, passes="default,fuse")
+    assert _names(c.graph) == ["fused.layer_norm"], c.graph.to_text()
+    (node,) = [n for n in c.graph.nodes if n.op == "composite"]
+    assert node.attrs["scale"] is with_weights and node.attrs["offset"] is with_weights
+    assert abs(node.attrs["epsilon"] - (eps or 1e-5)) < 1e-9
+    x = fc.rand(4, 3, fc.HID) * 2 + 3
+    want = _ln64(x, -1, p["g"] if with_weights else None, p["b"] if with_weights else None, eps or 1e-5)
+    _close(c(x), want, 1e-4)
+    _close(c(x), tensorsmith.compile(f, x0, params=p, passes="default")(x))
