@@ -174,6 +174,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--minilm", default=None, help="path of all-MiniLM-L6-v2 exported to ONNX")
+    ap.add_argument("--only", default=None, help="run only the models whose name contains this")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     cases = []
@@ -184,9 +185,10 @@ def main() -> None:
         cases.append((name, fn, list(args), params))
     cases += [("resnet_cnn (onnx) batch 8", models.resnet_cnn(), list(models.resnet_inputs(8).values()), None),
               ("mlp_dynamic (onnx) batch 64", models.mlp_dynamic(), list(models.mlp_inputs(64).values()), None)]
-    mini = _minilm(a.minilm)
+    mini = _minilm(a.minilm) if a.only is None or a.only in "all-MiniLM-L6-v2" else None
     if mini is not None:
         cases.append(("all-MiniLM-L6-v2 (onnx) 8x128", mini[0], mini[1], None))
+    cases = [c for c in cases if a.only is None or a.only in c[0]]
     rows = []
     for name, model, args, params in cases:
         extra = {} if params is None else {"params": params}
