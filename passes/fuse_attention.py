@@ -9,6 +9,8 @@ composite records the dims of Q, K and V as (batch..., sequence, feature).
 """
 from __future__ import annotations
 
+import math
+
 from ..ir import Node, Value
 from .fuse_outline import outline_operands, scalar
 from .rewrite import Rewriter, pattern
@@ -24,11 +26,48 @@ def _same(rw: Rewriter, a: Value, b: Value) -> bool:
     return rw.resolve(a).name == rw.resolve(b).name
 
 
+def _is_const(rw: Rewriter, v: Value, value: float) -> bool:
+    c = scalar(rw, v)
+    return c is not None and (c == value or (math.isinf(value) and c == value))
+
+
+def _unrolled_softmax(rw: Rewriter, probs: Value, nodes: list[Node]) -> Value | None:
+    """The logits of the safe softmax the ONNX Attention op imports as (max, where(max == -inf,
+    0, max), exp, sum, where(sum == 0, 1, sum), div) over the last axis."""
+    last = (probs.type.rank - 1,)
+
+    def prod(v, op):
+        p = _p(rw, v)
+        return p if p is not None and p.op == op else None
+
+    div = prod(probs, "div")
+    sel = div and prod(div.inputs[1], "select")
+    eq = sel and prod(sel.inputs[0], "eq")
+    red = eq and prod(sel.inputs[2], "reduce_sum")
+    if not (red and _same(rw, eq.inputs[0], sel.inputs[2]) and _is_const(rw, eq.inputs[1], 0.0)
+            and _is_const(rw, sel.inputs[1], 1.0) and _same(rw, red.inputs[0], div.inputs[0])
+            and tuple(red.attrs["axes"]) == last and red.attrs.get("keepdims")):
+        return None
+    ex = prod(div.inputs[0], "exp")
+    sub = ex and prod(ex.inputs[0], "sub")
+    sel2 = sub and prod(sub.inputs[1], "select")
+    eq2 = sel2 and prod(sel2.inputs[0], "eq")
+    mx = eq2 and prod(sel2.inputs[2], "reduce_max")
+    if not (mx and _same(rw, eq2.inputs[0], sel2.inputs[2]) and _is_const(rw, eq2.inputs[1], -math.inf)
+            and _is_const(rw, sel2.inputs[1], 0.0) and _same(rw, mx.inputs[0], sub.inputs[0])
+            and tuple(mx.attrs["axes"]) == last and mx.attrs.get("keepdims")):
+        return None
+    nodes.extend([div, sel, eq, red, ex, sub, sel2, eq2, mx])
+    return sub.inputs[0]
+
+
 def _softmax_input(rw: Rewriter, probs: Value, nodes: list[Node]) -> Value | None:
     """The logits when ``probs`` is a softmax over its last axis."""
     p = _p(rw, probs)
     if p is None:
         return None
+    if p.op == "div":
+        return _unrolled_softmax(rw, probs, nodes)
     last = probs.type.rank - 1
     if p.op == "softmax" and p.attrs.get("axis", -1) in (-1, last):
         nodes.append(p)
@@ -88,10 +127,13 @@ class _Attn:
         self.extra: Value | None = None
         self.fill = 0.0
         self.nan_to_zero = False
+        self.zero_dead_rows = False
 
 
-def _scores(rw: Rewriter, root: Node, s: Value, a: _Attn) -> Node | None:
-    """Walk the logits back to the Q·K product, collecting scale and mask; None on a miss."""
+def _scores(rw: Rewriter, root: Node, s: Value, a: _Attn, reads: int = 1) -> Node | None:
+    """Walk the logits back to the Q·K product, collecting scale and mask; None on a miss.
+
+    ``reads``: how often the softmax reads the logits (twice when it is written out)."""
     seen_mask = seen_scale = False
     while True:
         p = _p(rw, s)
@@ -99,7 +141,7 @@ def _scores(rw: Rewriter, root: Node, s: Value, a: _Attn) -> Node | None:
             return None
         if p.op == "dot_general":
             return p
-        if rw.num_uses(s) != 1:
+        if rw.num_uses(s) != reads:
             _miss(rw, root, f"the logits %{s.name} ({p.op}) have {rw.num_uses(s)} users",
                   "several-users")
             return None
@@ -111,11 +153,11 @@ def _scores(rw: Rewriter, root: Node, s: Value, a: _Attn) -> Node | None:
                 return None
             a.scale *= c
             seen_scale = True
-            s = x
+            s, reads = x, 1
             continue
         if p.op == "convert":
             a.nodes.append(p)
-            s = p.inputs[0]
+            s, reads = p.inputs[0], 1
             continue
         if seen_scale:  # walking back: this mask comes before a scale of the logits
             _miss(rw, root, "the logits are scaled after the mask is applied",
@@ -149,7 +191,7 @@ def _scores(rw: Rewriter, root: Node, s: Value, a: _Attn) -> Node | None:
             return None
         a.nodes.append(p)
         seen_mask = True
-        s = chain
+        s, reads = chain, 1
 
 
 def _leads_to_dot(rw: Rewriter, v: Value, depth: int = 6) -> bool:
@@ -173,6 +215,25 @@ def _pick_chain(rw: Rewriter, ins) -> tuple[Value | None, Value | None]:
     if _leads_to_dot(rw, b):
         return b, a
     return None, None
+
+
+def _dead_rows(rw: Rewriter, probs: Value, a: _Attn) -> Value | None:
+    """The bias when ``probs`` is ``where(max(bias) == -inf, 0, P)`` (nodes added to ``a``)."""
+    sel = _p(rw, probs)
+    if sel is None or sel.op != "select" or not _is_const(rw, sel.inputs[1], 0.0):
+        return None
+    cond, seen = sel.inputs[0], []
+    b = _p(rw, cond)
+    if b is not None and b.op == "broadcast_in_dim" and rw.num_uses(cond) == 1:
+        seen.append(b)
+        cond = b.inputs[0]
+    eq = _p(rw, cond)
+    mx = _p(rw, eq.inputs[0]) if eq is not None and eq.op == "eq" else None
+    if (mx is None or mx.op != "reduce_max" or not _is_const(rw, eq.inputs[1], -math.inf)
+            or tuple(mx.attrs["axes"]) != (mx.inputs[0].type.rank - 1,) or not mx.attrs.get("keepdims")):
+        return None
+    a.nodes.extend([*seen, eq, mx, sel])  # the select last: its input is the softmax
+    return mx.inputs[0]
 
 
 def _miss(rw: Rewriter, root: Node, why: str, reason: str) -> None:
@@ -203,16 +264,24 @@ def match_attention(rw: Rewriter, root: Node):
             a.nodes.extend([p, isnan])
             a.nan_to_zero = True
             pv = p.inputs[2]
+    dead = _dead_rows(rw, pv, a)  # ONNX Attention: rows whose bias is all -inf give zeros
+    if dead is not None:
+        pv = a.nodes[-1].inputs[2]
     p = _p(rw, pv)
     if p is not None and p.op == "convert":
         a.nodes.append(p)
         pv = p.inputs[0]
+    n_before = len(a.nodes)
     s = _softmax_input(rw, pv, a.nodes)
     if s is None:
         return None
-    qk = _scores(rw, root, s, a)
+    reads = 2 if len(a.nodes) - n_before > 1 else 1
+    qk = _scores(rw, root, s, a, reads)
     if qk is None:
         return None
+    if dead is not None and (a.mask != "additive" or not _same(rw, dead, a.extra)):
+        return None
+    a.zero_dead_rows = dead is not None
     a.nodes.append(qk)
     (qc, kc), (qb, kb) = qk.attrs["contracting_dims"], qk.attrs.get("batch_dims", ((), ()))
     q, k = qk.inputs
@@ -233,6 +302,8 @@ def match_attention(rw: Rewriter, root: Node):
              "scale": float(a.scale),
              "mask": "boolean" if a.mask.startswith("boolean") else a.mask,
              "nan_to_zero": a.nan_to_zero, "v_first": v_first}
+    if a.zero_dead_rows:
+        attrs["zero_dead_rows"] = True
     operands = [q, k, v]
     if a.mask != "none":
         operands.append(a.extra)

@@ -151,6 +151,9 @@ def _xla(q, k, v, extra, mask_kind, a):
     elif mask_kind == "boolean":
         logits = jnp.where(extra, logits, jnp.asarray(a["fill"], logits.dtype))
     probs = safe_softmax(logits, 3)
+    if a.get("zero_dead_rows"):  # ONNX Attention: a query whose bias masks every key sees none
+        dead = jnp.max(extra, axis=3, keepdims=True) == -jnp.inf
+        probs = jnp.where(dead, jnp.zeros((), probs.dtype), probs)
     if a.get("nan_to_zero"):
         probs = jnp.where(jnp.isnan(probs), jnp.zeros((), probs.dtype), probs)
     return jnp.einsum("bnts,bnsd->bntd", probs.astype(v.dtype), v)
@@ -168,7 +171,8 @@ def _cudnn_suits(q, k, v, mask_kind, a) -> bool:
     d = q.shape[-1]
     return (q.dtype in (jnp.bfloat16, jnp.float16) and q.dtype == k.dtype == v.dtype
             and isinstance(d, int) and d == v.shape[-1] and d % 8 == 0 and d <= 128
-            and not a.get("nan_to_zero") and (mask_kind != "boolean" or a["fill"] <= -1e4))
+            and not a.get("nan_to_zero") and not a.get("zero_dead_rows")
+            and (mask_kind != "boolean" or a["fill"] <= -1e4))
 
 
 def _traces(fn, operands) -> bool:

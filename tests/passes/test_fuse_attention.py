@@ -257,3 +257,40 @@ def test_a_cuda_only_kernel_is_never_used_for_a_cpu_program(monkeypatch):
     got = np.asarray(fused(q, k, v), np.float32)
     assert np.abs(got).max() > 0.1  # not the zeros of the pretend cuDNN branch
     _close(got, np.asarray(unfused(q, k, v), np.float32), 2e-2)
+
+
+@pytest.mark.parametrize("mask", ["none", "float", "bool"])
+def test_onnx_attention_op_fuses_and_keeps_its_zero_rows(mask):
+    """ONNX Attention (opset 23) imports as a safe softmax whose fully masked rows give zeros."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    ins = ["q", "k", "v"] + ([] if mask == "none" else ["m"])
+    vi = [h.make_tensor_value_info(n, T.FLOAT, ["N", 2, 5, 8]) for n in "qkv"]
+    if mask != "none":
+        vi.append(h.make_tensor_value_info("m", T.FLOAT if mask == "float" else T.BOOL, ["N", 1, 5, 5]))
+    g = h.make_graph([h.make_node("Attention", ins, ["y"])], "attention", vi,
+                     [h.make_tensor_value_info("y", T.FLOAT, ["N", 2, 5, 8])])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 23)])
+    m.ir_version = 10
+    fused = tensorsmith.compile(m, passes="default,fuse")
+    assert _names(fused.graph) == ["fused.attention"], fused.graph.to_text()
+    (node,) = [n for n in fused.graph.nodes if n.op == "composite"]
+    assert node.attrs.get("zero_dead_rows", False) is (mask != "none")
+    unfused = tensorsmith.compile(m, passes="default")
+    feeds = {n: fc.rand(i, 2, 2, 5, 8) for i, n in enumerate("qkv")}
+    if mask != "none":
+        keep = np.random.default_rng(3).random((2, 1, 5, 5)) > 0.4
+        keep[0, 0, 1, :] = False  # a query that sees no key: its row is zeros
+        feeds["m"] = np.where(keep, 0.0, -np.inf).astype(np.float32) if mask == "float" else keep
+    got = fused(*feeds.values())[0]
+    _close(got, unfused(*feeds.values())[0])
+    if mask != "none":
+        assert np.all(got[0, :, 1] == 0)
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # an onnxruntime without opset 23: the unfused graph is the oracle
+        return
+    want = sess.run(None, feeds)[0]
+    live = np.isfinite(want)  # onnxruntime's fully masked rows are its own (NaN) business
+    _close(got[live], want[live], 1e-5)
