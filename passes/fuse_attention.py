@@ -1,7 +1,8 @@
 """``softmax(Q·Kᵀ·s + mask)·V`` becomes one ``fused.attention`` composite.
 
 Matched from the second product back: ``dot_general(P, V)`` where ``P`` is a softmax over
-the key axis (the ``softmax`` op ONNX imports, or JAX's ``jax.nn.softmax`` composite),
+the key axis (the ``softmax`` op ONNX imports, JAX's ``jax.nn.softmax`` composite, or the
+safe softmax the ONNX ``Attention`` op unrolls to, with its fully masked rows zeroed),
 optionally behind torch's ``where(isnan(P), 0, P)``; its logits are ``dot_general(Q, K)``
 scaled by constants (on Q, on K or on the scores), then an additive bias or a boolean mask
 (``where(mask, scores, fill)``). Heads are batch dims of both products, in any layout: the
