@@ -11,7 +11,7 @@ import numpy as np
 from ..ir import Graph, graph_stats
 from ..ir.types import numpy_dtype
 from .context import PassContext
-from .prune_groups import Analysis, analyze, remove_units, weight_axes, weight_params
+from .prune_groups import Analysis, analyze, nonempty, remove_units, weight_axes, weight_params
 from .registry import Option, PassOptionError, register_pass
 
 __all__ = ["prune", "magnitude_masks", "interleaved_timer", "record_masks"]
@@ -236,7 +236,12 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
                    members=",".join(sorted({f"{t}:{a}" for t, a in g.axes if t in an.params})))
     if not remove:
         return graph
-    return remove_units(graph, an, remove)
+    imp = {u: i for good, imps in plan.values() for u, i in zip(good, imps)}
+    kept = nonempty(an, remove, imp)
+    if len(kept) < len(remove):
+        ctx.remark("note", f"kept {len(remove) - len(kept)} unit(s) that were the last of an axis "
+                           "(a concat or split piece would have become empty)")
+    return remove_units(graph, an, kept)
 
 
 def gone_idx(g, gone) -> list[int]:

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from ..ir.infer import infer_types, reshape_groups
+from ..ir.infer import reshape_groups
 from ..ir.registry import OPS
 
-__all__ = ["Analysis", "Unit", "Group", "analyze", "remove_units", "zero_units", "weight_axes"]
+__all__ = ["Analysis", "Unit", "Group", "analyze", "nonempty", "remove_units", "zero_units",
+           "weight_axes", "weight_params"]
 
 _REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
                "reduce_xor"}
@@ -627,6 +628,17 @@ def zero_units(graph: Graph, an: Analysis, remove) -> Graph:
     return graph.with_params(updates)
 
 
+def nonempty(an: Analysis, remove, importance=None) -> list[int]:
+    """``remove`` less the units needed so that no axis loses every position it has."""
+    remove = list(dict.fromkeys(remove))
+    gone = set(remove)
+    for ids in an.unit_of.values():
+        if ids.size and all(u in gone for u in ids.tolist()):
+            keep = max(set(ids.tolist()), key=lambda u: (importance or {}).get(u, 0.0))
+            gone.discard(keep)
+    return [u for u in remove if u in gone]
+
+
 def remove_units(graph: Graph, an: Analysis, remove) -> Graph:
     """The graph with the given units removed: params sliced, shape attributes set, re-typed."""
     keeps = _keep_masks(an, set(remove))
@@ -634,12 +646,35 @@ def remove_units(graph: Graph, an: Analysis, remove) -> Graph:
     for (t, a), keep in keeps.items():
         if t in params:
             params[t] = np.ascontiguousarray(np.compress(keep, np.asarray(params[t]), axis=a))
-    new = graph.replace(nodes=tuple(_edit(n, keeps) for n in graph.nodes), params=params)
-    return infer_types(new)
+    sizes: dict[str, dict[int, int]] = {}
+    for (t, a), keep in keeps.items():
+        sizes.setdefault(t, {})[a] = int(keep.sum())
+
+    def retype(v: Value) -> Value:
+        if v.name not in sizes:
+            return v
+        shape = list(v.type.shape)
+        for a, d in sizes[v.name].items():
+            shape[a] = d
+        return Value(v.name, v.type.with_shape(tuple(shape)))
+
+    def edit(g: Graph) -> Graph:
+        nodes = []
+        for n in g.nodes:
+            m = _edit(n, keeps)
+            nodes.append(m.replace(inputs=tuple(retype(v) for v in m.inputs),
+                                   outputs=tuple(retype(v) for v in m.outputs),
+                                   regions=tuple(edit(r) for r in m.regions)))
+        return g.replace(inputs=tuple(retype(v) for v in g.inputs), nodes=tuple(nodes),
+                         outputs=tuple(retype(v) for v in g.outputs))
+
+    # Every coupled axis gets its new size directly: the analysis knows them all, where
+    # re-inference would have to guess which part of a sliced axis to keep.
+    return edit(graph).replace(params=params)
 
 
 def _edit(n: Node, keeps) -> Node:
-    regions = tuple(r.replace(nodes=tuple(_edit(m, keeps) for m in r.nodes)) for r in n.regions)
+    regions = n.regions
     attrs = dict(n.attrs)
     out = n.outputs[0].name if n.outputs else ""
     changed = {a: k for (t, a), k in keeps.items() if t == out}
