@@ -1,0 +1,139 @@
+"""The prune dependency analysis: for every coupling kind, the coupled members are found, and
+removing units structurally equals the JAX function run with those units' params zeroed."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import prune_models as pm  # noqa: E402
+from zoo import ZOO  # noqa: E402
+
+import tensorsmith  # noqa: E402
+from tensorsmith.passes.prune_groups import analyze  # noqa: E402
+
+
+def _members(unit) -> set[tuple[str, int]]:
+    return set(unit.members)
+
+
+def test_bias_scale_shift_and_next_layer():
+    _, an, pruned = pm.check_exact(*pm.dense_chain())
+    u = pm.unit_with(an, "l1/w", 1, 3)
+    assert {("l1/w", 1), ("l1/b", 0), ("bn/s", 0), ("bn/t", 0), ("l2/w", 0)} <= _members(u)
+    assert u.members[("l2/w", 0)].tolist() == [3] and not u.blocked
+    assert pruned.params["l1/w"].shape[1] == pruned.params["l2/w"].shape[0] < 16
+
+
+def test_residual_couples_both_producers_and_every_reader():
+    _, an, _ = pm.check_exact(*pm.residual())
+    u = pm.unit_with(an, "inp/w", 1, 5)
+    # the sum's producers (inp, bproj) and its readers (a, out) share channel 5
+    for key in [("inp/b", 0), ("bproj/w", 1), ("bproj/b", 0), ("a/w", 0), ("out/w", 0)]:
+        assert u.members[key].tolist() == [5], key
+
+
+def test_concat_offsets_split_slices_and_a_channel_reduction_blocks_its_part():
+    _, an, pruned = pm.check_exact(*pm.concat_split())
+    # c2's channel j sits at concat position 4 + j; the split's second piece starts at 4
+    u = pm.unit_with(an, "c2/k", 3, 1)
+    assert u.members[("c3/k", 2)].tolist() == [5]
+    assert u.members[("c5/k", 2)].tolist() == [1]  # b = y[..., 4:] then concat with c4
+    assert pm.unit_with(an, "c4/k", 3, 0).members[("c5/k", 2)].tolist() == [6]
+    # c1's channels are averaged over (mean over the channel axis of y[..., :4]): blocked
+    assert "reduces over it" in pm.unit_with(an, "c1/k", 3, 0).blocked
+    assert pruned.params["c1/k"].shape[3] == 4
+
+
+def test_grouped_and_depthwise_conv():
+    _, an, pruned = pm.check_exact(*pm.grouped())
+    # grouped conv (2 groups of 4): input channel i goes with i + 4 (both are kernel input i)
+    u = pm.unit_with(an, "c0/k", 3, 1)
+    assert u.members[("c0/k", 3)].tolist() == [1, 5] and u.members[("g/k", 2)].tolist() == [1]
+    # grouped conv output m goes with m + 4; depthwise input c owns outputs 2c, 2c+1
+    v = pm.unit_with(an, "g/k", 3, 2)
+    assert v.members[("g/k", 3)].tolist() == [2, 6]
+    assert v.members[("dw/k", 3)].tolist() == [4, 5, 12, 13]
+    dw = next(n for n in pruned.nodes if n.op == "conv" and n.inputs[1].name == "dw/k")
+    assert dw.attrs["feature_group_count"] == pruned.params["dw/k"].shape[3] // 2
+
+
+def test_flatten_nhwc_interleaved_rows():
+    fn, params, args = ZOO["cnn"]()
+    _, an, _ = pm.check_exact(fn, params, args)
+    # NHWC flatten of [2,2,8]: channel c owns rows c, 8 + c, 16 + c, 24 + c of the dense
+    u = pm.unit_with(an, "conv1/kernel", 3, 1)
+    assert u.members[("head/w", 0)].tolist() == [1, 5, 9, 13, 17, 21, 25, 29]
+    assert u.members[("conv1/kernel", 3)].tolist() == [1, 5]  # 2 groups
+    assert ("bn1/var", 0) in u.members
+
+
+def test_flatten_nchw_contiguous_rows():
+    _, an, _ = pm.check_exact(*pm.flatten_nchw())
+    u = pm.unit_with(an, "c/k", 0, 2)
+    assert u.members[("fc/w", 0)].tolist() == list(range(32, 48))
+
+
+def test_heads_mha_with_transpose_and_softmax():
+    fn, params, args = ZOO["transformer_block"]()
+    _, an, pruned = pm.check_exact(fn, params, args)
+    head = pm.unit_with(an, "attn/wq", 1, 8)
+    assert an.groups[head.group].heads
+    for key in [("attn/wq", 1), ("attn/wk", 1), ("attn/wv", 1), ("attn/wo", 0)]:
+        assert head.members[key].tolist() == list(range(8, 16)), key
+    reshapes = [n.attrs["shape"] for n in pruned.nodes if n.op == "reshape"]
+    assert (2, 8, 1, 8) in reshapes and (2, 8, 8) in reshapes  # every head count follows
+
+
+@pytest.mark.parametrize("repeat_kv", [False, True], ids=["grouped-q", "repeated-kv"])
+def test_heads_gqa_kv_head_goes_with_all_its_q_heads(repeat_kv):
+    fn, params, args = pm.gqa_block(repeat_kv)
+    _, an, pruned = pm.check_exact(fn, params, args)
+    u = pm.unit_with(an, "attn/wk", 1, 8)  # K/V head 1 (columns 8..15)
+    assert u.members[("attn/wk", 1)].tolist() == list(range(8, 16))
+    assert u.members[("attn/wv", 1)].tolist() == list(range(8, 16))
+    assert u.members[("attn/wq", 1)].tolist() == list(range(16, 32))  # Q heads 2 and 3
+    assert u.members[("attn/wo", 0)].tolist() == list(range(16, 32))
+    g = an.groups[u.group]
+    assert g.heads and len(g.units) == 2
+    assert pruned.params["attn/wq"].shape[1] == 2 * pruned.params["attn/wk"].shape[1]
+
+
+def test_blocked_reasons():
+    fn, params, args = ZOO["transformer_block"]()
+    an = analyze(tensorsmith.trace(fn, *args, params=params))
+    resid = pm.unit_with(an, "attn/wo", 1, 0)
+    assert "reduces over it" in resid.blocked or "graph" in resid.blocked
+    fn, params, args = ZOO["mlp"]()
+    an = analyze(tensorsmith.trace(fn, *args, params=params))
+    assert "graph output" in pm.unit_with(an, "out/w", 1, 0).blocked
+
+
+def test_shared_weight_is_left_alone():
+    import jax
+    r = np.random.default_rng(0)
+    p = {"w": pm._w(r, 8, 8), "o": pm._w(r, 8, 2)}
+
+    def fn(p, x):
+        return jax.nn.relu(jax.nn.relu(x @ p["w"]) @ p["w"]) @ p["o"]
+    an = analyze(tensorsmith.trace(fn, r.standard_normal((2, 8)).astype(np.float32), params=p))
+    assert "shared weight @w" in pm.unit_with(an, "w", 1, 0).blocked
+
+
+def test_onnx_resnet_groups():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
+    import models
+    from tensorsmith.frontends.onnx import import_onnx
+    an = analyze(import_onnx(models.resnet_cnn(batch=2)))
+    # the first residual stage: stem, layer1.1 and the readers of both adds are one group
+    u = pm.unit_with(an, "stem.conv.weight", 0, 3)
+    for key in [("layer1.1.conv.weight", 0), ("layer1.0.conv.weight", 1), ("stem.bn.running_var", 0),
+                ("layer2.0.conv.weight", 1), ("layer2.downsample.conv.weight", 1)]:
+        assert u.members[key].tolist() == [3], key
+    v = pm.unit_with(an, "layer2.1.conv.weight", 0, 7)
+    assert v.members[("layer2.downsample.conv.weight", 0)].tolist() == [7]
+    assert v.members[("fc.weight", 1)].tolist() == [7] and not v.blocked
