@@ -232,7 +232,7 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
         remove += gone
         what = "heads" if g.heads else "channels"
         ctx.remark("applied", f"{label}: {n} -> {n - r} {what} (removed {sorted(gone_idx(g, gone))})",
-                   group=gid, before=n, after=n - r, kind=what,
+                   group=gid, before=n, after=n - r, unit=what,
                    members=",".join(sorted({f"{t}:{a}" for t, a in g.axes if t in an.params})))
     if not remove:
         return graph
