@@ -40,22 +40,15 @@ def record_masks(graph: Graph, masks: dict) -> Graph:
     """Attach each ``name -> (bool keep-mask, attrs)`` as a ``mask`` annotation on its param.
 
     A mask already on the param is combined (a weight pruned twice keeps only what both keep).
-    The one place masks are written: without the annotation table the graph is returned as is.
     """
-    try:
-        from ..ir.annotations import Annotation
-    except ImportError:
-        return graph
-    if not masks or not hasattr(graph, "with_annotations"):
-        return graph
+    from ..ir.annotations import Annotation
     add = []
     for name, (mask, attrs) in masks.items():
         old = graph.annotation(name, "mask")
         if old is not None and old.array is not None and old.array.shape == mask.shape:
-            mask = mask & old.array.astype(bool)
+            mask = mask & np.asarray(old.array, bool)
         add.append(Annotation(name, "mask", dict(attrs), np.asarray(mask, bool)))
-    return graph.with_annotations(add=add, drop=[(a.target, "mask") for a in add
-                                                 if graph.annotation(a.target, "mask") is not None])
+    return graph.with_annotations(add=add)
 
 
 def _reduction_axis(graph: Graph, name: str) -> int | None:

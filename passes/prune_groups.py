@@ -670,7 +670,34 @@ def remove_units(graph: Graph, an: Analysis, remove) -> Graph:
 
     # Every coupled axis gets its new size directly: the analysis knows them all, where
     # re-inference would have to guess which part of a sliced axis to keep.
-    return edit(graph).replace(params=params)
+    return edit(graph).replace(params=params, annotations=_sliced_annotations(graph, keeps))
+
+
+def _sliced_annotations(graph: Graph, keeps) -> tuple:
+    """Annotations whose payload has its target's shape (masks) sliced like the target."""
+    out = []
+    for ann in graph.annotations:
+        arr = ann.array
+        cut = [(a, k) for (t, a), k in keeps.items() if t == ann.target]
+        target_type = an_type(graph, ann.target)
+        if arr is not None and cut and target_type is not None and arr.shape == tuple(target_type.shape):
+            arr = np.asarray(arr)
+            for a, k in cut:
+                arr = np.compress(k, arr, axis=a)
+            ann = type(ann)(ann.target, ann.kind, ann.attrs, np.ascontiguousarray(arr))
+        out.append(ann)
+    return tuple(out)
+
+
+def an_type(graph: Graph, name: str):
+    """The type of param or value ``name`` in ``graph`` (None when it has none)."""
+    if name in graph.params:
+        return _type_of(graph.params[name])
+    for v in graph.inputs:
+        if v.name == name:
+            return v.type
+    n = graph.producers.get(name)
+    return None if n is None else next(o.type for o in n.outputs if o.name == name)
 
 
 def _edit(n: Node, keeps) -> Node:
