@@ -254,3 +254,25 @@ def test_interleaved_timer_runs_both_compiled():
     ta, tb = interleaved_timer(PassContext(executor=counting), g, out, args, budget_s=0.01,
                                min_rounds=3)
     assert ta > 0 and tb > 0 and [c[1] for c in calls] == [True, True]
+
+
+# --- masks ----------------------------------------------------------------------------------
+def test_masks_are_annotations_printed_parsed_and_follow_channel_removal():
+    from tensorsmith.ir import parse
+    _, _, _, g = _traced("mlp")
+    out, _ = _run(g, "prune{pattern=2:4},canonicalize,dce")
+    ann = out.annotation("layer1/w", "mask")
+    assert ann is not None and ann.attrs["pattern"] == "2:4" and ann.attrs["sparsity"] == 0.5
+    np.testing.assert_array_equal(ann.array, out.params["layer1/w"] != 0)
+    text = out.to_text()
+    assert 'annotate @layer1/w mask {pattern="2:4", sparsity=0.5}: bool[32,32]' in text
+    assert parse(text).to_text() == text
+    # a later unstructured prune keeps what the first removed: the masks combine
+    out2, _ = _run(out, "prune{sparsity=0.75}")
+    m2 = out2.annotation("layer1/w", "mask").array
+    assert not (m2 & ~ann.array).any() and m2.mean() == 0.25
+    # channel removal slices each mask with its weight
+    out3, _ = _run(out, "prune{pattern=channel,sparsity=0.5}")
+    m3 = out3.annotation("layer1/w", "mask").array
+    assert m3.shape == out3.params["layer1/w"].shape == (16, 16)
+    np.testing.assert_array_equal(m3, out3.params["layer1/w"] != 0)
