@@ -14,7 +14,7 @@ from .context import PassContext
 from .prune_groups import Analysis, analyze, nonempty, remove_units, weight_axes, weight_params
 from .registry import Option, PassOptionError, register_pass
 
-__all__ = ["prune", "magnitude_masks", "interleaved_timer", "record_masks"]
+__all__ = ["prune", "magnitude_masks", "interleaved_timer", "plan_structured", "record_masks"]
 
 _NM = re.compile(r"^(\d+):(\d+)$")
 
@@ -173,6 +173,14 @@ def _eligible(an: Analysis, g, pattern, include, exclude, weights) -> tuple[list
 
 def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criterion, include,
                 exclude, round_to):
+    an, remove = plan_structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude,
+                                 round_to)
+    return graph if not remove else remove_units(graph, an, remove)
+
+
+def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="channel", scope="layer",
+                    criterion="l1", include=(), exclude=(), round_to=1) -> tuple[Analysis, list[int]]:
+    """The analysis and the units ``prune{pattern=channel|head}`` removes (remarks into ctx)."""
     an = analyze(graph)
     weights = weight_params(graph)
     plan: dict[int, tuple[list[int], list[float]]] = {}
@@ -195,7 +203,7 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
         plan[g.id] = (good, [an.importance(an.units[u], criterion) for u in good])
     if not plan:
         ctx.remark("missed", f"nothing to prune: no {pattern} group is free to shrink")
-        return graph
+        return an, []
     remove: list[int] = []
     want: dict[int, int] = {}
     if scope == "global":
@@ -228,13 +236,13 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
                    group=gid, before=n, after=n - r, unit=what,
                    members=",".join(sorted({f"{t}:{a}" for t, a in g.axes if t in an.params})))
     if not remove:
-        return graph
+        return an, []
     imp = {u: i for good, imps in plan.values() for u, i in zip(good, imps)}
     kept = nonempty(an, remove, imp)
     if len(kept) < len(remove):
         ctx.remark("note", f"kept {len(remove) - len(kept)} unit(s) that were the last of an axis "
                            "(a concat or split piece would have become empty)")
-    return remove_units(graph, an, kept)
+    return an, kept
 
 
 def gone_idx(g, gone) -> list[int]:
