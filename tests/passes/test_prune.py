@@ -276,3 +276,25 @@ def test_masks_are_annotations_printed_parsed_and_follow_channel_removal():
     m3 = out3.annotation("layer1/w", "mask").array
     assert m3.shape == out3.params["layer1/w"].shape == (16, 16)
     np.testing.assert_array_equal(m3, out3.params["layer1/w"] != 0)
+
+
+def test_bert_onnx_heads_and_ffn_with_symbolic_batch_equal_the_masked_model():
+    model = models.bert_encoder_layer(batch="B")  # head split through Shape/Gather/Concat
+    head = list(range(32, 48))  # head 2 of 4 (head_dim 16)
+    ffn = sorted(np.random.default_rng(3).choice(256, 128, replace=False).tolist())
+    zero = {f"attn.{n}.weight_t": [(1, head)] for n in ("query", "key", "value")}
+    zero.update({f"attn.{n}.bias": [(0, head)] for n in ("query", "key", "value")})
+    zero.update({"attn.output.weight_t": [(0, head)], "ffn.intermediate.weight_t": [(1, ffn)],
+                 "ffn.intermediate.bias": [(0, ffn)], "ffn.output.weight_t": [(0, ffn)]})
+    masked = _zero_onnx_channels(model, zero)
+    x = models.bert_inputs(3, seed=2)
+    want = ort.InferenceSession(masked.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, x)[0]
+    cm = tensorsmith.compile(masked, passes="prune{pattern=head,sparsity=0.25},"
+                                            "prune{pattern=channel,sparsity=0.5}")
+    np.testing.assert_allclose(np.asarray(cm(x["hidden"], x["mask"])[0]), want, rtol=1e-5,
+                               atol=1e-5)
+    p = cm.graph.params
+    assert p["attn.query.weight_t"].shape == (64, 48) and p["attn.output.weight_t"].shape == (48, 64)
+    assert p["ffn.intermediate.weight_t"].shape == (64, 128)
+    assert any(n.op == "reshape" and 3 in n.attrs["shape"] for n in cm.graph.nodes)
