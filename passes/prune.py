@@ -17,6 +17,25 @@ from .registry import Option, PassOptionError, register_pass
 __all__ = ["prune", "magnitude_masks", "interleaved_timer", "plan_structured", "record_masks"]
 
 _NM = re.compile(r"^(\d+):(\d+)$")
+_AUTO = re.compile(r"^auto\{budget=([0-9.eE+-]+)\}$")
+
+
+def _sparsity(v) -> float | tuple[str, float]:
+    """A fraction in [0, 1), or ("auto", budget) for ``auto{budget=B}``."""
+    text = str(v).strip()
+    m = _AUTO.match(text.replace(" ", ""))
+    try:
+        x = float(m.group(1) if m else text)
+    except ValueError:
+        x = -1.0
+    if not 0.0 <= x < 1.0:
+        raise PassOptionError(f"pass 'prune' option 'sparsity': {v!r} is not a fraction in [0, 1) "
+                              "or auto{budget=B} with B in [0, 1)")
+    return ("auto", x) if m else x
+
+
+def _check_sparsity(v) -> None:
+    _sparsity(v)
 
 
 def _check_pattern(v: str) -> None:
@@ -77,7 +96,7 @@ def magnitude_masks(graph: Graph, names, sparsity: float, pattern: str, scope: s
             np.put_along_axis(keep, order[..., :keep_n], True, axis=-1)
             out[k] = np.moveaxis(keep.reshape(moved.shape), -1, axis)
         return out
-    if scope == "global":
+    if scope == "global" and not isinstance(sparsity, dict):
         flat = np.concatenate([a.reshape(-1) for a in arrays.values()]) if arrays else np.zeros(0)
         drop = int(math.floor(sparsity * flat.size + 1e-9))
         order = np.argsort(flat, kind="stable")
@@ -89,7 +108,8 @@ def magnitude_masks(graph: Graph, names, sparsity: float, pattern: str, scope: s
             off += a.size
         return out
     for k, a in arrays.items():
-        drop = int(math.floor(sparsity * a.size + 1e-9))
+        frac = sparsity.get(k, 0.0) if isinstance(sparsity, dict) else sparsity
+        drop = int(math.floor(frac * a.size + 1e-9))
         keep = np.ones(a.size, bool)
         keep[np.argsort(a.reshape(-1), kind="stable")[:drop]] = False
         out[k] = keep.reshape(a.shape)
@@ -118,6 +138,10 @@ def _unstructured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, incl
     if not names:
         ctx.remark("missed", "nothing to prune: no dot/conv weight matches include/exclude")
         return graph
+    if isinstance(sparsity, dict):
+        names = [k for k in names if sparsity.get(k, 0.0) > 0]
+        if not names:
+            return graph
     masks = magnitude_masks(graph, names, sparsity, pattern, scope)
     updates, annotated = {}, {}
     for k in names:
@@ -178,12 +202,13 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
     return graph if not remove else remove_units(graph, an, remove)
 
 
-def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="channel", scope="layer",
-                    criterion="l1", include=(), exclude=(), round_to=1) -> tuple[Analysis, list[int]]:
-    """The analysis and the units ``prune{pattern=channel|head}`` removes (remarks into ctx)."""
+def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1", include=(),
+               exclude=(), quiet: bool = False) -> tuple[Analysis, dict]:
+    """The analysis and, per group free to shrink, its removable units and their importance."""
     an = analyze(graph)
     weights = weight_params(graph)
     plan: dict[int, tuple[list[int], list[float]]] = {}
+    remark = (lambda *a, **k: None) if quiet else ctx.remark
     for g in an.groups:
         if not g.seeds:
             continue
@@ -191,22 +216,32 @@ def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="chann
         if pattern == "head" and not g.heads:
             continue
         if pattern == "channel" and g.heads:
-            ctx.remark("missed", f"left {label} alone: its channels are attention heads "
-                                 "(prune them with pattern=head)", group=g.id)
+            remark("missed", f"left {label} alone: its channels are attention heads "
+                             "(prune them with pattern=head)", group=g.id)
             continue
         good, reason = _eligible(an, g, pattern, include, exclude, weights)
         if reason == "not included" and not good:
             continue
         if not good:
-            ctx.remark("missed", f"left {label} alone: {reason}", group=g.id)
+            remark("missed", f"left {label} alone: {reason}", group=g.id)
             continue
         plan[g.id] = (good, [an.importance(an.units[u], criterion) for u in good])
+    return an, plan
+
+
+def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="channel", scope="layer",
+                    criterion="l1", include=(), exclude=(), round_to=1) -> tuple[Analysis, list[int]]:
+    """The analysis and the units ``prune{pattern=channel|head}`` removes (remarks into ctx).
+
+    ``sparsity`` is a fraction, or a dict group id -> fraction (``sparsity=auto``).
+    """
+    an, plan = candidates(graph, ctx, pattern, criterion, include, exclude)
     if not plan:
         ctx.remark("missed", f"nothing to prune: no {pattern} group is free to shrink")
         return an, []
     remove: list[int] = []
     want: dict[int, int] = {}
-    if scope == "global":
+    if scope == "global" and not isinstance(sparsity, dict):
         scored = []
         for gid, (good, imp) in plan.items():
             mean = float(np.mean(imp)) or 1.0
@@ -216,7 +251,9 @@ def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="chann
         for _, gid, _ in scored[:int(math.floor(sparsity * total + 1e-9))]:
             want[gid] = want.get(gid, 0) + 1
     else:
-        want = {gid: int(math.floor(sparsity * len(an.groups[gid].units) + 1e-9)) for gid in plan}
+        frac = sparsity if isinstance(sparsity, dict) else dict.fromkeys(plan, sparsity)
+        want = {gid: int(math.floor(frac.get(gid, 0.0) * len(an.groups[gid].units) + 1e-9))
+                for gid in plan}
     for gid, (good, imp) in plan.items():
         g = an.groups[gid]
         n = len(g.units)
@@ -232,7 +269,9 @@ def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="chann
         gone = [good[i] for i in order[:r]]
         remove += gone
         what = "heads" if g.heads else "channels"
-        ctx.remark("applied", f"{label}: {n} -> {n - r} {what} (removed {sorted(gone_idx(g, gone))})",
+        idx = sorted(gone_idx(g, gone))
+        shown = ", ".join(map(str, idx[:12])) + (", ..." if len(idx) > 12 else "")
+        ctx.remark("applied", f"{label}: {n} -> {n - r} {what} (removed {shown})",
                    group=gid, before=n, after=n - r, unit=what,
                    members=",".join(sorted({f"{t}:{a}" for t, a in g.axes if t in an.params})))
     if not remove:
@@ -312,8 +351,25 @@ def _speed_checked(ctx: PassContext, dense: Graph, pruned: Graph, min_speedup: f
     return pruned
 
 
+def _auto(graph: Graph, ctx: PassContext, budget: float, pattern, criterion, include, exclude):
+    """Per-candidate sparsities from measured sensitivity (see ``prune_sensitivity``)."""
+    from .prune_sensitivity import DEFAULT_LEVELS, allocate, measure
+    if _NM.match(pattern):
+        raise PassOptionError("pass 'prune': sparsity=auto picks per-layer fractions; an N:M "
+                              f"pattern ({pattern}) has one fixed fraction")
+    rows = measure(graph, ctx, pattern, DEFAULT_LEVELS, criterion, include, exclude)
+    picked = allocate(rows, budget)
+    for r in rows:
+        ctx.remark("note", f"sparsity=auto{{budget={budget}}}: {r['label']} gets "
+                           f"{100 * picked[r['key']]:.0f}%", candidate=str(r["key"]),
+                   sparsity=picked[r["key"]])
+    return picked
+
+
 @register_pass("prune", options=[
-    Option("sparsity", float, 0.5, "fraction of weights / channels / heads to remove", range=(0.0, 1.0)),
+    Option("sparsity", str, "0.5", "fraction of weights / channels / heads to remove, or "
+           "auto{budget=B}: per-layer fractions removing B overall, picked by measured sensitivity",
+           check=_check_sparsity),
     Option("pattern", str, "unstructured", "unstructured | N:M (e.g. 2:4) | channel | head",
            check=_check_pattern),
     Option("scope", str, "layer", "one threshold per layer or one over all", choices=("layer", "global")),
@@ -325,9 +381,12 @@ def _speed_checked(ctx: PassContext, dense: Graph, pruned: Graph, min_speedup: f
     Option("min_speedup", float, 0.0, "time the result and revert it if dense/pruned is below this",
            range=(0.0, None)),
 ])
-def prune(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="unstructured", scope="layer",
+def prune(graph: Graph, ctx: PassContext, sparsity="0.5", pattern="unstructured", scope="layer",
           criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0) -> Graph:
     """Prune weights: zero the smallest (unstructured, N:M) or remove channels/heads for real."""
+    sparsity = _sparsity(sparsity)
+    if isinstance(sparsity, tuple):
+        sparsity = _auto(graph, ctx, sparsity[1], pattern, criterion, include, exclude)
     if pattern in ("channel", "head"):
         out = _structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude, round_to)
     else:

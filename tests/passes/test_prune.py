@@ -298,3 +298,73 @@ def test_bert_onnx_heads_and_ffn_with_symbolic_batch_equal_the_masked_model():
     assert p["attn.query.weight_t"].shape == (64, 48) and p["attn.output.weight_t"].shape == (48, 64)
     assert p["ffn.intermediate.weight_t"].shape == (64, 128)
     assert any(n.op == "reshape" and 3 in n.attrs["shape"] for n in cm.graph.nodes)
+
+
+# --- sensitivity and sparsity=auto ----------------------------------------------------------
+def test_sensitivity_matches_the_masked_jax_model():
+    fn, params, _ = ZOO["mlp"]()
+    x = np.random.default_rng(7).standard_normal((16, 16)).astype(np.float32)
+    g = tensorsmith.trace(fn, x, params=params)
+    _, hist = _run(g, "prune-sensitivity{sparsities=[0.25,0.5]}", calibration=[(x,)])
+    rows = {dict(r.data)["candidate"]: dict(r.data) for r in hist[0].remarks if r.kind == "note"}
+    assert len(rows) == 2  # the two hidden layers; the logits layer reaches the output
+    dense = np.asarray(fn(params, x), np.float64)
+    w0, w1, w2 = (np.asarray(params[k]["w"]) for k in ("layer0", "layer1", "out"))
+    assert all(d["levels"] == (0.25, 0.5) and d["size"] == 32 for d in rows.values())
+    errors = sorted(tuple(d["errors"]) for d in rows.values())
+    # oracle: zero the k least-important neurons of layer0 (L1 of w0 column + w1 row)
+    want = []
+    for wi, wo, layer in ((w0, w1, "layer0"), (w1, w2, "layer1")):
+        imp = np.abs(wi).sum(0) + np.abs(wo).sum(1)
+        errs = []
+        for s in (0.25, 0.5):
+            gone = np.argsort(imp, kind="stable")[:int(s * 32)]
+            p = pm.with_params(params, {f"{layer}/w": np.where(np.isin(np.arange(32), gone)[None],
+                                                               0, params[layer]["w"]),
+                                        f"{layer}/b": np.where(np.isin(np.arange(32), gone), 0,
+                                                               params[layer]["b"])})
+            y = np.asarray(fn(p, x), np.float64)
+            errs.append(np.linalg.norm(y - dense) / np.linalg.norm(dense))
+        want.append(tuple(errs))
+    np.testing.assert_allclose(np.array(errors), np.array(sorted(want)), rtol=1e-4)
+    assert all(e[0] < e[1] for e in errors)
+
+
+def test_sensitivity_with_labels_reports_accuracy_drop():
+    fn, params, _ = ZOO["mlp"]()
+    x = np.random.default_rng(8).standard_normal((64, 16)).astype(np.float32)
+    g = tensorsmith.trace(fn, x, params=params)
+    labels = np.argmax(np.asarray(fn(params, x)), -1)  # the dense model is 100% right
+    _, hist = _run(g, "prune-sensitivity{pattern=unstructured,sparsities=[0.5,0.9]}",
+                   calibration=[(x,)], data={"labels": labels})
+    notes = [dict(r.data) for r in hist[0].remarks if r.kind == "note"]
+    assert {n["candidate"] for n in notes} == set(WEIGHTS["mlp"])
+    w = np.asarray(params["layer1"]["w"])
+    keep = np.ones(w.size, bool)
+    keep[np.argsort(np.abs(w).reshape(-1), kind="stable")[:int(0.9 * w.size)]] = False
+    y = fn(pm.with_params(params, {"layer1/w": np.where(keep.reshape(w.shape), w, 0)}), x)
+    drop = 100.0 * (1.0 - np.mean(np.argmax(np.asarray(y), -1) == labels))
+    row = next(n for n in notes if n["candidate"] == "layer1/w")
+    assert row["metric"] == "accuracy drop (points)"
+    assert row["errors"][1] == pytest.approx(drop, abs=1e-9)
+
+
+def test_allocate_spends_the_budget_where_it_hurts_least():
+    from tensorsmith.passes.prune_sensitivity import allocate
+    rows = [{"key": "a", "size": 100, "levels": (0.25, 0.5, 0.75), "errors": (0.5, 1.0, 2.0)},
+            {"key": "b", "size": 100, "levels": (0.25, 0.5, 0.75), "errors": (0.01, 0.02, 0.05)}]
+    picked = allocate(rows, 0.5)
+    assert picked == {"a": 0.25, "b": 0.75}
+    assert allocate(rows, 0.0) == {"a": 0.0, "b": 0.0}
+
+
+def test_sparsity_auto_prunes_by_measured_sensitivity():
+    _, _, args, g = _traced("mlp")
+    out, hist = _run(g, "prune{pattern=channel,sparsity=auto{budget=0.5}}", calibration=[args])
+    picks = [dict(r.data)["sparsity"] for r in hist[0].remarks if "sparsity=auto" in r.message]
+    assert len(picks) == 2 and sum(picks) >= 1.0 - 1e-9  # half of the 64 units overall
+    kept = out.params["layer0/w"].shape[1] + out.params["layer1/w"].shape[1]
+    assert kept == 64 - sum(int(np.floor(p * 32 + 1e-9)) for p in picks)
+    for bad in ["1.5", "auto{budget=2}", "auto", "half"]:
+        with pytest.raises(PassOptionError, match="sparsity"):
+            parse_pipeline(f"prune{{sparsity={bad}}}")
