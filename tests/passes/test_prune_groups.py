@@ -137,3 +137,20 @@ def test_onnx_resnet_groups():
     v = pm.unit_with(an, "layer2.1.conv.weight", 0, 7)
     assert v.members[("layer2.downsample.conv.weight", 0)].tolist() == [7]
     assert v.members[("fc.weight", 1)].tolist() == [7] and not v.blocked
+
+
+@pytest.mark.parametrize("name", ["cnn", "digits"])
+def test_channel_pruning_after_folding_and_fusion_equals_the_masked_model(name):
+    fn, params, args = ZOO[name]()
+    an = analyze(tensorsmith.trace(fn, *args, params=params))
+    rm = pm.pick_units(an, 0.5, seed=1)  # half of every free group (even sizes)
+    from tensorsmith.passes.prune_groups import zero_units
+    masked = pm.with_params(params, dict(zero_units(an.graph, an, rm).params))
+    cm = tensorsmith.compile(fn, *args, params=masked,
+                             passes="fold-batchnorm,fuse,prune{pattern=channel,sparsity=0.5},default")
+    assert any(n.op == "composite" and n.attrs["name"].startswith("fused") for n in cm.graph.nodes)
+    np.testing.assert_allclose(np.asarray(cm(*args)), np.asarray(fn(masked, *args)), rtol=1e-5,
+                               atol=1e-5)
+    removed = sum(dict(r.data)["before"] - dict(r.data)["after"]
+                  for r in cm.history.find("prune").remarks if r.kind == "applied")
+    assert removed == len(rm)
