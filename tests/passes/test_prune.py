@@ -368,3 +368,20 @@ def test_sparsity_auto_prunes_by_measured_sensitivity():
     for bad in ["1.5", "auto{budget=2}", "auto", "half"]:
         with pytest.raises(PassOptionError, match="sparsity"):
             parse_pipeline(f"prune{{sparsity={bad}}}")
+
+
+def test_channel_global_scope_ranks_units_by_group_normalized_importance():
+    _, params, _, g = _traced("mlp")
+    out, _ = _run(g, "prune{pattern=channel,sparsity=0.5,scope=global}")
+    w0, w1, w2 = (np.asarray(params[k]["w"]) for k in ("layer0", "layer1", "out"))
+    scores, kept = [], []
+    for wi, wo, layer in ((w0, w1, "layer0"), (w1, w2, "layer1")):
+        imp = np.abs(wi).sum(0) + np.abs(wo).sum(1)  # oracle: L1 of the unit's weight slices
+        scores.append(imp / imp.mean())
+        # the kept columns of this layer are those whose values survive in the pruned weight
+        survivors = out.params[f"{layer}/b"]
+        kept.append(np.isin(np.asarray(params[layer]["b"]), survivors))
+    assert sum(int((~k).sum()) for k in kept) == 32  # half of all 64 units, wherever they are
+    gone = np.concatenate([s[~k] for s, k in zip(scores, kept)])
+    stay = np.concatenate([s[k] for s, k in zip(scores, kept)])
+    assert gone.max() <= stay.min()
