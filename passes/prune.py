@@ -9,7 +9,6 @@ import time
 import numpy as np
 
 from ..ir import Graph, graph_stats
-from ..ir.types import numpy_dtype
 from .context import PassContext
 from .prune_groups import Analysis, analyze, nonempty, remove_units, weight_axes, weight_params
 from .registry import Option, PassOptionError, register_pass
@@ -217,13 +216,13 @@ def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1"
             continue
         if pattern == "channel" and g.heads:
             remark("missed", f"left {label} alone: its channels are attention heads "
-                             "(prune them with pattern=head)", group=g.id)
+                             "(prune them with pattern=head)", group=str(g.id))
             continue
         good, reason = _eligible(an, g, pattern, include, exclude, weights)
         if reason == "not included" and not good:
             continue
         if not good:
-            remark("missed", f"left {label} alone: {reason}", group=g.id)
+            remark("missed", f"left {label} alone: {reason}", group=str(g.id))
             continue
         plan[g.id] = (good, [an.importance(an.units[u], criterion) for u in good])
     return an, plan
@@ -263,7 +262,7 @@ def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="chann
             if want.get(gid, 0) > 0:
                 ctx.remark("missed", f"left {label} alone: removing {want[gid]} of {n} "
                                      f"{'heads' if g.heads else 'channels'} would leave a count "
-                                     f"that is not a multiple of round_to={round_to}", group=gid)
+                                     f"that is not a multiple of round_to={round_to}", group=str(gid))
             continue
         order = np.argsort(np.asarray(imp), kind="stable")
         gone = [good[i] for i in order[:r]]
@@ -272,7 +271,7 @@ def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="chann
         idx = sorted(gone_idx(g, gone))
         shown = ", ".join(map(str, idx[:12])) + (", ..." if len(idx) > 12 else "")
         ctx.remark("applied", f"{label}: {n} -> {n - r} {what} (removed {shown})",
-                   group=gid, before=n, after=n - r, unit=what,
+                   group=str(gid), before=n, after=n - r, unit=what, layer=label,
                    members=",".join(sorted({f"{t}:{a}" for t, a in g.axes if t in an.params})))
     if not remove:
         return an, []
@@ -294,17 +293,8 @@ def gone_idx(g, gone) -> list[int]:
 def _inputs_for(graph: Graph, ctx: PassContext):
     if ctx.calibration:
         return tuple(ctx.calibration[0])
-    rng = np.random.default_rng(0)
-    args = []
-    for v in graph.inputs:
-        if not all(isinstance(d, int) for d in v.type.shape):
-            return None
-        dt = numpy_dtype(v.type.dtype)
-        if np.issubdtype(dt, np.floating):
-            args.append(rng.standard_normal(v.type.shape).astype(dt))
-        else:
-            args.append(np.zeros(v.type.shape, dt))
-    return tuple(args)
+    from .prune_sensitivity import random_inputs
+    return random_inputs(graph)
 
 
 def interleaved_timer(ctx: PassContext, dense: Graph, pruned: Graph, inputs, budget_s: float = 1.0,
@@ -333,8 +323,8 @@ def _speed_checked(ctx: PassContext, dense: Graph, pruned: Graph, min_speedup: f
             return pruned
         inputs = _inputs_for(dense, ctx)
         if inputs is None:
-            ctx.remark("note", "min_speedup: the inputs have symbolic dims; pass calibration= "
-                               "inputs to time the pruned model; kept it")
+            ctx.remark("note", "min_speedup: no inputs to time with (the model's requirements rule "
+                               "out a random batch); pass calibration= inputs; kept it")
             return pruned
 
         def timer(a, b):

@@ -24,19 +24,35 @@ __all__ = ["measure", "allocate", "prune_sensitivity", "DEFAULT_LEVELS"]
 DEFAULT_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def _batches(graph: Graph, ctx: PassContext) -> list[tuple]:
-    if ctx.calibration:
-        return [tuple(b) for b in ctx.calibration]
+SYMBOL_SIZE = 8
+"""The size a symbolic input dim (a batch) takes in the random batch used without calibration."""
+
+
+def random_inputs(graph: Graph) -> tuple | None:
+    """One random batch for ``graph``'s inputs, symbols bound to ``SYMBOL_SIZE`` (None when a
+    requirement of the model rules that size out)."""
+    from ..ir.dims import dim_symbols, eval_dim
+    env = {sym: SYMBOL_SIZE for v in graph.inputs for d in v.type.shape for sym in dim_symbols(d)}
+    if any(r.holds(env) is False for r in graph.requires):
+        return None
     rng = np.random.default_rng(0)
     args = []
     for v in graph.inputs:
-        if not all(isinstance(d, int) for d in v.type.shape):
-            raise MissingPassData(f"pass '{ctx.pass_name}' needs calibration inputs: %{v.name} "
-                                  f"has symbolic dims ({v.type}); pass compile(..., calibration=...)")
+        shape = tuple(eval_dim(d, env) for d in v.type.shape)
         dt = numpy_dtype(v.type.dtype)
-        args.append(rng.standard_normal(v.type.shape).astype(dt) if np.issubdtype(dt, np.floating)
-                    else np.zeros(v.type.shape, dt))
-    return [tuple(args)]
+        args.append(rng.standard_normal(shape).astype(dt) if np.issubdtype(dt, np.floating)
+                    else np.zeros(shape, dt))
+    return tuple(args)
+
+
+def _batches(graph: Graph, ctx: PassContext) -> list[tuple]:
+    if ctx.calibration:
+        return [tuple(b) for b in ctx.calibration]
+    args = random_inputs(graph)
+    if args is None:
+        raise MissingPassData(f"pass '{ctx.pass_name}' needs calibration inputs: the model's "
+                              "symbolic dims need sizes; pass compile(..., calibration=...)")
+    return [args]
 
 
 def _runner(ctx: PassContext, graph: Graph):
@@ -159,7 +175,9 @@ def prune_sensitivity(graph: Graph, ctx: PassContext, pattern="channel", sparsit
         figures = ", ".join(f"{100 * s:.0f}%: {e:.3g}" for s, e in zip(r["levels"], r["errors"]))
         ctx.remark("note", f"{r['label']} ({r['size']} {'weights' if pattern == 'unstructured' else pattern + 's'}) "
                            f"{what} at {figures}", candidate=str(r["key"]), size=r["size"],
-                   levels=r["levels"], errors=r["errors"], metric=what)
+                   levels=r["levels"], errors=r["errors"], metric=what, layer=r["label"],
+                   # one number per level: the report draws them as a bar chart per layer
+                   **{f"at {100 * s:.0f}%": e for s, e in zip(r["levels"], r["errors"])})
     if not rows:
         ctx.remark("missed", f"nothing to measure: no {pattern} candidate is free to prune")
     return graph

@@ -385,3 +385,15 @@ def test_channel_global_scope_ranks_units_by_group_normalized_importance():
     gone = np.concatenate([s[~k] for s, k in zip(scores, kept)])
     stay = np.concatenate([s[k] for s, k in zip(scores, kept)])
     assert gone.max() <= stay.min()
+
+
+def test_sensitivity_and_speed_check_on_a_symbolic_batch_draw_a_random_batch():
+    fn, params, args = ZOO["mlp"]()
+    g = tensorsmith.trace(fn, *args, params=params, batch_dim=True)
+    assert not isinstance(g.inputs[0].type.shape[0], int)
+    _, hist = _run(g, "prune-sensitivity{sparsities=[0.5]}")
+    assert len([r for r in hist[0].remarks if r.kind == "note"]) == 2
+    seen = []
+    out, hist = _run(g, "prune{pattern=channel,min_speedup=1.01}",
+                     data={"prune_timer": lambda a, b: seen.append(1) or (1.0, 0.5)})
+    assert seen and out.params["layer0/w"].shape == (16, 16)
