@@ -7,7 +7,7 @@ pruned vs dense latency of the compiled programs, interleaved medians, in one ru
 
 Both are JAX functions with fixed-seed weights compiled twice by tensorsmith, with no pass and
 with ``prune{pattern=channel,sparsity=0.5}``; calls alternate (interleaved medians over
-``--rounds``). The pruned program is checked against the JAX function on the weights with the
+``--rounds``). A third compile adds ``min_speedup=1.2``: the pass's own timing verdict. The pruned program is checked against the JAX function on the weights with the
 removed channels zeroed (it must be equal), so the speed is that of an exact program.
 
   python benchmarks/prune_speed.py [--target cpu] [--rounds 20]
@@ -111,6 +111,15 @@ def measure(name: str, target: str, rounds: int) -> dict:
             t0 = time.perf_counter()
             jax.block_until_ready(cm(*args))
             times[side].append(time.perf_counter() - t0)
+    # the speed-checked form: the pass times both programs itself and keeps or reverts
+    checked = tensorsmith.compile(fn, *args, params=params, target=target,
+                                  passes=PRUNE[:-1] + ",min_speedup=1.2}")
+    verdict = [r for r in checked.history.find("prune").remarks
+               if "min_speedup" in r.message]
+    # zeros alone (50% unstructured) do not make a dense XLA program faster: reverted
+    zeros = tensorsmith.compile(fn, *args, params=params, target=target,
+                                passes="prune{sparsity=0.5,min_speedup=1.2}")
+    z_verdict = [r for r in zeros.history.find("prune").remarks if "min_speedup" in r.message]
     a, b = graph_stats(dense.graph), graph_stats(pruned.graph)
     md, mp = statistics.median(times["dense"]), statistics.median(times["pruned"])
     return {"model": name, "target": target, "batch": int(args[0].shape[0]),
@@ -119,7 +128,12 @@ def measure(name: str, target: str, rounds: int) -> dict:
             "flops_ratio": round(b.flops / a.flops, 4),
             "dense_ms": round(1e3 * md, 3), "pruned_ms": round(1e3 * mp, 3),
             "latency_ratio": round(mp / md, 4), "rounds": rounds,
-            "max_rel_err_vs_masked_jax": err}
+            "max_rel_err_vs_masked_jax": err,
+            "min_speedup_1.2": {"kept": graph_stats(checked.graph).flops < a.flops,
+                                "remark": verdict[0].message if verdict else ""},
+            "unstructured_50_min_speedup_1.2": {
+                "kept": graph_stats(zeros.graph).sparsity > 0.25,
+                "remark": z_verdict[0].message if z_verdict else ""}}
 
 
 def main(argv=None) -> int:
@@ -142,6 +156,9 @@ def main(argv=None) -> int:
         print(f"{r['model']:4s} {r['target']}: dense {r['dense_ms']:.2f} ms, pruned "
               f"{r['pruned_ms']:.2f} ms, latency x{r['latency_ratio']:.2f}, FLOPs "
               f"x{r['flops_ratio']:.2f}, err {r['max_rel_err_vs_masked_jax']:.1e}")
+        print(f"     channel 50%, min_speedup=1.2: {r['min_speedup_1.2']['remark']}")
+        print(f"     unstructured 50%, min_speedup=1.2: "
+              f"{r['unstructured_50_min_speedup_1.2']['remark']}")
     print(f"wrote {out}")
     return 0
 

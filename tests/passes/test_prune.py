@@ -251,9 +251,9 @@ def test_interleaved_timer_runs_both_compiled():
     def counting(graph, jit=None):
         calls.append((graph, jit))
         return executor(graph, jit=jit)
-    ta, tb = interleaved_timer(PassContext(executor=counting), g, out, args, budget_s=0.01,
-                               min_rounds=3)
-    assert ta > 0 and tb > 0 and [c[1] for c in calls] == [True, True]
+    ta, tb, ratio = interleaved_timer(PassContext(executor=counting), g, out, args,
+                                      budget_s=0.01, min_rounds=3)
+    assert ta > 0 and tb > 0 and ratio > 0 and [c[1] for c in calls] == [True, True]
 
 
 # --- masks ----------------------------------------------------------------------------------
