@@ -154,3 +154,24 @@ def test_channel_pruning_after_folding_and_fusion_equals_the_masked_model(name):
     removed = sum(dict(r.data)["before"] - dict(r.data)["after"]
                   for r in cm.history.find("prune").remarks if r.kind == "applied")
     assert removed == len(rm)
+
+
+def test_ops_that_mix_channels_block_with_the_op_named():
+    import jax
+    import jax.numpy as jnp
+    r = np.random.default_rng(0)
+    p = {k: pm._w(r, 8, 16) for k in "abcd"}
+    p.update({f"o{k}": pm._w(r, 16, 2) for k in "abcd"})
+
+    def fn(p, x):
+        ys = [jnp.sort(jax.nn.relu(x @ p["a"]), axis=1),            # a sort along the channels
+              jnp.cumsum(x @ p["b"], axis=1),                        # a scan along them
+              jax.nn.softmax(x @ p["c"], axis=1),                    # a softmax over them
+              jnp.flip(x @ p["d"], axis=1)]                          # an op the analysis lacks
+        return sum(y @ p[f"o{k}"] for y, k in zip(ys, "abcd"))
+    an = analyze(tensorsmith.trace(fn, r.standard_normal((2, 8)).astype(np.float32), params=p))
+    why = {k: pm.unit_with(an, k, 1, 0).blocked for k in "abcd"}
+    assert why["a"].startswith("sort %") and "works along it" in why["a"]
+    assert why["b"].startswith("cumsum %") and "works along it" in why["b"]
+    assert why["c"].startswith("reduce_max %") and "reduces over it" in why["c"]  # in the softmax
+    assert why["d"].startswith("rev %") and "not known to keep channels apart" in why["d"]
