@@ -300,6 +300,41 @@ def _composite(an, n: Node, t: str, a: int, final: bool):
     return None
 
 
+def _squeeze(an, n: Node, t: str, a: int, final: bool):
+    x, y = n.inputs[0], n.outputs[0]
+    gone = {k % x.type.rank for k in n.attrs["axes"]}
+    kept = [k for k in range(x.type.rank) if k not in gone]
+    if t == x.name:
+        if a in kept:
+            an.same(t, a, y.name, kept.index(a))
+    else:
+        an.same(t, a, x.name, kept[a])
+    return None
+
+
+def _expand_dims(an, n: Node, t: str, a: int, final: bool):
+    x, y = n.inputs[0], n.outputs[0]
+    new = {k % y.type.rank for k in n.attrs["axes"]}
+    old = [k for k in range(y.type.rank) if k not in new]
+    if t == x.name:
+        an.same(t, a, y.name, old[a])
+    elif a in old:
+        an.same(t, a, x.name, old.index(a))
+    return None
+
+
+def _rev(an, n: Node, t: str, a: int, final: bool):
+    x, y = n.inputs[0], n.outputs[0]
+    d = x.type.shape[a]
+    if a not in {k % x.type.rank for k in n.attrs["axes"]}:
+        an.same(x.name, a, y.name, a)
+    elif isinstance(d, int):  # position p comes out at d - 1 - p
+        an.couple(x.name, a, np.arange(d), y.name, a, d - 1 - np.arange(d))
+    else:
+        an.block(t, a, f"rev %{n.name} reverses a symbolic axis")
+    return None
+
+
 def _constant(an, n: Node, t: str, a: int, final: bool):
     return None  # a fill: its shape attribute follows, it has no channels of its own
 
@@ -307,5 +342,5 @@ def _constant(an, n: Node, t: str, a: int, final: bool):
 RULES = {"broadcast_in_dim": _broadcast, "transpose": _transpose, "reshape": _reshape,
           "concatenate": _concat, "slice": _slice, "pad": _pad, "reduce_window": _reduce_window,
           "batch_norm": _batch_norm, "dot_general": _dot, "conv": _conv, "composite": _composite,
-          "constant": _constant, **{op: _reduce for op in REDUCTIONS},
+          "constant": _constant, "squeeze": _squeeze, "expand_dims": _expand_dims, "rev": _rev, **{op: _reduce for op in REDUCTIONS},
           **{op: _axis_op for op in AXIS_OPS}}

@@ -167,11 +167,24 @@ def test_ops_that_mix_channels_block_with_the_op_named():
         ys = [jnp.sort(jax.nn.relu(x @ p["a"]), axis=1),            # a sort along the channels
               jnp.cumsum(x @ p["b"], axis=1),                        # a scan along them
               jax.nn.softmax(x @ p["c"], axis=1),                    # a softmax over them
-              jnp.flip(x @ p["d"], axis=1)]                          # an op the analysis lacks
+              jax.lax.top_k(x @ p["d"], 16)[0]]                      # an op the analysis lacks
         return sum(y @ p[f"o{k}"] for y, k in zip(ys, "abcd"))
     an = analyze(tensorsmith.trace(fn, r.standard_normal((2, 8)).astype(np.float32), params=p))
     why = {k: pm.unit_with(an, k, 1, 0).blocked for k in "abcd"}
     assert why["a"].startswith("sort %") and "works along it" in why["a"]
     assert why["b"].startswith("cumsum %") and "works along it" in why["b"]
     assert why["c"].startswith("reduce_max %") and "reduces over it" in why["c"]  # in the softmax
-    assert why["d"].startswith("rev %") and "not known to keep channels apart" in why["d"]
+    assert why["d"].startswith("top_k %") and "not known to keep channels apart" in why["d"]
+
+
+def test_reverse_squeeze_and_expand_dims_follow_the_channels():
+    import jax
+    import jax.numpy as jnp
+    r = np.random.default_rng(1)
+    p = {"a": pm._w(r, 8, 12), "b": pm._w(r, 12, 3)}
+
+    def fn(p, x):
+        h = jnp.flip(jax.nn.relu(x @ p["a"]), axis=1)[:, None, :]   # rev, then expand_dims
+        return jnp.squeeze(h, 1) @ p["b"]                            # squeeze
+    _, an, _ = pm.check_exact(fn, p, (r.standard_normal((3, 8)).astype(np.float32),))
+    assert pm.unit_with(an, "a", 1, 2).members[("b", 0)].tolist() == [9]
