@@ -162,7 +162,7 @@ def _operands(rw: Rewriter, node: Node, rank: int, activations):
 
     ``activations``: indices of the inputs laid out like the output (the others are scalars or
     attributes-like operands and stay). Returns None when sinking would not pay: some input
-    needs an inverse transpose and fewer inputs lose one than gain one.
+    needs an inverse transpose and no fewer transposes are added than removed.
     """
     perm = None
     for i in activations:
@@ -190,6 +190,11 @@ def _operands(rw: Rewriter, node: Node, rank: int, activations):
             gained += 1
         else:
             return None  # an activation broadcasting from a lower rank: leave it
+    # the transpose put after the node cancels against a reader's inverse transpose
+    inv = _inverse(perm)
+    lost += any(u.op == "transpose" and tuple(u.attrs["permutation"]) == inv
+                and rw.num_uses(u.output) > 0  # a dead one stays listed until the sweeps end
+                for u in rw.users.get(node.output.name, ()))
     if gained >= lost:
         return None
     for i, how in pending:
