@@ -108,8 +108,13 @@ def _relayout(rw: Rewriter, c: Value, perm, rank: int, loc: str) -> Value:
         return c  # a scalar broadcasts the same in any layout
     inv = _inverse(perm)
     new_shape = tuple(shape[q] for q in inv)
+    src = rw.producer(c)
+    if src is not None and src.op == "broadcast_in_dim" and c.type.rank == rank:
+        dims = tuple(perm[d] for d in src.attrs["broadcast_dimensions"])
+        if list(dims) == sorted(dims):  # the same broadcast, straight into the new layout
+            return rw.op("broadcast_in_dim", src.inputs[0], loc=loc, shape=new_shape,
+                         broadcast_dimensions=dims)
     if _moves_only_units(shape, inv):
-        src = rw.producer(c)
         base = src.inputs[0] if src is not None and src.op == "reshape" else c
         return base if base.type.shape == new_shape else \
             rw.op("reshape", base, loc=loc, shape=new_shape)

@@ -402,3 +402,19 @@ def test_user_weights_are_not_changed():
         np.testing.assert_array_equal(source.params[k], v)
     for i in m.graph.initializer:
         np.testing.assert_array_equal(numpy_helper.to_array(i), before[i.name])
+
+
+@pytest.mark.parametrize("passes", ["fold-batchnorm,layout", "layout,fold-batchnorm",
+                                    "layout,fuse,default"])
+def test_with_fold_batchnorm_and_fuse(passes):
+    m = models.resnet_cnn()
+    cm = tensorsmith.compile(m, passes=passes)
+    text = cm.ir()
+    assert set(_convs(text)) == {'"NHWC", "HWIO", "NHWC"'} and text.count("= transpose(") == 1
+    if "fold" in passes:
+        # the folded bias broadcasts straight onto the NHWC channel axis
+        assert "batch_norm" not in text and text.count("broadcast_dimensions=(3,)") == 6
+        assert text.count("= reshape(") == 1  # the flatten only
+    else:
+        assert text.count("= batch_norm(") == 6 and text.count("axis=3") == 6
+    _close_to_ort(cm, m, models.resnet_inputs(2, seed=7))
