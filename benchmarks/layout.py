@@ -2,7 +2,8 @@
 
 For each model (``light_<name>.onnx``, initializers randomized with a fixed seed, batch made
 free by turning Reshape targets that pin it into ONNX's 0) and batch size, in one process:
-tensorsmith as imported, after ``layout``, and after ``layout,rewrite-grouped-conv``, each
+tensorsmith as imported, after ``layout``, and after ``layout,rewrite-grouped-conv`` (ShuffleNet;
+grouped convs as one conv per group or, the default, a batched dot), each
 compiled once with XLA:CPU's default options and once with its YNNPACK fusion off
 (``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}``), against an onnxruntime
 session (``intra_op_num_threads=threads``, graph optimizations on). Every side is a compiled
@@ -34,11 +35,11 @@ YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 SIDES = {  # label -> (pipeline, XLA compiler options)
     "imported": ("none", None),
     "layout": ("layout", None),
-    "layout+grouped": ("layout,rewrite-grouped-conv", None),
+    "layout+grouped_split": ("layout,rewrite-grouped-conv{grouped=split}", None),
     "layout+grouped_dot": ("layout,rewrite-grouped-conv{grouped=dot}", None),
     "imported/ynn-off": ("none", YNN_OFF),
     "layout/ynn-off": ("layout", YNN_OFF),
-    "layout+grouped/ynn-off": ("layout,rewrite-grouped-conv", YNN_OFF),
+    "layout+grouped_split/ynn-off": ("layout,rewrite-grouped-conv{grouped=split}", YNN_OFF),
     "layout+grouped_dot/ynn-off": ("layout,rewrite-grouped-conv{grouped=dot}", YNN_OFF),
 }
 TOL = 1e-3  # max |error| relative to the largest |output| of onnxruntime
