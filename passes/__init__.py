@@ -11,6 +11,7 @@ from . import fuse as _fuse  # noqa: F401,E402  (registers fuse)
 from . import fold_batchnorm as _fold_batchnorm  # noqa: F401,E402  (registers fold-batchnorm)
 from . import layout as _layout  # noqa: F401,E402  (registers layout)
 from . import grouped_conv as _grouped_conv  # noqa: F401,E402  (registers rewrite-grouped-conv)
+from . import equalize as _equalize  # noqa: F401,E402  (registers equalize, smooth-quant)
 
 __all__ = ["History", "MissingPassData", "Option", "PASSES", "PIPELINES", "PassContext", "PassError",
            "PassInfo", "PassOptionError", "PassRecord", "Pattern", "Remark", "Rewriter", "Step",
