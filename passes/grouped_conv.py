@@ -42,6 +42,10 @@ def _why_not(rw: Rewriter, node: Node) -> str | None:
     lspec, rspec, ospec = a["dimension_numbers"]
     if not rw.is_param(node.inputs[1]):
         return f"its weight %{node.inputs[1].name} is not a param"
+    notes = rw.annotations(node.inputs[1].name)
+    if notes:  # a mask or quant params would not describe the sliced weights
+        return f"its weight @{node.inputs[1].name} carries {', '.join(a.kind for a in notes)} " \
+               "annotations"
     if a.get("batch_group_count", 1) != 1:
         return "batch_group_count > 1"
     if any(d != 1 for d in a.get("lhs_dilation") or ()):

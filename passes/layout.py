@@ -85,7 +85,8 @@ def _constant_like(rw: Rewriter, v: Value, depth: int = 6) -> bool:
 
 
 def relaid_param(rw: Rewriter, name: str, perm, hint: str) -> Value:
-    """Param ``name`` transposed by ``perm`` at pass time, as a new param (cached per sweep)."""
+    """Param ``name`` transposed by ``perm`` at pass time, as a new param (cached per sweep);
+    its annotations move with it (a payload of its shape transposed, an ``axis`` renumbered)."""
     cache = rw.state.setdefault("relaid", {})
     key = (name, tuple(perm))
     if key not in cache:
@@ -97,6 +98,14 @@ def relaid_param(rw: Rewriter, name: str, perm, hint: str) -> Value:
         else:
             new = np.ascontiguousarray(np.transpose(arr, perm))
         cache[key] = rw.add_param(new, hint)
+        for a in rw.annotations(name):  # a mask or per-channel quant params follow the weight
+            array = a.array
+            if array is not None and array.shape == arr.shape:
+                array = np.ascontiguousarray(np.transpose(array, perm))
+            attrs = dict(a.attrs)
+            if isinstance(attrs.get("axis"), int):
+                attrs["axis"] = tuple(perm).index(attrs["axis"] % len(perm))
+            rw.annotate(cache[key], a.kind, attrs, array)
     return cache[key]
 
 

@@ -169,3 +169,15 @@ def test_shufflenet_has_no_grouped_conv_left_and_matches_onnxruntime():
     # no weight is re-laid-out inside the program either
     shapes = {tuple(a.shape) for a in cm.graph.params.values() if a.ndim >= 2}
     assert _weight_relayouts(cm.hlo(), shapes) == []
+
+
+def test_annotated_weight_is_not_sliced():
+    from tensorsmith.ir.annotations import Annotation
+    from tensorsmith.passes import PassContext, run_pipeline
+    source = tensorsmith.compile(_model(8, 8, 8), passes=[]).graph
+    source = source.with_annotations([Annotation("w", "mask", {}, np.ones((8, 1, 3, 3), bool))])
+    ctx = PassContext()
+    out, _ = run_pipeline(source, "rewrite-grouped-conv", ctx)
+    assert _grouped_convs(out.to_text()) == ["8"]
+    assert remarks(ctx, "missed") == ["[rewrite-grouped-conv] missed: %0: left depthwise conv %0 "
+                                      "(8 groups): its weight @w carries mask annotations"]

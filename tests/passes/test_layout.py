@@ -418,3 +418,24 @@ def test_with_fold_batchnorm_and_fuse(passes):
     else:
         assert text.count("= batch_norm(") == 6 and text.count("axis=3") == 6
     _close_to_ort(cm, m, models.resnet_inputs(2, seed=7))
+
+
+def test_weight_annotations_follow_the_relaid_weight():
+    from tensorsmith.ir.annotations import Annotation
+    source = tensorsmith.compile(models.resnet_cnn(), passes=[]).graph
+    w = source.params["layer1.0.conv.weight"]
+    mask = np.abs(w) > 0.5
+    scales = np.arange(w.shape[0], dtype=np.float32) + 1
+    source = source.with_annotations([
+        Annotation("layer1.0.conv.weight", "mask", {"sparsity": 0.5}, mask),
+        Annotation("layer1.0.conv.weight", "quant", {"dtype": "i8", "axis": 0}, scales)])
+    out, _ = run_pipeline(source, "layout", PassContext(executor=executor))
+    new = "layer1.0.conv.weight/hwio"
+    assert out.annotation("layer1.0.conv.weight", "mask") is None
+    np.testing.assert_array_equal(out.annotation(new, "mask").array, mask.transpose(2, 3, 1, 0))
+    quant = out.annotation(new, "quant")
+    assert quant.attrs["axis"] == 3  # O moved from axis 0 (OIHW) to axis 3 (HWIO)
+    np.testing.assert_array_equal(quant.array, scales)
+    # the masked entries of the new weight are the masked entries of the old one
+    np.testing.assert_array_equal(out.params[new][~out.annotation(new, "mask").array],
+                                  w.transpose(2, 3, 1, 0)[~mask.transpose(2, 3, 1, 0)])
