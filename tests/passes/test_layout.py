@@ -439,3 +439,35 @@ def test_weight_annotations_follow_the_relaid_weight():
     # the masked entries of the new weight are the masked entries of the old one
     np.testing.assert_array_equal(out.params[new][~out.annotation(new, "mask").array],
                                   w.transpose(2, 3, 1, 0)[~mask.transpose(2, 3, 1, 0)])
+
+
+def test_pad_slice_softmax_reduce_sink_and_a_graph_input_operand_stops_it():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+              "s": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)}
+    text = """
+        graph @main(%x: f32[N,3,8,8], %g: f32[N,4,6,6]) {
+          param @w: f32[4,3,3,3]
+          param @s: f32[1,4,6,6]
+          %0: f32[N,4,6,6] = conv(%x, @w) {dimension_numbers=("NCHW", "OIHW", "NCHW")}
+          %1: f32[N,4,6,6] = mul(%0, @s)
+          %2: f32[] = constant() {dtype="f32", value=0.0}
+          %3: f32[N,4,8,7] = pad(%1, %2) {high=(0, 0, 1, 0), low=(0, 0, 1, 1)}
+          %4: f32[N,4,4,7] = slice(%3) {limit=("N", 4, 8, 7), start=(0, 0, 0, 0), strides=(1, 1, 2, 1)}
+          %5: f32[N,4,4,7] = softmax(%4) {axis=1}
+          %6: f32[N,1,4,7] = reduce_max(%5) {axes=(1,), keepdims=true}
+          %7: f32[N,4,6,6] = add(%0, %g)
+          return %6, %7
+        }
+        """
+    before, after, ctx = run(text, "layout", params=params)
+    ops = {n.op: n for n in after.nodes}
+    assert [n.op for n in after.nodes] == ["transpose", "conv", "transpose", "mul", "constant", "pad",
+                                           "slice", "softmax", "reduce_max", "reshape", "add"]
+    assert ops["pad"].attrs["low"] == (0, 1, 1, 0) and ops["pad"].attrs["high"] == (0, 1, 0, 0)
+    assert ops["slice"].attrs["strides"] == (1, 2, 1, 1)
+    assert ops["softmax"].attrs["axis"] == 3 and ops["reduce_max"].attrs["axes"] == (3,)
+    # the full-size constant is re-laid-out at pass time; the add with an input stays NCHW
+    np.testing.assert_array_equal(after.params["s/relaid"], params["s"].transpose(0, 2, 3, 1))
+    assert ops["add"].inputs[0].name == after.nodes[2].output.name
+    _same(before, after)
