@@ -181,3 +181,23 @@ def test_annotated_weight_is_not_sliced():
     assert _grouped_convs(out.to_text()) == ["8"]
     assert remarks(ctx, "missed") == ["[rewrite-grouped-conv] missed: %0: left depthwise conv %0 "
                                       "(8 groups): its weight @w carries mask annotations"]
+
+
+def test_jax_traced_depthwise_and_grouped_convs_match_jax():
+    import jax
+    rng = np.random.default_rng(4)
+    p = {"dw": rng.standard_normal((3, 3, 1, 6)).astype(np.float32),
+         "pw": rng.standard_normal((1, 1, 3, 12)).astype(np.float32)}
+
+    def f(p, x):
+        y = jax.lax.conv_general_dilated(x, p["dw"], (2, 2), "SAME", feature_group_count=6,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.nn.relu(y)
+        return jax.lax.conv_general_dilated(y, p["pw"], (1, 1), "VALID", feature_group_count=2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    x = rng.standard_normal((2, 9, 10, 6)).astype(np.float32)
+    cm = tensorsmith.compile(f, x, params=p, passes="layout,rewrite-grouped-conv")
+    assert _grouped_convs(cm.ir()) == [] and "= conv(" not in cm.ir()
+    assert len(remarks_of(cm, "applied")) == 2
+    np.testing.assert_allclose(np.asarray(cm(x)), np.asarray(f(p, x)), rtol=1e-4, atol=1e-4)
