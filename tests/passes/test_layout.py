@@ -82,13 +82,24 @@ def test_resnet_cnn_symbolic_batch_nhwc_matches_onnxruntime():
 
 
 @pytest.mark.parametrize("name", ["bert_encoder_layer", "mlp_dynamic"])
-def test_models_without_convs_are_left_alone(name):
+def test_models_without_convs_only_get_kn_dense_weights(name):
     build, make_inputs = models.MODELS[name]
     m = build()
     plain = tensorsmith.compile(m, passes=[])
+    assert tensorsmith.compile(m, passes="layout{dense=false}").ir() == plain.ir()
     cm = tensorsmith.compile(m, passes="layout")
-    assert cm.ir() == plain.ir()
-    assert not cm.history.find("layout").remarks
+    text = cm.ir()
+    # every x . W^T (Gemm transB=1) now reads a [K,N] param; MatMul weights already were
+    transposed_reads = [n for n in plain.graph.nodes if n.op == "dot_general"
+                        and plain.graph.is_param(n.inputs[1])
+                        and n.attrs["contracting_dims"][1] == (1,)]
+    assert text.count("/kn") // 2 == len(transposed_reads)  # declared once, read once
+    assert not [n for n in cm.graph.nodes if n.op == "dot_general" and cm.graph.is_param(
+        n.inputs[1]) and n.attrs["contracting_dims"][1] == (1,)]
+    if transposed_reads:
+        assert f"stored {len(transposed_reads)} dense weight(s) as [K,N]" in _layout_remark(cm)
+    feeds = make_inputs(4, seed=2)
+    _close_to_ort(cm, m, feeds)
 
 
 # --- the onnx package's CNNs ------------------------------------------------------------------
@@ -470,4 +481,30 @@ def test_pad_slice_softmax_reduce_sink_and_a_graph_input_operand_stops_it():
     # the full-size constant is re-laid-out at pass time; the add with an input stays NCHW
     np.testing.assert_array_equal(after.params["s/relaid"], params["s"].transpose(0, 2, 3, 1))
     assert ops["add"].inputs[0].name == after.nodes[2].output.name
+    _same(before, after)
+
+
+def test_dense_weight_in_ir_text_and_a_shared_one_is_left():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((5, 3)).astype(np.float32),
+              "t": rng.standard_normal((3, 3)).astype(np.float32)}
+    text = """
+        graph @main(%x: f32[N,3]) {
+          param @w: f32[5,3]
+          param @t: f32[3,3]
+          %0: f32[N,5] = dot_general(%x, @w) {contracting_dims=((1,), (1,))}
+          %1: f32[N,3] = dot_general(%x, @t) {contracting_dims=((1,), (1,))}
+          %2: f32[N,3] = dot_general(%1, @t) {contracting_dims=((1,), (0,))}
+          return %0, %2
+        }
+        """
+    before, after, ctx = run(text, "layout", params=params)
+    body = [line.split("#")[0].rstrip() for line in str(after).splitlines() if "= " in line]
+    assert body[0] == "  %3: f32[N,5] = dot_general(%x, @w/kn) {contracting_dims=((1,), (0,))}"
+    np.testing.assert_array_equal(after.params["w/kn"], params["w"].T)
+    assert "w" not in after.params and "t" in after.params
+    assert remarks(ctx) == [
+        "[layout] missed: %1: left dense weight @t as [N,K]: it has other users, a transposed "
+        "copy would double it",
+        "[layout] applied: stored 1 dense weight(s) as [K,N]"]
     _same(before, after)
