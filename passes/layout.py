@@ -426,10 +426,14 @@ def _transposes(graph: Graph) -> list[str]:
     return out
 
 
-def _example_inputs(graph: Graph, ctx: PassContext) -> list:
-    """Calibration inputs when given, else seeded random ones (symbolic dims set to 1)."""
+def _example_inputs(graph: Graph, ctx: PassContext) -> list | str:
+    """Calibration inputs when given, else seeded random ones (a symbolic batch set to 1); or
+    the symbolic sizes that make random inputs meaningless."""
     if ctx.calibration:
         return list(ctx.calibration[0])
+    sizes = sorted({str(d) for v in graph.inputs for d in v.type.shape[1:] if not isinstance(d, int)})
+    if sizes:
+        return ", ".join(sizes)
     rng = np.random.default_rng(0)
     arrays = []
     for v in graph.inputs:
@@ -498,7 +502,17 @@ def _auto(graph: Graph, ctx: PassContext) -> Graph:
     if ctx.executor is None:
         ctx.remark("note", "format=auto needs an executor to measure; kept NHWC")
         return layout(graph, ctx, "NHWC", dense=False)
-    secs = measure(ctx, candidates, _example_inputs(graph, ctx))
+    inputs = _example_inputs(graph, ctx)
+    if isinstance(inputs, str):
+        ctx.remark("note", f"format=auto needs calibration inputs to measure a model with "
+                           f"symbolic sizes other than the batch ({inputs}); kept NHWC")
+        return layout(graph, ctx, "NHWC", dense=False)
+    try:
+        secs = measure(ctx, candidates, inputs)
+    except Exception as e:  # e.g. symbolic image sizes set to 1 are too small for a kernel
+        ctx.remark("note", f"format=auto could not run the model to measure ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]}); kept NHWC")
+        return layout(graph, ctx, "NHWC", dense=False)
     best = min(secs, key=secs.get)
     figures = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in secs.items())
     ctx.remark("note", f"format=auto measured per call on this host: {figures}; kept {best}",

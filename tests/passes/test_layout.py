@@ -508,3 +508,20 @@ def test_dense_weight_in_ir_text_and_a_shared_one_is_left():
         "copy would double it",
         "[layout] applied: stored 1 dense weight(s) as [K,N]"]
     _same(before, after)
+
+
+def test_auto_with_a_symbolic_image_size_keeps_nhwc_and_says_why():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)}
+    text = """
+        graph @main(%x: f32[N,3,H,H]) {
+          param @w: f32[4,3,3,3]
+          %0: f32[N,4,H-2,H-2] = conv(%x, @w) {dimension_numbers=("NCHW", "OIHW", "NCHW")}
+          return %0
+        }
+        """
+    before, after, ctx = run(text, "layout{format=auto}", params=params)
+    assert set(_convs(str(after))) == {'"NHWC", "HWIO", "NHWC"'}
+    assert remarks(ctx, "note") == [
+        "[layout] note: format=auto needs calibration inputs to measure a model with symbolic "
+        "sizes other than the batch (H); kept NHWC"]
