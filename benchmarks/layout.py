@@ -4,6 +4,7 @@ For each model (``light_<name>.onnx``, initializers randomized with a fixed seed
 free by turning Reshape targets that pin it into ONNX's 0) and batch size, in one process:
 tensorsmith as imported, after ``layout``, and after ``layout,rewrite-grouped-conv`` (ShuffleNet;
 grouped convs as one conv per group or, the default, a batched dot), each
+and ``fold-batchnorm,layout,rewrite-grouped-conv``; each
 compiled once with XLA:CPU's default options and once with its YNNPACK fusion off
 (``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}``), against an onnxruntime
 session (``intra_op_num_threads=threads``, graph optimizations on). Every side is a compiled
@@ -41,6 +42,8 @@ SIDES = {  # label -> (pipeline, XLA compiler options)
     "layout/ynn-off": ("layout", YNN_OFF),
     "layout+grouped_split/ynn-off": ("layout,rewrite-grouped-conv{grouped=split}", YNN_OFF),
     "layout+grouped_dot/ynn-off": ("layout,rewrite-grouped-conv{grouped=dot}", YNN_OFF),
+    "fold+layout+grouped": ("fold-batchnorm,layout,rewrite-grouped-conv", None),
+    "fold+layout+grouped/ynn-off": ("fold-batchnorm,layout,rewrite-grouped-conv", YNN_OFF),
 }
 TOL = 1e-3  # max |error| relative to the largest |output| of onnxruntime
 
@@ -146,7 +149,7 @@ def main(argv=None) -> int:
                    "remarks": {}}
             for label in sides_wanted:
                 pipeline, options = SIDES[label]
-                if "grouped" in label and name != "shufflenet":
+                if "grouped" in label and "fold" not in label and name != "shufflenet":
                     continue  # no grouped conv elsewhere: same program as "layout"
                 run, build, remarks = _side(model, feeds, pipeline, options)
                 got = run()
