@@ -5,7 +5,8 @@ free by turning Reshape targets that pin it into ONNX's 0) and batch size, in on
 tensorsmith as imported, after ``layout``, after ``layout,rewrite-grouped-conv`` (ShuffleNet;
 grouped convs as one conv per group or, the default, a batched dot) and after
 ``fold-batchnorm,layout,rewrite-grouped-conv``; each compiled once with XLA:CPU's default
-options and once with its YNNPACK fusion off ``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}``), against an onnxruntime
+options and once with its YNNPACK fusion off
+(``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}``), against an onnxruntime
 session (``intra_op_num_threads=threads``, graph optimizations on). Every side is a compiled
 XLA executable called with numpy inputs and returning numpy outputs. Outputs are checked
 against onnxruntime first (relative error), then timed in interleaved rounds
