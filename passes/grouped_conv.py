@@ -87,6 +87,9 @@ def _depthwise(rw: Rewriter, node: Node) -> Value:
     for k, letter in enumerate(spatial):
         lo[lspec.index(letter)], hi[lspec.index(letter)] = padding[k]
     if any(lo) or any(hi):
+        # One padded copy that the taps slice: padding each tap's slice instead fuses the sum
+        # into one loop without that copy, but measured 10-25% slower on ShuffleNet (the pads
+        # become per-element bounds checks in the loop).
         zero = rw.op("constant", loc=node.loc, value=0.0, dtype=x.type.dtype)
         x = rw.op("pad", x, zero, loc=node.loc, low=tuple(lo), high=tuple(hi))
     out_shape = node.output.type.shape

@@ -201,3 +201,25 @@ def test_jax_traced_depthwise_and_grouped_convs_match_jax():
     assert _grouped_convs(cm.ir()) == [] and "= conv(" not in cm.ir()
     assert len(remarks_of(cm, "applied")) == 2
     np.testing.assert_allclose(np.asarray(cm(x)), np.asarray(f(p, x)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding,stride", [((2, 2), 3), ((1, 0), 2), ((-1, 2), 1)],
+                         ids=["tap-only-in-padding", "asymmetric", "negative-pad-crops"])
+def test_depthwise_windows_at_the_edges_match_the_conv(padding, stride):
+    from tensorsmith.codegen import executor
+    rng = np.random.default_rng(6)
+    params = {"w": rng.standard_normal((3, 3, 1, 2)).astype(np.float32)}
+    lo, hi = padding
+    size = 4
+    out = (size + lo + hi - 3) // stride + 1
+    text = f"""
+        graph @main(%x: f32[N,{size},{size},2]) {{
+          param @w: f32[3,3,1,2]
+          %0: f32[N,{out},{out},2] = conv(%x, @w) {{dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2, padding=(({lo}, {hi}), ({lo}, {hi})), window_strides=({stride}, {stride})}}
+          return %0
+        }}
+        """
+    before, after, ctx = run(text, "rewrite-grouped-conv", params=params)
+    assert "= conv(" not in str(after) and str(after).count("= mul(") == 9
+    x = rng.standard_normal((2, size, size, 2)).astype(np.float32)
+    np.testing.assert_allclose(executor(after)(x)[0], executor(before)(x)[0], rtol=1e-5, atol=1e-5)
