@@ -44,6 +44,8 @@ SIDES = {  # label -> (pipeline, XLA compiler options)
     "layout+grouped_dot/ynn-off": ("layout,rewrite-grouped-conv{grouped=dot}", YNN_OFF),
     "fold+layout+grouped": ("fold-batchnorm,layout,rewrite-grouped-conv", None),
     "fold+layout+grouped/ynn-off": ("fold-batchnorm,layout,rewrite-grouped-conv", YNN_OFF),
+    "fold+grouped": ("fold-batchnorm,rewrite-grouped-conv", None),  # NCHW as imported
+    "fold+grouped/ynn-off": ("fold-batchnorm,rewrite-grouped-conv", YNN_OFF),
 }
 TOL = 1e-3  # max |error| relative to the largest |output| of onnxruntime
 
@@ -149,8 +151,8 @@ def main(argv=None) -> int:
                    "remarks": {}}
             for label in sides_wanted:
                 pipeline, options = SIDES[label]
-                if "grouped" in label and "fold" not in label and name != "shufflenet":
-                    continue  # no grouped conv elsewhere: same program as "layout"
+                if label.startswith("layout+grouped") and name != "shufflenet":
+                    continue  # no grouped conv elsewhere: the same program as "layout"
                 run, build, remarks = _side(model, feeds, pipeline, options)
                 got = run()
                 err = max(float(np.max(np.abs(g - w)) / max(1e-30, float(np.max(np.abs(w)))))

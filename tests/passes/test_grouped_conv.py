@@ -77,7 +77,10 @@ def test_rewritten_convs_match_onnxruntime(case, grouped, layout):
         assert applied == [f"depthwise conv %{_node(cm)} ({group} groups) as shifted multiply-adds"]
     elif grouped == "dot" and k == 1:
         assert "= conv(" not in text and "batch_dims=" in text
-        assert re.search(rf"param @w(/hwio)?/groups: f32\[{group},{cin // group},{cout // group}\]", text)
+        # [g, I/g, O/g] for NHWC; [g, O/g, I/g] (the weight on the left) for NCHW
+        g_shape = (group, cin // group, cout // group) if layout else \
+            (group, cout // group, cin // group)
+        assert re.search(rf"param @w(/hwio)?/groups: f32\[{','.join(map(str, g_shape))}\]", text)
     else:
         assert text.count("= conv(") == group and "= concatenate(" in text
         assert len(re.findall(r"param @w(/hwio)?/g\d+:", text)) == group
