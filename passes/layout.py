@@ -480,6 +480,15 @@ def layout(graph: Graph, ctx: PassContext, format: str = "NHWC", dense: bool = T
     if format == "auto":
         return _auto(graph, ctx)
     result, converted = convert_layout(graph, format, ctx)
+    for n in result.nodes:  # region bodies are not rewritten: say which convs stay inside
+        inner = [m for r in n.regions for m in r.walk() if m.op == "conv"
+                 and tuple(m.attrs["dimension_numbers"]) != target_specs(
+                     m.attrs["dimension_numbers"], format)]
+        if inner:
+            what = f"{n.op} {n.attrs['name']!r}" if n.op == "composite" else n.op
+            ctx.remark("missed", f"left {len(inner)} conv(s) inside {what} in "
+                                 f"{inner[0].attrs['dimension_numbers'][0]}: region bodies are not "
+                                 "re-laid-out (run layout before fuse)", n, reason="in-region")
     if converted:
         left = _transposes(result)
         ctx.remark("applied", f"converted {len(converted)} conv(s) to {format} with re-laid-out "

@@ -525,3 +525,15 @@ def test_auto_with_a_symbolic_image_size_keeps_nhwc_and_says_why():
     assert remarks(ctx, "note") == [
         "[layout] note: format=auto needs calibration inputs to measure a model with symbolic "
         "sizes other than the batch (H); kept NHWC"]
+
+
+def test_conv_inside_a_fused_composite_is_reported():
+    m = _conv_model(4, 6, 1)  # conv + bias + relu: fuse makes fused.conv_bias_relu
+    cm = tensorsmith.compile(m, passes="fuse,layout")
+    assert "fused.conv_bias_relu" in cm.ir() and '"NCHW", "OIHW", "NCHW"' in cm.ir()
+    assert ("left 1 conv(s) inside composite 'fused.conv_bias_relu' in NCHW: region bodies are "
+            "not re-laid-out (run layout before fuse)") in _layout_remark(cm)
+    first = tensorsmith.compile(m, passes="layout,fuse")
+    assert "fused.conv_bias_relu" in first.ir() and "NCHW" not in first.ir()
+    x = np.random.default_rng(0).standard_normal((2, 4, 13, 11)).astype(np.float32)
+    _close_to_ort(first, m, {"x": x})
