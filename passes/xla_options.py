@@ -25,6 +25,7 @@ YNN_CHOICES = {"on": None, "off": "", "dot": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT
 and reductions into YNNPACK calls; "": no YNNPACK fusion; dot: only dots)."""
 
 ROUND_S = 0.05  # each candidate runs about this long per round (at least one call)
+DROP_AFTER = 2.0  # a candidate this many times slower than the best is no longer timed
 
 
 class XlaOptionsError(PassError, UsageFailure):
@@ -119,7 +120,10 @@ def _measure_ynn(graph: Graph, ctx: PassContext, options: dict, rounds: int,
 
 
 def _interleaved(runs: dict, inputs: list, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each runner, timed in rounds that rotate their order."""
+    """Median seconds per call of each runner, timed in rounds that rotate their order.
+
+    A runner more than DROP_AFTER times slower than the best after a round cannot win; it
+    stops being timed (an 11 s YNNPACK fusion need not run five more times)."""
     calls = {}
     for choice, run in runs.items():  # size a round: at least one call, about ROUND_S long
         t0 = time.perf_counter()
@@ -135,6 +139,8 @@ def _interleaved(runs: dict, inputs: list, rounds: int) -> dict[str, float]:
             for _ in range(n):
                 run(*inputs)
             times[choice].append((time.perf_counter() - t0) / n)
+        best = min(statistics.median(ts) for ts in times.values())
+        order = [c for c in order if min(times[c]) <= DROP_AFTER * best]
     return {c: statistics.median(ts) for c, ts in times.items()}
 
 

@@ -188,3 +188,21 @@ def test_bad_pass_options_are_refused_before_any_work():
 def re_escape(text: str) -> str:
     import re
     return re.escape(text)
+
+
+def test_auto_stops_timing_a_candidate_that_cannot_win():
+    log, calls = [], {"on": 0, "off": 0, "dot": 0}
+    base = _timed_executor({"on": 0.002, "off": 0.03, "dot": 0.003}, log)
+
+    def executor(graph, jit=None, compiler_options=None):
+        run = base(graph, jit, compiler_options)
+        choice = log[-1][0]
+
+        def counted(*inputs):
+            calls[choice] += 1
+            return run(*inputs)
+        return counted
+    _, hist = run_pipeline(_graph(), "xla-options{rounds=5}", PassContext(executor=executor))
+    assert hist.compiler_options == {}
+    # compile + sizing + one round for the 15x slower candidate; every round for the others
+    assert calls["off"] == 3 and calls["on"] > 5 and calls["dot"] > 5, calls
