@@ -206,3 +206,21 @@ def test_auto_stops_timing_a_candidate_that_cannot_win():
     assert hist.compiler_options == {}
     # compile + sizing + one round for the 15x slower candidate; every round for the others
     assert calls["off"] == 3 and calls["on"] > 5 and calls["dot"] > 5, calls
+
+
+# --- the CLI ----------------------------------------------------------------------------
+def test_cli_xla_option(capsys, tmp_path):
+    from tensorsmith import cli
+    rc = cli.main(["compile", "--passes", "dce", "--repeats", "0", "-o", str(tmp_path / "a.tsx"),
+                   "--xla-option", f"{YNN_OPTION}="])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert f"xla       {YNN_OPTION}=''" in out.splitlines()
+    rc = cli.main(["compile", "--passes", "dce", "--repeats", "0", "-o", str(tmp_path / "b.tsx"),
+                   "--xla-option", "xla_cpu_enable_fast_mat=true"])
+    out, err = capsys.readouterr()
+    assert rc != 0 and "did you mean 'xla_cpu_enable_fast_math'" in err, err
+    assert not (tmp_path / "b.tsx").exists()
+    rc = cli.main(["compile", "--xla-option", "fast_math", "-o", str(tmp_path / "c.tsx")])
+    out, err = capsys.readouterr()
+    assert rc != 0 and "--xla-option 'fast_math': expected KEY=VALUE" in err, err
