@@ -1,8 +1,8 @@
 """Pipelines against onnxruntime on the onnx package's nine CNNs (issue 16's measurement).
 
-Models: ``onnx/backend/test/data/light/light_*.onnx`` with initializers randomized with a fixed
-seed (``fold_batchnorm.randomized``: fan-in scaled weights, valid BN statistics, logits out)
-and the batch dim opened, at batch 1 and 8; plus the BERT encoder layer and the MLP of
+Models: ``onnx/backend/test/data/light/light_*.onnx`` with weights randomized with a fixed
+seed (``randomized``: He-scaled weights, valid BN statistics, logits out) and the batch dim
+opened, at batch 1 and 8; plus the BERT encoder layer and the MLP of
 ``tests/onnx/models.py`` at the batch ``onnx_vs_ort.py`` uses. Sides: onnxruntime
 (CPUExecutionProvider, ``intra_op_num_threads=--threads``, graph optimizations on) and
 tensorsmith with each ``--passes`` pipeline (repeatable), every side compiled for the batch
@@ -33,12 +33,15 @@ import time
 import traceback
 from pathlib import Path
 
+import onnx
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "fuse.json"
 CNNS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
         "squeezenet", "vgg19", "zfnet512")
 EXTRAS = {"bert_encoder_layer": 8, "mlp_dynamic": 256}  # the batch onnx_vs_ort.py uses
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MAX_REL_ERR = 1e-3  # max |tensorsmith - onnxruntime| / max |onnxruntime|; f32, deep nets
 
 
@@ -54,8 +57,12 @@ def pin(threads: int) -> list[int]:
 
 
 def with_open_batch(model):
-    """The model with the first dim of each graph input and output made symbolic ('N')."""
+    """The model with the first dim of each graph input and output made symbolic ('N'), and
+    Reshape targets that pin the shipped batch of 1 (AlexNet's ``[1, 9216]``) copying the
+    input's batch instead (0)."""
+    import numpy as np
     import onnx
+    from onnx import numpy_helper
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for vi in [*m.graph.input, *m.graph.output]:
@@ -63,15 +70,80 @@ def with_open_batch(model):
         if len(dims):
             dims[0].Clear()
             dims[0].dim_param = "N"
+    targets = {n.input[1] for n in m.graph.node if n.op_type == "Reshape" and len(n.input) > 1}
+    inits = {t.name: t for t in m.graph.initializer}
+    for name in targets:
+        if name in inits:
+            shape = numpy_helper.to_array(inits[name])
+            if shape.ndim == 1 and shape.size and shape[0] == 1:
+                inits[name].CopyFrom(numpy_helper.from_array(
+                    np.concatenate([[0], shape[1:]]).astype(shape.dtype), name))
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.output[0] in targets:
+            for a in n.attribute:
+                if a.name == "value":
+                    shape = numpy_helper.to_array(a.t)
+                    if shape.ndim == 1 and shape.size and shape[0] == 1:
+                        a.t.CopyFrom(numpy_helper.from_array(
+                            np.concatenate([[0], shape[1:]]).astype(shape.dtype), a.t.name))
+    return m
+
+
+def randomized(name: str, seed: int = 0):
+    """light_<name>.onnx with every weight drawn afresh (fixed seed), up to its logits.
+
+    Five of the nine ship their weights as ``ConstantOfShape(shape) = 0.02`` nodes, the others
+    as initializers; both become random initializers: He-scaled (sqrt(2 / fan-in)) weights so
+    activations stay O(1) through ReLU stacks, N(0, 0.1) biases, batch-norm scales and
+    variances in [0.5, 1.5].
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(str(LIGHT / f"light_{name}.onnx"))
+    inits = {t.name: t for t in m.graph.initializer}
+    nodes, made = [], []
+    for n in m.graph.node:
+        if n.op_type == "ConstantOfShape" and n.input and n.input[0] in inits:
+            shape = numpy_helper.to_array(inits[n.input[0]])
+            made.append(numpy_helper.from_array(np.zeros(shape, np.float32), n.output[0]))
+        else:
+            nodes.append(n)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in m.graph.initializer if t.name in used]
+    gone = {t.name for t in m.graph.initializer if t.name not in used} | {t.name for t in made}
+    del m.graph.node[:], m.graph.initializer[:]
+    m.graph.node.extend(nodes)
+    m.graph.initializer.extend(kept + made)
+    # old IR versions list initializers among the graph inputs too
+    graph_inputs = [vi for vi in m.graph.input if vi.name not in gone]
+    del m.graph.input[:]
+    m.graph.input.extend(graph_inputs)
+    rng = np.random.default_rng(seed)
+    positive = {n.input[i] for n in m.graph.node if n.op_type == "BatchNormalization"
+                for i in (1, 4)}
+    for k, init in enumerate(m.graph.initializer):
+        a = numpy_helper.to_array(init)
+        if a.dtype != np.float32:
+            continue
+        if init.name in positive:
+            b = rng.uniform(0.5, 1.5, a.shape)
+        elif a.ndim >= 2:
+            b = rng.standard_normal(a.shape) * np.sqrt(2.0 / max(1, np.prod(a.shape[1:])))
+        else:
+            b = rng.standard_normal(a.shape) * 0.1
+        m.graph.initializer[k].CopyFrom(numpy_helper.from_array(b.astype(np.float32), init.name))
+    last = m.graph.node[-1]
+    if last.op_type == "Softmax":  # compare logits: random weights give a flat softmax
+        m.graph.output[0].name = last.input[0]
+        m.graph.node.remove(last)
     return m
 
 
 def cnn(name: str):
-    """(model, inputs(batch) -> feeds) for light_<name>.onnx, randomized."""
+    """(model, inputs(batch) -> feeds) for light_<name>.onnx, randomized, batch opened."""
     import numpy as np
-    sys.path.insert(0, str(HERE))
-    from fold_batchnorm import LIGHT, randomized
-    m = with_open_batch(randomized(LIGHT / f"light_{name}.onnx"))
+    m = with_open_batch(randomized(name))
     init = {i.name for i in m.graph.initializer}
     specs = [(vi.name, [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim])
              for vi in m.graph.input if vi.name not in init]
