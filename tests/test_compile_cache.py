@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -94,9 +95,15 @@ def test_a_folder_others_can_write_is_not_used(tmp_path, monkeypatch):
     folder.mkdir()
     folder.chmod(0o777)
     monkeypatch.setenv("TENSORSMITH_COMPILE_CACHE", str(folder))
-    monkeypatch.setattr(compile_cache.jax.config, "update", _refuse_update)
+    # a process whose JAX has no cache configured yet, and whose config must not change
+    config = SimpleNamespace(jax_compilation_cache_dir=None, jax_enable_compilation_cache=True,
+                             jax_compilation_cache_max_size=-1, update=_refuse_update)
+    monkeypatch.setattr(compile_cache, "jax", SimpleNamespace(config=config))
     assert compile_cache._decide() == (None, f"off: {folder} is writable by others or not owned "
                                              "by this user")
+    folder.chmod(0o700)
+    with pytest.raises(AssertionError, match="jax_compilation_cache_max_size"):
+        compile_cache._decide()  # a folder of its own: it would be configured
 
 
 def _refuse_update(*args):
