@@ -9,7 +9,8 @@ import jax
 import numpy as np
 
 from . import codegen
-from .codegen.target import check_target, host_has
+from .codegen.compile_cache import setup_compile_cache
+from .codegen.target import check_compiler_options, check_target, host_has
 from .compiled import (DEFAULT_CACHE_SIZE, DEFAULT_RECOMPILE_WARNING, CompiledModel, LoadedModel,
                        Specialized, load_export)
 from .errors import ExportError
@@ -195,7 +196,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
             dump_ir=None, cache_size: int = DEFAULT_CACHE_SIZE,
             recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
-            cast_inputs: bool = False, progress=None, warm_up: bool = True) -> CompiledModel:
+            cast_inputs: bool = False, progress=None, warm_up: bool = True,
+            compiler_options: dict | None = None) -> CompiledModel:
     """Import ``model``, run the pass pipeline once, and lower it for ``target``.
 
     The result compiles one XLA executable per call signature (LRU of ``cache_size``);
@@ -211,23 +213,38 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     (f64 -> f32, int -> float); without it such calls raise ``CallError``.
     ``progress``: ``progress(text)`` -> a context manager around each step (import, each pass).
     ``warm_up``: compile for the example inputs' signature now (False: at the first call).
+    ``compiler_options``: XLA compiler options for every executable (``{"xla_cpu_..": ".."}``),
+    over those the pipeline chose (pass ``xla-options``); exports do not carry them.
+    JAX's persistent compilation cache is turned on at the first compile (see
+    ``codegen.compile_cache``; ``TENSORSMITH_COMPILE_CACHE=0`` turns it off).
     """
     check_target(target)
     # refuse bad names/options before doing any work
     steps = parse_pipeline("default" if passes is None else passes)
+    setup_compile_cache()
+    compiler_options = check_compiler_options(dict(compiler_options or {}), target,
+                                              " in compile(compiler_options=...)")
     progress = progress or no_progress
+    concrete = example_args and not any(_is_abstract(x) for x in jax.tree_util.tree_leaves(example_args))
+    data = dict(data or {})
+    if concrete:  # passes that measure (xla-options{ynn=auto}) time the model on these
+        data.setdefault("example_inputs", tuple(jax.tree_util.tree_leaves(example_args)))
     ctx = PassContext(executor=codegen.executor, calibration=_flat_calibration(calibration, None),
-                      data=dict(data or {}))
+                      data=data, target=target)
 
     def optimize(source: Graph):
         if not steps:
             return source, History()
-        return run_pipeline(source, steps, ctx, verify_ir=verify, print_ir_after=print_ir_after,
-                            progress=progress)
+        graph, history = run_pipeline(source, steps, ctx, verify_ir=verify,
+                                      print_ir_after=print_ir_after, progress=progress)
+        chosen = history.compiler_options
+        if chosen:  # a name XLA refuses fails here, not at the first call
+            setters = sorted({r.name for r in history if r.compiler_options})
+            check_compiler_options(chosen, target, f" set by pass {', '.join(setters)}")
+        return graph, history
 
     with progress("importing the model"):
         front = _frontend(model, example_args, params, batch_dim, name)
-    concrete = example_args and not any(_is_abstract(x) for x in jax.tree_util.tree_leaves(example_args))
     if front.base is None and not host_has(target):
         # An export-only target cannot specialize at call time: specialize now or say how.
         if not concrete:
@@ -266,7 +283,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                        deferred=front.deferred, cache_size=cache_size,
                        recompile_warning=recompile_warning, cast_inputs=cast_inputs,
                        jax_dtypes=callable(model) and not isinstance(model, Graph)
-                       and not _is_onnx(model), name=name or front.label)
+                       and not _is_onnx(model), name=name or front.label,
+                       compiler_options=compiler_options)
     if concrete and cm.runnable and warm_up:
         cm.warm_up(*example_args)  # early specialization: errors surface here, not at a call
     return cm

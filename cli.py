@@ -307,18 +307,28 @@ def cmd_compile(args) -> int:
             raise UsageError(f"--print-ir-after {name!r}: no such pass in the pipeline"
                              f"{did_you_mean(name, [s.name for s in steps])}; it runs "
                              f"{format_pipeline(steps) or 'nothing'}")
+    options = {}
+    for item in args.xla_option or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--xla-option {item!r}: expected KEY=VALUE "
+                             "(e.g. xla_cpu_experimental_ynn_fusion_type=)")
+        options[key.strip()] = value.strip()
     progress = Progress()
     calibration = _load_calibration(args.calibration, args.calibration_batch) \
         if args.calibration else None
     cm = ts_compile(spec.model, *spec.example_inputs, params=spec.params, target=args.target,
                     passes=steps, batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"),
                     dump_ir=args.dump_ir, progress=progress, calibration=calibration,
+                    compiler_options=options,
                     warm_up=False)  # first called at the evaluation data's shape
     out = print
     out(f"model     {spec.name}  (@{cm.graph.name}, {len(cm.graph.inputs)} input(s): "
         f"{', '.join(str(v.type) for v in cm.graph.inputs)})")
     out(f"target    {args.target}{'' if cm.runnable else ' (export-only on this host)'}")
     out(f"pipeline  {format_pipeline(steps) or '(none)'}")
+    if cm.compiler_options:
+        out("xla       " + ", ".join(f"{k}={v!r}" for k, v in sorted(cm.compiler_options.items())))
     for rec in cm.history:  # after the header, so the output reads in order
         if rec.name in print_after:
             out("")
@@ -563,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--passes", default="default", metavar="P",
                    help="pipeline, e.g. 'canonicalize,dce' (default: default; see `tensorsmith passes`)")
     c.add_argument("-o", "--output", metavar="OUT", help="artifact path (default: out/<model>.tsx)")
+    c.add_argument("--xla-option", action="append", metavar="KEY=VALUE",
+                   help="an XLA compiler option for the executables (repeatable; over the "
+                        "pipeline's xla-options pass)")
     c.add_argument("--print-ir", action="store_true", help="print the final IR")
     c.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
     c.add_argument("--print-ir-after", nargs="+", metavar="PASS", help="print the IR after these passes")

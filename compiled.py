@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from . import codegen
+from .codegen.compile_cache import setup_compile_cache
 from .codegen.target import (TARGETS, TargetError, host_has, input_specs, needs_x64, param_specs,
                              x64_scope)
 from .ir import Graph, TensorType, numpy_dtype
@@ -78,6 +79,7 @@ class _Entry:
     compile_s: float
     import_s: float = 0.0
     fast: Callable | None = None
+    compiler_options: dict = field(default_factory=dict)  # the XLA options it was compiled with
 
     def __call__(self, leaves):
         if self.casts:
@@ -123,7 +125,8 @@ class CompiledModel:
                  inputs: list[tuple[str, TensorType]] | None = None, deferred: str = "",
                  cache_size: int = DEFAULT_CACHE_SIZE,
                  recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
-                 cast_inputs: bool = False, jax_dtypes: bool = False, name: str = ""):
+                 cast_inputs: bool = False, jax_dtypes: bool = False, name: str = "",
+                 compiler_options: dict | None = None):
         if graph is None and specializer is None:
             raise ValueError("CompiledModel needs a graph or a specializer")
         if not isinstance(cache_size, int) or cache_size < 1:
@@ -134,6 +137,7 @@ class CompiledModel:
         self._example = example_args
         self._specializer, self._deferred = specializer, deferred
         self._maxsize, self._warn_after = cache_size, recompile_warning
+        self._user_options = dict(compiler_options or {})  # over what the pipeline chose
         decl = [(v.name, v.type) for v in graph.inputs] if graph is not None else list(inputs or [])
         gname = graph.name if graph is not None else (name or "model")
         self._label = f"model @{gname}"
@@ -233,7 +237,8 @@ class CompiledModel:
         casts = self._checker.check(leaves)
         if self._base is not None:
             try:
-                entry = self._compile(self._base, self._out_tree, leaves, casts, False)
+                entry = self._compile(self._base, self._out_tree, leaves, casts, False,
+                                      self._base_history)
             except CallError:
                 raise
             except Exception:
@@ -252,7 +257,7 @@ class CompiledModel:
             self.cache_clear()
             self._value_pos = pos
             key = tuple((a.shape, a.dtype) for a in leaves) + self._value_key(leaves)
-        entry = self._compile(spec.graph, spec.out_tree, leaves, casts, True)
+        entry = self._compile(spec.graph, spec.out_tree, leaves, casts, True, spec.history)
         entry.import_s = import_s
         if self._rep is None:
             self._rep, self._rep_bound = spec, dict(spec.bound)
@@ -272,7 +277,22 @@ class CompiledModel:
         finally:
             self._info.specialize_seconds += time.perf_counter() - t0
 
-    def _compile(self, graph: Graph, out_tree, leaves, casts, specialized: bool) -> _Entry:
+    def _options(self, history) -> dict:
+        """XLA compiler options for executables of a graph made by the pipeline run ``history``."""
+        chosen = getattr(history, "compiler_options", None) or {}
+        return {**chosen, **self._user_options}
+
+    @property
+    def compiler_options(self) -> dict:
+        """The XLA compiler options of this model's executables (pipeline's, then compile()'s)."""
+        if self._base is None and self._rep is None:
+            return dict(self._user_options)
+        return self._options(self.history)
+
+    def _compile(self, graph: Graph, out_tree, leaves, casts, specialized: bool,
+                 history=None) -> _Entry:
+        setup_compile_cache()
+        options = self._options(history)
         cast_to = dict(casts)
         specs = [jax.ShapeDtypeStruct(tuple(a.shape), cast_to.get(i, np.dtype(a.dtype)))
                  for i, a in enumerate(leaves)]
@@ -282,7 +302,7 @@ class CompiledModel:
         with x64_scope(x64):
             params = self._device_params(graph)
             try:
-                exe = jax.jit(fn).lower(params, *specs).compile()
+                exe = jax.jit(fn).lower(params, *specs).compile(compiler_options=options or None)
             except Exception as e:
                 from .errors import TensorsmithError
                 if isinstance(e, TensorsmithError):
@@ -292,7 +312,8 @@ class CompiledModel:
         dt = time.perf_counter() - t0
         self._info.compiles += 1
         self._info.compile_seconds += dt
-        return _Entry(exe, None, graph, params, x64, casts, self._sig_text(leaves), specialized, dt)
+        return _Entry(exe, None, graph, params, x64, casts, self._sig_text(leaves), specialized, dt,
+                      compiler_options=options)
 
     def _device_params(self, graph: Graph) -> tuple:
         """Device copies of ``graph``'s params, shared with earlier entries when equal."""
@@ -429,13 +450,23 @@ class CompiledModel:
         with x64_scope(needs_x64(self.graph)):
             return self._lowered().as_text()
 
-    def hlo(self) -> str:
-        """XLA's optimized HLO for this host's backend."""
+    def hlo(self, *args) -> str:
+        """XLA's optimized HLO for this host's backend (with ``args``: of the executable that
+        runs calls with their signature, compiled now if it is not cached)."""
         if not self.runnable:
             raise ExportOnlyError(f"XLA's optimized HLO for {self.target} needs a {self.target} "
                                   "host; stablehlo() shows what XLA receives")
+        if args:
+            leaves = self._checker.coerce(jax.tree_util.tree_leaves(args))
+            self.warm_up(*args)
+            key = tuple((a.shape, a.dtype) for a in leaves)
+            if self._value_pos:
+                key += self._value_key(leaves)
+            return self._cache[key].exe.as_text()
+        setup_compile_cache()
         with x64_scope(needs_x64(self.graph)):
-            return self._lowered().compile().as_text()
+            options = self.compiler_options
+            return self._lowered().compile(compiler_options=options or None).as_text()
 
     def diff(self, pass_name, context: int = 3) -> str:
         """Unified diff of the IR text across a pass (by name or index in the pipeline)."""

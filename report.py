@@ -117,8 +117,10 @@ def report_data(cm) -> dict:
         passes.append({"index": rec.index, "name": rec.name, "options": opts,
                        "seconds": rec.seconds, "verify_seconds": rec.verify_seconds,
                        "before": _stats_row(rec.before), "after": _stats_row(rec.after),
-                       "changed": rec.changed, "remarks": dict(kinds)})
+                       "changed": rec.changed, "remarks": dict(kinds),
+                       "compiler_options": dict(rec.compiler_options)})
     return {"model": cm.graph.name, "target": cm.target, "pipeline": cm.pipeline,
+            "compiler_options": dict(getattr(cm, "compiler_options", {})),
             "source": _stats_row(src), "final": _stats_row(fin), "passes": passes}
 
 
@@ -403,6 +405,14 @@ _JS = r"""
 """
 
 
+def _options_meta(options: dict) -> str:
+    """The XLA compiler options of the executables, for the header line ('' when none)."""
+    if not options:
+        return ""
+    text = ", ".join(f"{k}={v!r}" for k, v in sorted(options.items()))
+    return f" · XLA options <code>{_e(text)}</code>"
+
+
 def render_report(cm, measured: dict | None = None) -> str:
     """The report for a CompiledModel as one self-contained HTML page (no network access).
 
@@ -416,7 +426,7 @@ def render_report(cm, measured: dict | None = None) -> str:
 <title>{_e(title)}</title><style>{_CSS}</style></head>
 <body data-ready="0">
 <h1>{_e(title)}</h1>
-<div class=meta>target <b>{_e(data['target'])}</b> · pipeline <code>{_e(data['pipeline'] or '(none)')}</code></div>
+<div class=meta>target <b>{_e(data['target'])}</b> · pipeline <code>{_e(data['pipeline'] or '(none)')}</code>{_options_meta(data['compiler_options'])}</div>
 <pre id="ts-error" hidden></pre>
 <h2>Pipeline</h2>
 <div id="pipeline"><noscript>The pipeline table needs JavaScript; the data is in the ts-data script element.</noscript></div>

@@ -4,8 +4,14 @@ Each model runs in a fresh subprocess (no JAX/XLA cache shared between models), 
 initializers as shipped in ``onnx/backend/test/data/light/`` and random inputs; the output
 is checked against onnxruntime on the same inputs.
 
-  python benchmarks/first_call.py [--passes default] [--filter REGEX] [--goal 5]
+  python benchmarks/first_call.py [--passes default] [--filter REGEX] [--goal 5] [--cache]
                                   [--out benchmarks/results/first_call.json]
+
+JAX's persistent compilation cache (on by default in tensorsmith) is off in the child
+processes, so the figures are compile times. ``--cache`` measures each model three times,
+each in a fresh process: cache off, cache cold (an empty folder, which this process fills)
+and cache warm (a second process reading what the first one wrote); the JSON then has
+``cache_rows`` and ``--out`` defaults to ``first_call_cache.json``.
 
 Exit status 1 when a model's first call (compile + call) takes longer than --goal seconds.
 Wall time on a shared machine depends on its load, so each row also gives the process's CPU
@@ -18,13 +24,16 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).parent / "results" / "first_call.json"
+CACHE_OUT = Path(__file__).parent / "results" / "first_call_cache.json"
 
 
 def light_models() -> list[Path]:
@@ -76,17 +85,21 @@ def main(argv=None) -> int:
     ap.add_argument("--passes", default="default")
     ap.add_argument("--filter", help="regex on the model file name")
     ap.add_argument("--goal", type=float, default=5.0, help="seconds allowed for compile + first call")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--cache", action="store_true",
+                    help="compare the persistent compile cache off / cold / warm per model")
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # the per-model subprocess
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(measure_one(args.one, args.passes)))
         return 0
     paths = [p for p in light_models() if not args.filter or re.search(args.filter, p.name)]
+    if args.cache:
+        return cache_comparison(paths, args.passes, args.out or CACHE_OUT)
+    args.out = args.out or DEFAULT_OUT
     rows, slow = [], []
     for p in paths:
-        proc = subprocess.run([sys.executable, __file__, "--one", str(p), "--passes", args.passes],
-                              capture_output=True, text=True)
+        proc = _child(p, args.passes, "0")
         if proc.returncode != 0:
             rows.append({"model": p.stem, "error": proc.stderr.strip().splitlines()[-1:]})
             print(f"{p.stem:<22} FAILED: {rows[-1]['error']}", flush=True)
@@ -110,6 +123,51 @@ def main(argv=None) -> int:
     atomic_write(args.out, json.dumps(result, indent=2).encode())
     print(f"wrote {args.out}" + (f"; over {args.goal:g} s: {', '.join(slow)}" if slow else ""))
     return 1 if slow else 0
+
+
+def _child(path: Path, passes: str, cache: str) -> subprocess.CompletedProcess:
+    """One fresh process measuring ``path`` with TENSORSMITH_COMPILE_CACHE=``cache``."""
+    env = dict(os.environ, TENSORSMITH_COMPILE_CACHE=cache)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the comparison needs tensorsmith's set-up
+    return subprocess.run([sys.executable, __file__, "--one", str(path), "--passes", passes],
+                          capture_output=True, text=True, env=env)
+
+
+def cache_comparison(paths: list[Path], passes: str, out: Path) -> int:
+    """Per model, three fresh processes: cache off, cold (fills a new folder), warm (reads it)."""
+    rows = []
+    for p in paths:
+        folder = tempfile.mkdtemp(prefix="tensorsmith-first-call-")
+        os.chmod(folder, 0o700)
+        row = {"model": p.stem}
+        try:
+            for label, cache in (("off", "0"), ("cold", folder), ("warm", folder)):
+                proc = _child(p, passes, cache)
+                if proc.returncode != 0:
+                    row[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                row[label] = {k: r[k] for k in ("compile_s", "first_call_s", "total_s",
+                                                "total_cpu_s", "load_average_1min",
+                                                "max_abs_err_vs_onnxruntime")}
+            row["cache_bytes"] = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        rows.append(row)
+        cells = "  ".join(f"{k} {row[k]['total_s']:6.2f} s" if "total_s" in row[k] else f"{k} FAILED"
+                          for k in ("off", "cold", "warm"))
+        print(f"{p.stem:<22} compile + first call: {cells}  (cache {row['cache_bytes'] / 1e6:.1f} MB,"
+              f" load {os.getloadavg()[0]:.1f})", flush=True)
+    result = {"benchmark": "first_call_cache", "passes": passes,
+              "what": "compile() + first call in a fresh process: persistent compilation cache "
+                      "off, cold (empty folder, filled by this process), warm (second process)",
+              "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                       "python": platform.python_version()}, "cache_rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from tensorsmith.ir.serialize import atomic_write
+    atomic_write(out, json.dumps(result, indent=2).encode())
+    print(f"wrote {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -87,3 +87,59 @@ def needs_x64(graph: Graph) -> bool:
 def x64_scope(enabled: bool):
     """A context in which JAX keeps 64-bit types (a no-op when not ``enabled``)."""
     return jax.enable_x64(True) if enabled else contextlib.nullcontext()
+
+
+# --- XLA compiler options ----------------------------------------------------------------
+class CompilerOptionError(UsageFailure, ValueError):
+    """An XLA compiler option that XLA refuses: an unknown name or a value of the wrong kind."""
+
+
+def known_compiler_options() -> list[str]:
+    """Names of XLA's debug options that this jaxlib reports (for 'did you mean')."""
+    from jax._src.lib import _jax  # private: the names are only used for suggestions
+    names = {n for n in dir(_jax.DebugOptions) if n.startswith("xla_")}
+    # Keep each level referenced: the nested objects do not own their parents.
+    compile_options = _jax.CompileOptions()
+    build_options = compile_options.executable_build_options
+    debug_options = build_options.debug_options
+    text = str(debug_options)
+    names.update(line.split(":", 1)[0].strip() for line in text.splitlines()
+                 if line.strip().startswith("xla_") and ":" in line)
+    return sorted(names)
+
+
+@lru_cache(maxsize=64)
+def _probe(items: tuple, platform: str) -> str:
+    """XLA's complaint about these options when compiling a tiny program ('' when none)."""
+    import numpy as np
+    x = jax.device_put(np.float32(0), jax.devices(platform)[0])
+    lowered = jax.jit(lambda x: x + 1).lower(x)
+    try:
+        lowered.compile(compiler_options=dict(items))
+    except Exception as e:  # noqa: BLE001 - XLA reports option errors as runtime errors
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return ""
+
+
+def check_compiler_options(options: dict, target: str = "cpu", where: str = "") -> dict:
+    """``options`` as XLA takes them, or a CompilerOptionError naming the bad one and the closest
+    valid name. Checked by compiling a tiny program on ``target`` (skipped when the host has no
+    such device: the options only apply to executables compiled here)."""
+    if not options:
+        return {}
+    for k, v in options.items():
+        if not isinstance(k, str) or not isinstance(v, (str, bool, int, float)):
+            raise CompilerOptionError(f"XLA compiler option {k!r}{where}: names are strings and "
+                                      f"values str/bool/int/float, got {type(v).__name__}")
+    if not host_has(target):
+        return dict(options)
+    for k, v in options.items():  # one at a time, so the message names the option at fault
+        why = _probe(((k, v),), target)
+        if not why:
+            continue
+        if "No such compile option" in why:
+            from ..ir.registry import did_you_mean
+            raise CompilerOptionError(f"unknown XLA compiler option {k!r}{where}"
+                                      f"{did_you_mean(k, known_compiler_options())}")
+        raise CompilerOptionError(f"XLA compiler option {k}={v!r}{where}: {why}")
+    return dict(options)

@@ -71,6 +71,11 @@ class PassContext:
     # What each pass reports for machines (the quantization debugger's table, ...): the pass
     # manager moves it into the pass's record (``PassRecord.data``).
     pass_data: dict[str, Any] = field(default_factory=dict)
+    target: str = "cpu"  # the compile target; passes that measure do so only where it runs
+    # XLA compiler options a pass chose for every executable of the compiled model
+    # (``{"xla_cpu_experimental_ynn_fusion_type": ""}``); the pass manager resets it per
+    # pipeline run and records it in each PassRecord.
+    compiler_options: dict[str, str] = field(default_factory=dict)
 
     def remark(self, kind: str, message: str, node: Node | str | None = None, **data) -> None:
         """Record what the current pass did (``applied``), skipped (``missed``) or noticed."""

@@ -237,5 +237,11 @@ def rewrite_patterns(depthwise: str, grouped: str):
 def rewrite_grouped_conv(graph: Graph, ctx: PassContext, depthwise: str = "shifted",
                          grouped: str = "dot") -> Graph:
     """Grouped and depthwise convs as forms XLA:CPU runs fast (shifted multiply-adds, splits)."""
+    target = getattr(ctx, "target", "cpu") if ctx is not None else "cpu"
+    if target != "cpu":  # cuDNN and TPU convolutions run grouped convs well as they are
+        if any(n.op == "conv" and n.attrs.get("feature_group_count", 1) > 1 for n in graph.nodes):
+            ctx.remark("note", f"grouped convs kept: the rewrite is for XLA:CPU, the target is "
+                               f"{target}")
+        return graph
     return apply_patterns(graph, rewrite_patterns(depthwise, grouped), ctx)
 

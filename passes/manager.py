@@ -33,6 +33,7 @@ class PassRecord:
     remarks: Remarks = field(default_factory=Remarks)  # print(rec.remarks): one line each
     graph: Graph | None = field(default=None, repr=False)  # the graph after this pass
     data: dict = field(default_factory=dict)  # what the pass reported for machines (tables)
+    compiler_options: dict = field(default_factory=dict)  # XLA options in force after this pass
 
     @property
     def changed(self) -> bool:
@@ -48,7 +49,8 @@ class PassRecord:
         return {"index": self.index, "name": self.name, "options": self.options,
                 "seconds": self.seconds, "verify_seconds": self.verify_seconds,
                 "before": self.before.as_dict(), "after": self.after.as_dict(),
-                "changed": self.changed, "remarks": [r.as_dict() for r in self.remarks]}
+                "changed": self.changed, "remarks": [r.as_dict() for r in self.remarks],
+                "compiler_options": dict(self.compiler_options)}
 
 
 class PassError(PassFailure, RuntimeError):
@@ -69,6 +71,11 @@ class History(list):
             lines.append(f"{r.index:>2} {r.name:<16} {1e3 * r.seconds:9.2f} ms  "
                          f"{r.before.nodes} -> {r.after.nodes} nodes  {notes}")
         return "\n".join(lines) if lines else "(no passes ran)"
+
+    @property
+    def compiler_options(self) -> dict[str, str]:
+        """The XLA compiler options the pipeline chose (those in force after its last pass)."""
+        return dict(self[-1].compiler_options) if self else {}
 
     def find(self, key) -> PassRecord:
         if isinstance(key, int):
@@ -103,6 +110,7 @@ def run_pipeline(graph: Graph, pipeline, ctx: PassContext | None = None, *, veri
             ctx.require(need)
     out = out or sys.stdout
     history = History()
+    ctx.compiler_options = {}  # each run decides its own (a specialization runs it again)
     from ..ir.dims import assuming
     with assuming(graph.requires):  # rewrites may rely on what the model requires
         return _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progress)
@@ -138,7 +146,8 @@ def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progr
         after_stats, after_text = graph_stats(result), result.to_text()
         rec = PassRecord(i, step.name, dict(step.options), seconds, vsec, before_stats, after_stats,
                          before_text, after_text, Remarks(ctx.remarks[n_remarks:]), result,
-                         dict(ctx.pass_data))
+                         data=dict(ctx.pass_data),
+                         compiler_options=dict(ctx.compiler_options))
         history.append(rec)
         if print_ir_after is True or step.name in (print_ir_after or ()):
             print(f"// ----- IR after {step.name} (step {i}) -----", file=out)
