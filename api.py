@@ -46,7 +46,26 @@ def _flat_trees(g: Graph, bound: dict | None = None) -> Imported:
                     jax.tree_util.tree_structure([0] * len(g.outputs)), bound or {})
 
 
-def import_model(model, *example_args, params=None, batch_dim=None, name=None) -> Imported:
+def _is_torch(model) -> bool:
+    from .frontends.torch import is_torch_model  # no torch import unless it is a torch model
+    return is_torch_model(model)
+
+
+def _torch_import(model, example_args, dynamic_shapes, name) -> Imported:
+    from .frontends.torch import import_torch
+    t = import_torch(model, *example_args, dynamic_shapes=dynamic_shapes, name=name)
+    return Imported(t.graph, t.in_tree, t.out_tree, {})
+
+
+def _numpy_args(example_args: tuple) -> tuple:
+    """Torch tensors among example inputs as numpy arrays (what compiled models take)."""
+    from .frontends.torch.types import to_numpy
+    return tuple(to_numpy(a) if type(a).__module__.startswith("torch") and hasattr(a, "detach")
+                 else a for a in example_args)
+
+
+def import_model(model, *example_args, params=None, batch_dim=None, name=None,
+                 dynamic_shapes=None) -> Imported:
     """The IR of any model kind compile() accepts, with its input/output structure."""
     if isinstance(model, Graph):  # hand-made or loaded: checked before any pass sees it
         return _flat_trees(_verified(model, "the input graph"))
@@ -54,6 +73,8 @@ def import_model(model, *example_args, params=None, batch_dim=None, name=None) -
         return _flat_trees(_verified(ir_load(model), f"the input graph in {str(model)!r}"))
     if _is_onnx(model):
         return _flat_trees(*import_onnx_model(model, example_args, name))
+    if _is_torch(model):
+        return _torch_import(model, example_args, dynamic_shapes, name)
     if callable(model):
         t = trace_model(model, *example_args, params=params, batch_dim=batch_dim, name=name)
         return Imported(t.graph, t.in_tree, t.out_tree, {})
@@ -175,7 +196,11 @@ def _jax_frontend(fn, example_args, params, batch_dim, name) -> _Frontend:
     return _Frontend(None, why, specialize, decl, in_tree, "")
 
 
-def _frontend(model, example_args, params, batch_dim, name) -> _Frontend:
+def _frontend(model, example_args, params, batch_dim, name, dynamic_shapes=None) -> _Frontend:
+    if _is_torch(model):
+        imp = _torch_import(model, example_args, dynamic_shapes, name)
+        return _Frontend(imp, "", None, [(v.name, v.type) for v in imp.graph.inputs], imp.in_tree,
+                         imp.graph.name)
     if _is_onnx(model) and not (isinstance(model, (str, os.PathLike))
                                 and str(model).endswith(".tsir")):
         return _onnx_frontend(model, name)
@@ -195,7 +220,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             print_ir_after: Sequence[str] | bool = (), name: str | None = None,
             dump_ir=None, cache_size: int = DEFAULT_CACHE_SIZE,
             recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
-            cast_inputs: bool = False, progress=None, warm_up: bool = True) -> CompiledModel:
+            cast_inputs: bool = False, progress=None, warm_up: bool = True,
+            dynamic_shapes=None) -> CompiledModel:
     """Import ``model``, run the pass pipeline once, and lower it for ``target``.
 
     The result compiles one XLA executable per call signature (LRU of ``cache_size``);
@@ -211,6 +237,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     (f64 -> f32, int -> float); without it such calls raise ``CallError``.
     ``progress``: ``progress(text)`` -> a context manager around each step (import, each pass).
     ``warm_up``: compile for the example inputs' signature now (False: at the first call).
+    ``dynamic_shapes``: for a torch ``nn.Module``, ``torch.export``'s spec of symbolic dims
+    (``({0: torch.export.Dim("batch", max=64)},)``); they stay symbolic in the IR.
     """
     check_target(target)
     # refuse bad names/options before doing any work
@@ -226,7 +254,10 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                             progress=progress)
 
     with progress("importing the model"):
-        front = _frontend(model, example_args, params, batch_dim, name)
+        front = _frontend(model, example_args, params, batch_dim, name, dynamic_shapes)
+    torch_model = _is_torch(model)
+    if torch_model:  # the compiled model takes numpy arrays, as for every other model kind
+        example_args = _numpy_args(example_args)
     concrete = example_args and not any(_is_abstract(x) for x in jax.tree_util.tree_leaves(example_args))
     if front.base is None and not host_has(target):
         # An export-only target cannot specialize at call time: specialize now or say how.
@@ -266,7 +297,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                        deferred=front.deferred, cache_size=cache_size,
                        recompile_warning=recompile_warning, cast_inputs=cast_inputs,
                        jax_dtypes=callable(model) and not isinstance(model, Graph)
-                       and not _is_onnx(model), name=name or front.label)
+                       and not _is_onnx(model) and not torch_model, name=name or front.label)
     if concrete and cm.runnable and warm_up:
         cm.warm_up(*example_args)  # early specialization: errors surface here, not at a call
     return cm
