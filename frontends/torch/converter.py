@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import TensorsmithError
 from ...ir import Graph, Namer, Node, Requirement, TensorType, Value, dtype_name, make_node, verify
-from ...ir.dims import DimExpr
+from ...ir.dims import DimExpr, assuming
 from ...ir.verify import VerificationError
 from .context import Missing, NodeContext
 from .errors import TorchImportError, Unsupported, UnsupportedOp, UnsupportedOpsError
@@ -64,17 +64,23 @@ class Importer:
         total = None
         for mono, coef in d.terms:
             term = self.literal(np.int64(coef))
-            for atom in mono:
-                if not (isinstance(atom, str) and atom in self.dim_sources):
-                    raise Unsupported(f"the size {d} is needed as a value, and {atom} is not an "
-                                      "input dim")
-                src, axis = self.dim_sources[atom]
-                size = self._emit("shape_of", [src], loc, start=axis, end=axis + 1, dtype="i64")
-                size = self._emit("reshape", [size], loc, shape=())
-                term = self._emit("mul", [term, size], loc)
+            for atom, power in mono:
+                for _ in range(power):
+                    term = self._emit("mul", [term, self._atom_value(atom, d, loc)], loc)
             total = term if total is None else self._emit("add", [total, term], loc)
         self.dim_cache[key] = total
         return total
+
+    def _atom_value(self, atom, whole, loc: str) -> Value:
+        if atom[0] == "sym" and atom[1] in self.dim_sources:
+            src, axis = self.dim_sources[atom[1]]
+            size = self._emit("shape_of", [src], loc, start=axis, end=axis + 1, dtype="i64")
+            return self._emit("reshape", [size], loc, shape=())
+        if atom[0] == "floordiv":  # sizes are >= 0: truncating division is floor division
+            return self._emit("div", [self.dim_value(atom[1], loc),
+                                      self.literal(np.int64(atom[2]))], loc)
+        raise Unsupported(f"the size {whole} is needed as a value, and {atom[1]} is not a dim "
+                          "of an input")
 
     def _emit(self, op, inputs, loc, **attrs):
         n = make_node(op, inputs, self.namer, loc=loc, **attrs)
@@ -129,14 +135,16 @@ class Importer:
                 self.params[pname] = arr
                 self.env[node.name] = Value(pname, TensorType.of(arr))
         out_node = None
-        for node in ep.graph.nodes:
-            if node.op == "call_function":
-                self.call(node)
-            elif node.op == "output":
-                out_node = node
-            elif node.op != "placeholder":
-                self.problems.append(UnsupportedOp(str(node.op), location(node),
-                                                   f"FX node kind {node.op!r} is not supported"))
+        requires = range_requirements(ep, self.sym_names)
+        with assuming(requires):  # torch guarded these ranges; type rules may rely on them
+            for node in ep.graph.nodes:
+                if node.op == "call_function":
+                    self.call(node)
+                elif node.op == "output":
+                    out_node = node
+                elif node.op != "placeholder":
+                    self.problems.append(UnsupportedOp(str(node.op), location(node),
+                                                       f"FX node kind {node.op!r} is not supported"))
         if self.problems:
             raise UnsupportedOpsError(self.label, self.problems)
         user = [i for i, s in enumerate(sig.output_specs) if s.kind == OutputKind.USER_OUTPUT]
@@ -151,7 +159,6 @@ class Importer:
                     raise TorchImportError(f"{self.label}: output {i} is a {type(v).__name__}; "
                                            "tensorsmith returns tensors only")
             outputs.append(v)
-        requires = range_requirements(ep, self.sym_names)
         g = Graph(_graph_name(name), self.inputs, outputs, self.nodes, self.params, requires)
         try:
             verify(g)
