@@ -106,6 +106,17 @@ def symbol_names(program, example_args: tuple, dynamic_shapes, forward=None) -> 
     return names
 
 
+def _as_torch(torch, a):
+    """Example inputs may be numpy arrays (the CLI passes them so): torch tensors, copied."""
+    if isinstance(a, torch.Tensor):
+        return a
+    import numpy as np
+    arr = np.asarray(a)
+    if arr.dtype.name == "bfloat16":
+        return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(arr, copy=True))
+
+
 def _plain_tree(obj):
     """Torch pytree containers as plain tuples/lists/dicts jax understands (leaves: 0)."""
     if isinstance(obj, tuple):
@@ -126,6 +137,7 @@ def import_torch(model, *example_args, kwargs: dict | None = None, dynamic_shape
     import jax
     from torch.utils import _pytree as torch_tree
     from .converter import Importer
+    example_args = tuple(_as_torch(torch, a) for a in example_args)
     program = export_module(model, example_args, kwargs, dynamic_shapes)
     forward = getattr(model, "forward", None)
     label = type(model).__name__
