@@ -17,15 +17,11 @@ from .errors import TorchImportError, Unsupported, UnsupportedOp, UnsupportedOps
 from .registry import lookup
 from .types import ir_dtype, size_dim, sym_dim, tensor_type, to_numpy
 
-# FX nodes that only compute with symbolic sizes (Python operators on SymInts, sym_size):
-# their value is the dim expression torch recorded, no IR is emitted.
-_SYM_FUNCTIONS = {operator.mul, operator.add, operator.sub, operator.floordiv, operator.mod,
-                  operator.neg, operator.truediv}
 # Ops that only check metadata or assert at run time: nothing to compute.
 _NO_OPS = {"aten._assert_tensor_metadata.default", "aten._assert_scalar.default",
            "aten.sym_constrain_range_for_size.default", "aten._assert_async.msg",
            "aten.sym_constrain_range.default"}
-_TORCH_DIR = os.sep + "torch" + os.sep
+_LIBRARIES = ("torch", "transformers", "sentence_transformers", "timm", "torchvision")
 
 
 class Importer:
@@ -70,6 +66,47 @@ class Importer:
             total = term if total is None else self._emit("add", [total, term], loc)
         self.dim_cache[key] = total
         return total
+
+    def sym_value(self, val, loc: str):
+        """A symbolic scalar: a dim expression for a SymInt, else a run-time 0-d value."""
+        import torch
+        if isinstance(val, (bool, int, float)):
+            return val
+        if isinstance(val, torch.SymInt):
+            try:
+                return size_dim(val, self.sym_names)
+            except Unsupported:
+                pass
+        if isinstance(val, torch.SymBool):
+            raise Unsupported(f"symbolic bool {val} (a data-dependent condition)")
+        return self._expr_value(val.node.expr, loc)
+
+    def _expr_value(self, e, loc: str) -> Value:
+        """IR computing sympy expression ``e`` of input sizes at run time (f32 for floats, as sizes are small)."""
+        import sympy
+        if e.is_Integer:
+            return self.literal(np.int64(int(e)))
+        if e.is_Number:
+            return self.literal(np.float32(float(e)))
+        if e.is_Symbol:
+            return self.dim_value(sym_dim(e, self.sym_names), loc)
+        kind = type(e).__name__
+        args = [self._expr_value(a, loc) for a in e.args]
+        if kind in ("ToFloat", "FloatTrueDiv", "IntTrueDiv") or any(a.dtype == "f32" for a in args):
+            args = [a if a.dtype == "f32" else self._emit("convert", [a], loc, dtype="f32")
+                    for a in args]
+        if kind == "ToFloat":
+            return args[0]
+        ops = {sympy.Add: "add", sympy.Mul: "mul"}
+        for cls, op in ops.items():
+            if isinstance(e, cls):
+                out = args[0]
+                for a in args[1:]:
+                    out = self._emit(op, [out, a], loc)
+                return out
+        if kind in ("FloorDiv", "FloatTrueDiv", "IntTrueDiv"):
+            return self._emit("div", args, loc)
+        raise Unsupported(f"symbolic value {e} ({kind}) cannot be computed from input sizes")
 
     def _atom_value(self, atom, whole, loc: str) -> Value:
         if atom[0] == "sym" and atom[1] in self.dim_sources:
@@ -169,9 +206,9 @@ class Importer:
     def call(self, node) -> None:
         target = node.target
         val = node.meta.get("val")
-        if target in _SYM_FUNCTIONS or (_is_sym(val) and str(target).startswith("aten.sym_")):
+        if _is_sym(val):  # arithmetic on sizes (sym_size, x.shape[0] * 2, float(t))
             try:
-                self.env[node.name] = _sym_value(val, self.sym_names)
+                self.env[node.name] = self.sym_value(val, location(node))
             except Unsupported as e:
                 self.problems.append(UnsupportedOp(_op_name(target), location(node), str(e)))
                 self.poisoned.add(node.name)
@@ -233,15 +270,6 @@ def _is_sym(val) -> bool:
     return isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float, bool))
 
 
-def _sym_value(val, names):
-    import torch
-    if isinstance(val, torch.SymInt):
-        return size_dim(val, names)
-    if isinstance(val, (int, float, bool)):
-        return val
-    raise Unsupported(f"symbolic {type(val).__name__} {val} is not a size")
-
-
 def _op_name(target) -> str:
     if callable(target) and not hasattr(target, "_schema"):
         return f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', target)}"
@@ -273,13 +301,25 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 def source_line(stack_trace: str) -> str:
     """The innermost frame of user code (not torch's own) as 'file.py:12 (fn)'."""
     frames = _FRAME.findall(stack_trace)
+    libraries = _library_dirs()
     for path, line, fn in reversed(frames):
-        if _TORCH_DIR not in path and os.sep + "transformers" + os.sep not in path:
+        if not path.startswith(libraries):
             return f"{os.path.basename(path)}:{line} ({fn})"
     if frames:
         path, line, fn = frames[-1]
         return f"{os.path.basename(path)}:{line} ({fn})"
     return ""
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Folders of the model libraries whose frames are not the user's code."""
+    import sys
+    dirs = []
+    for name in _LIBRARIES:
+        mod = sys.modules.get(name)
+        if mod is not None and getattr(mod, "__file__", None):
+            dirs.append(os.path.dirname(mod.__file__) + os.sep)
+    return tuple(dirs)
 
 
 def range_requirements(ep, names: dict[str, str]) -> tuple[Requirement, ...]:
