@@ -19,7 +19,7 @@ def _fill(ctx, value, shape, dtype):
     return ctx.op("constant", value=value, dtype=dtype, shape=tuple(shape) or None)
 
 
-@aten_op("aten.full.default", "aten.new_full.default")
+@aten_op("aten.full.default")
 def _full(ctx, *args, **kwargs):
     value = args[-1] if ctx.target == "aten.full.default" else args[2]
     t = ctx.out_type()
@@ -32,23 +32,10 @@ def _full_like(ctx, x, fill_value, **kwargs):
     return _fill(ctx, fill_value, t.shape, t.dtype)
 
 
-@aten_op("aten.zeros.default", "aten.zeros_like.default", "aten.empty.memory_format",
-         "aten.empty_like.default", "aten.new_zeros.default", "aten.new_empty.default",
-         "aten.empty_strided.default")
+@aten_op("aten.empty.memory_format", "aten.empty_strided.default", "aten.empty_permuted.default")
 def _zeros(ctx, *args, **kwargs):
     t = ctx.out_type()
     return _fill(ctx, 0, t.shape, t.dtype)
-
-
-@aten_op("aten.ones.default", "aten.ones_like.default", "aten.new_ones.default")
-def _ones(ctx, *args, **kwargs):
-    t = ctx.out_type()
-    return _fill(ctx, 1, t.shape, t.dtype)
-
-
-@aten_op("aten.fill.Scalar")
-def _fill_scalar(ctx, x, value):
-    return _fill(ctx, value, x.shape, x.dtype)
 
 
 @aten_op("aten.scalar_tensor.default")
@@ -56,7 +43,7 @@ def _scalar_tensor(ctx, s, **kwargs):
     return ctx.tensor(s, ctx.out_dtype)
 
 
-@aten_op("aten.arange.start_step", "aten.arange.default", "aten.arange.start")
+@aten_op("aten.arange.start_step")
 def _arange(ctx, *args, **kwargs):
     nums = [a for a in args if isinstance(a, (int, float, DimExpr))]
     if ctx.target == "aten.arange.default":

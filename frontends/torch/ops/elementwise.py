@@ -12,8 +12,7 @@ _UNARY_FLOAT = {"exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "t
                 "sigmoid": "logistic", "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin",
                 "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh",
                 "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "erf": "erf",
-                "expm1": "expm1", "log1p": "log1p", "erfinv": "erf_inv", "exp2": "exp2",
-                "lgamma": "lgamma", "digamma": "digamma", "softplus": "softplus"}
+                "expm1": "expm1", "log1p": "log1p"}
 
 
 def _unary_float(op):
@@ -23,8 +22,7 @@ def _unary_float(op):
 
 
 for _name, _op in _UNARY_FLOAT.items():
-    if _name != "softplus":
-        aten_op(f"aten.{_name}.default")(_unary_float(_op))
+    aten_op(f"aten.{_name}.default")(_unary_float(_op))
 
 
 def _same_kind(op):
@@ -84,11 +82,6 @@ def _gelu(ctx, x, approximate="none"):
     return ctx.op("gelu", x, approximate=approximate == "tanh")
 
 
-@aten_op("aten.silu.default")
-def _silu(ctx, x):
-    return ctx.op("silu", x)
-
-
 @aten_op("aten.hardtanh.default", "aten.clamp.default")
 def _clamp(ctx, x, min_val=None, max_val=None, **kw):
     # hardtanh(x, min_val=-1, max_val=1); clamp(x, min=None, max=None)
@@ -127,16 +120,6 @@ def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
         x = ctx.op("mul", x, ctx.scalar(input_scale, x.dtype))
     y = ctx.op("elu", x, alpha=float(alpha))
     return y if scale == 1 else ctx.op("mul", y, ctx.scalar(scale, x.dtype))
-
-
-@aten_op("aten.hardsigmoid.default")
-def _hardsigmoid(ctx, x):
-    return ctx.op("hard_sigmoid", x)
-
-
-@aten_op("aten.hardswish.default")
-def _hardswish(ctx, x):
-    return ctx.op("hard_swish", x)
 
 
 @aten_op("aten.logical_not.default")
@@ -178,12 +161,6 @@ def _add(ctx, a, b, alpha=1):
 def _sub(ctx, a, b, alpha=1):
     a, b = ctx.operands(a, b, dtype=ctx.out_dtype)
     return ctx.op("sub", a, _alpha(ctx, b, alpha, a.dtype))
-
-
-@aten_op("aten.rsub.Scalar", "aten.rsub.Tensor")
-def _rsub(ctx, a, b, alpha=1):
-    a, b = ctx.operands(a, b, dtype=ctx.out_dtype)
-    return ctx.op("sub", b, _alpha(ctx, a, alpha, a.dtype))
 
 
 def _binary(op):
@@ -274,21 +251,13 @@ for _cmp in ("eq", "ne", "lt", "le", "gt", "ge"):
     aten_op(f"aten.{_cmp}.Tensor", f"aten.{_cmp}.Scalar")(_compare)
 
 
-@aten_op("aten.where.self", "aten.where.ScalarSelf", "aten.where.ScalarOther", "aten.where.Scalar")
+@aten_op("aten.where.self")
 def _where(ctx, cond, a, b):
     cond = ctx.tensor(cond, "bool")
     a, b = ctx.operands(a, b, dtype=ctx.out_dtype)
     shape = ctx.out_type().shape
     return ctx.op("select", ctx.broadcast_to(cond, shape), ctx.broadcast_to(a, shape),
                   ctx.broadcast_to(b, shape))
-
-
-@aten_op("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
-def _masked_fill(ctx, x, mask, value):
-    value = ctx.tensor(value, x.dtype)
-    shape = ctx.out_type().shape
-    return ctx.op("select", ctx.broadcast_to(mask, shape), ctx.broadcast_to(value, shape),
-                  ctx.broadcast_to(x, shape))
 
 
 __all__ = ["trunc", "is_int"]

@@ -6,7 +6,7 @@ import numpy as np
 from ....ir import Value
 from ....ir.dims import DimExpr
 from ..context import Missing as _Missing
-from ._util import acc_dtype, axes, axis, count, keep_shape
+from ._util import acc_dtype, axis, count, keep_shape
 from ..registry import aten_op
 
 _LAYOUTS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
@@ -77,17 +77,6 @@ def _bmm(ctx, a, b):
     return ctx.op("dot_general", a, b, contracting_dims=((2,), (1,)), batch_dims=((0,), (0,)))
 
 
-@aten_op("aten.linear.default")
-def _linear(ctx, x, w, bias=None):
-    y = ctx.op("dot_general", x, w, contracting_dims=((x.type.rank - 1,), (1,)))
-    return y if bias is None else ctx.op("add", y, bias)
-
-
-@aten_op("aten.dot.default")
-def _dot(ctx, a, b):
-    return ctx.op("dot_general", a, b, contracting_dims=((0,), (0,)))
-
-
 # --- normalization -----------------------------------------------------------------------------
 def _ones_or(ctx, v, n, value, dtype):
     return v if v is not None else ctx.const(np.full((n,), value), dtype)
@@ -111,13 +100,6 @@ def _batch_stats_norm(ctx, x, weight, bias, eps):
     if bias is not None:
         y = ctx.op("add", y, ctx.reshape(bias, shape))
     return y, ctx.reshape(mean, (x.shape[1],)), ctx.reshape(rstd, (x.shape[1],))
-
-
-@aten_op("aten._native_batch_norm_legit.default")
-def _batch_norm_legit(ctx, x, weight, bias, mean, var, training, momentum, eps):
-    if not training:
-        return _batch_norm_eval(ctx, x, weight, bias, mean, var, momentum, eps)
-    return _batch_stats_norm(ctx, x, weight, bias, eps)
 
 
 @aten_op("aten._native_batch_norm_legit.no_stats")
@@ -209,8 +191,7 @@ def _pool_pads(ctx, x, k, s, p, d, ceil_mode):
     return pads
 
 
-@aten_op("aten.max_pool2d_with_indices.default", "aten.max_pool1d_with_indices.default",
-         "aten.max_pool3d_with_indices.default", "aten.max_pool2d.default")
+@aten_op("aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default")
 def _max_pool(ctx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
     nsp = x.type.rank - 2
     k = _per_dim(kernel_size, nsp)
@@ -225,7 +206,7 @@ def _max_pool(ctx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=F
     return y, _Missing("max-pooling indices")
 
 
-@aten_op("aten.avg_pool2d.default", "aten.avg_pool1d.default", "aten.avg_pool3d.default")
+@aten_op("aten.avg_pool2d.default", "aten.avg_pool3d.default")
 def _avg_pool(ctx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
               count_include_pad=True, divisor_override=None):
     nsp = x.type.rank - 2
@@ -251,8 +232,7 @@ def _avg_pool(ctx, x, kernel_size, stride=(), padding=0, ceil_mode=False,
     return ctx.convert(ctx.op("div", total, n), x.dtype)
 
 
-@aten_op("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default",
-         "aten._adaptive_avg_pool1d.default", "aten._adaptive_avg_pool3d.default")
+@aten_op("aten._adaptive_avg_pool2d.default", "aten._adaptive_avg_pool3d.default")
 def _adaptive_avg_pool(ctx, x, output_size):
     nsp = x.type.rank - 2
     out = _per_dim(output_size, nsp)

@@ -11,7 +11,7 @@ def _reduce(ctx, op, x, over, keepdim):
     return ctx.reshape(y, keep_shape(x, over)) if keepdim else y
 
 
-@aten_op("aten.sum.dim_IntList", "aten.sum.default")
+@aten_op("aten.sum.dim_IntList")
 def _sum(ctx, x, dim=None, keepdim=False, dtype=None):
     out = ctx.out_dtype
     xa = ctx.convert(x, acc_dtype(out))
@@ -90,17 +90,11 @@ def _var_correction(ctx, x, dim=None, correction=None, keepdim=False):
     return _var(ctx, x, dim, 1 if correction is None else correction, keepdim)
 
 
-@aten_op("aten.var.dim")
-def _var_dim(ctx, x, dim=None, unbiased=True, keepdim=False):
-    return _var(ctx, x, dim, 1 if unbiased else 0, keepdim)
-
-
 def _truthy(ctx, x):
     return x if x.dtype == "bool" else ctx.op("ne", x, ctx.scalar(0, x.dtype))
 
 
-@aten_op("aten.any.dim", "aten.any.dims", "aten.any.default", "aten.all.dim", "aten.all.dims",
-         "aten.all.default")
+@aten_op("aten.any.dim", "aten.any.dims", "aten.any.default")
 def _any_all(ctx, x, dim=None, keepdim=False):
     op = "reduce_or" if ".any." in ctx.target else "reduce_and"
     y = _reduce(ctx, op, _truthy(ctx, x), axes(dim, x.type.rank), keepdim)

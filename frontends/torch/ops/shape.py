@@ -9,18 +9,13 @@ from ..registry import aten_op
 _BIG = 2 ** 62  # torch writes "to the end" as a huge int (9223372036854775807)
 
 
-@aten_op("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default",
-         "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default",
-         "aten.unsqueeze.default", "aten.flatten.using_ints", "aten.view_copy.default",
-         "aten.unflatten.int")
+@aten_op("aten.view.default", "aten.squeeze.dims", "aten.unsqueeze.default")
 def _reshape(ctx, x, *args):
     # The target shape is the one torch computed (with -1 and symbolic sizes resolved).
     return ctx.reshape(x, ctx.out_type().shape)
 
 
-@aten_op("aten.clone.default", "aten.alias.default", "aten.detach.default",
-         "aten.lift_fresh_copy.default", "aten.contiguous.default", "aten.copy.default",
-         "aten.dropout.default")
+@aten_op("aten.clone.default", "aten.alias.default", "aten.copy.default")
 def _identity(ctx, x, *args, **kwargs):
     if ctx.target == "aten.copy.default":  # copy(self, src): src broadcast to self
         src = ctx.convert(args[0], x.dtype)
@@ -28,7 +23,7 @@ def _identity(ctx, x, *args, **kwargs):
     return x
 
 
-@aten_op("aten._to_copy.default", "aten.to.dtype", "aten.type_as.default")
+@aten_op("aten._to_copy.default")
 def _to_copy(ctx, x, *args, **kwargs):
     return ctx.convert(x, ctx.out_dtype)
 
@@ -40,21 +35,7 @@ def _permute(ctx, x, dims):
     return x if perm == tuple(range(rank)) else ctx.op("transpose", x, permutation=perm)
 
 
-@aten_op("aten.transpose.int")
-def _transpose(ctx, x, dim0, dim1):
-    rank = x.type.rank
-    perm = list(range(rank))
-    a, b = axis(dim0, rank), axis(dim1, rank)
-    perm[a], perm[b] = perm[b], perm[a]
-    return _permute(ctx, x, perm)
-
-
-@aten_op("aten.t.default")
-def _t(ctx, x):
-    return x if x.type.rank < 2 else _permute(ctx, x, (1, 0))
-
-
-@aten_op("aten.expand.default", "aten.expand_copy.default")
+@aten_op("aten.expand.default")
 def _expand(ctx, x, size, implicit=False):
     return ctx.broadcast_to(x, ctx.out_type().shape)
 
@@ -68,14 +49,6 @@ def _cat(ctx, tensors, dim=0):
     if len(parts) == 1:
         return parts[0]
     return ctx.op("concatenate", *parts, axis=axis(dim, rank))
-
-
-@aten_op("aten.stack.default")
-def _stack(ctx, tensors, dim=0):
-    rank = tensors[0].type.rank + 1
-    a = axis(dim, rank)
-    parts = [ctx.op("expand_dims", ctx.convert(t, ctx.out_dtype), axes=(a,)) for t in tensors]
-    return parts[0] if len(parts) == 1 else ctx.op("concatenate", *parts, axis=a)
 
 
 def _slice_dim(ctx, x: Value, a: int, start, end, step=1) -> Value:
@@ -106,12 +79,12 @@ def _clip(i, size):
     return i
 
 
-@aten_op("aten.slice.Tensor", "aten.slice_copy.Tensor")
+@aten_op("aten.slice.Tensor")
 def _slice(ctx, x, dim=0, start=None, end=None, step=1):
     return _slice_dim(ctx, x, axis(dim, x.type.rank), start, end, step)
 
 
-@aten_op("aten.select.int", "aten.select_copy.int")
+@aten_op("aten.select.int")
 def _select(ctx, x, dim, index):
     a = axis(dim, x.type.rank)
     if isinstance(index, int) and index < 0:
@@ -120,15 +93,7 @@ def _select(ctx, x, dim, index):
     return ctx.op("squeeze", y, axes=(a,))
 
 
-@aten_op("aten.narrow.default")
-def _narrow(ctx, x, dim, start, length):
-    a = axis(dim, x.type.rank)
-    if isinstance(start, int) and start < 0:
-        start = x.shape[a] + start
-    return _slice_dim(ctx, x, a, start, start + length)
-
-
-@aten_op("aten.split_with_sizes.default", "aten.split_with_sizes_copy.default")
+@aten_op("aten.split_with_sizes.default")
 def _split_with_sizes(ctx, x, split_sizes, dim=0):
     a = axis(dim, x.type.rank)
     outs, at = [], 0
@@ -136,23 +101,6 @@ def _split_with_sizes(ctx, x, split_sizes, dim=0):
         outs.append(_slice_dim(ctx, x, a, at, at + s))
         at = at + s
     return tuple(outs)
-
-
-@aten_op("aten.split.Tensor")
-def _split(ctx, x, split_size, dim=0):
-    a = axis(dim, x.type.rank)
-    size = x.shape[a]
-    if not isinstance(size, int):
-        ctx.unsupported(f"split of a symbolic dim {size}")
-    return _split_with_sizes(ctx, x, [min(split_size, size - i) for i in range(0, size, split_size)], a)
-
-
-@aten_op("aten.unbind.int")
-def _unbind(ctx, x, dim=0):
-    a = axis(dim, x.type.rank)
-    if not isinstance(x.shape[a], int):
-        ctx.unsupported(f"unbind of a symbolic dim {x.shape[a]}")
-    return tuple(_select(ctx, x, a, i) for i in range(x.shape[a]))
 
 
 @aten_op("aten.constant_pad_nd.default")
@@ -184,17 +132,3 @@ def _repeat(ctx, x, repeats):
     return ctx.reshape(y, ctx.out_type().shape)
 
 
-@aten_op("aten.roll.default")
-def _roll(ctx, x, shifts, dims=()):
-    if not dims:
-        ctx.unsupported("roll without dims")
-    for s, d in zip(shifts, dims):
-        a = axis(d, x.type.rank)
-        size = x.shape[a]
-        if not isinstance(size, int):
-            ctx.unsupported(f"roll of a symbolic dim {size}")
-        s = s % size if size else 0
-        if s:
-            x = ctx.op("concatenate", _slice_dim(ctx, x, a, size - s, size),
-                       _slice_dim(ctx, x, a, 0, size - s), axis=a)
-    return x
