@@ -240,3 +240,18 @@ def test_cli_takes_an_nn_module(capsys, tmp_path, monkeypatch):
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "max |compiled - source|" in out
+
+
+def test_an_exported_program_is_a_model_too():
+    m = small_net(train=False)
+    x = torch.randn(3, 3, 12, 12)
+    spec = ({0: Dim("n", max=4)},)
+    program = torch.export.export(m, (x,), dynamic_shapes=spec)
+    unnamed = import_torch(program, x).graph.inputs[0].type.shape[0]
+    assert re.fullmatch(r"s\d+", str(unnamed))  # torch's own symbol name...
+    cm = tensorsmith.compile(program, x.numpy(), passes="none", dynamic_shapes=spec)
+    assert str(cm.source.inputs[0].type) == "f32[n,3,12,12]"  # ...or the one the spec gives
+    assert set(cm.source.params) == set(m.state_dict())
+    for b in (1, 4):
+        x = torch.randn(b, 3, 12, 12)
+        close(cm(x.numpy()), eager(m, x))
