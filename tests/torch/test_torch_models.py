@@ -113,3 +113,24 @@ def test_minilm_sentence_embeddings_at_three_lengths():
         assert cos.max() < 1e-4 and abs_err < 1e-4
     assert len(lengths) == 3
     assert cm.cache_info().pipeline_runs == 1
+
+
+@pytest.mark.slow
+def test_minilm_smooth_quant_keeps_torch_outputs():
+    """A calibrated pass on a torch graph: SmoothQuant is exact, so torch stays the oracle."""
+    model, tok = tm.minilm()
+    model.eval()
+
+    def encode(sents):
+        enc = tok.encode_batch(sents)
+        return (torch.tensor([e.ids for e in enc]), torch.tensor([e.attention_mask for e in enc]))
+
+    batch, seq = Dim("batch", max=32), Dim("sequence", min=2, max=512)
+    calibration = [tuple(a.numpy() for a in encode(s)) for s in SENTENCES[1:]]
+    cm = tensorsmith.compile(model, *encode(["hello world", "an example sentence"]),
+                             passes="default,smooth-quant", calibration=calibration,
+                             dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    assert any(r.kind == "applied" for r in cm.history[-1].remarks)
+    ids, mask = encode(["Someone performs music with a guitar in front of an audience."])
+    abs_err, _ = errors(cm(ids.numpy(), mask.numpy()), eager(model, ids, mask))
+    assert abs_err < 1e-5
