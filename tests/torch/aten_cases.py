@@ -256,8 +256,26 @@ CORE_DIRECT = {
     "adaptive_avg_pool3d_direct": (lambda x: aten._adaptive_avg_pool3d.default(x, [1, 1, 1]), [f(1, 2, 3, 4, 5)]),
 }
 
+RESAMPLE = {
+    "upsample_nearest2x": (lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), [f(1, 2, 3, 4)]),
+    "upsample_nearest_size": (lambda x: F.interpolate(x, size=(5, 7), mode="nearest"), [f(1, 2, 3, 4)]),
+    "upsample_nearest_down": (lambda x: F.interpolate(x, scale_factor=0.5, mode="nearest"), [f(1, 1, 6, 5)]),
+    "upsample_nearest1d": (lambda x: F.interpolate(x, scale_factor=3, mode="nearest"), [f(1, 2, 4)]),
+    "upsample_bilinear": (lambda x: F.interpolate(x, scale_factor=2, mode="bilinear"), [f(1, 2, 3, 4)]),
+    "upsample_bilinear_ac": (lambda x: F.interpolate(x, size=(5, 6), mode="bilinear", align_corners=True), [f(1, 2, 3, 4)]),
+    "upsample_bilinear_frac": (lambda x: F.interpolate(x, scale_factor=1.5, mode="bilinear"), [f(1, 1, 4, 4)]),
+    "upsample_linear1d": (lambda x: F.interpolate(x, size=7, mode="linear"), [f(1, 2, 4)]),
+    "reflection_pad2d": (lambda x: F.pad(x, (1, 2, 2, 0), mode="reflect"), [f(1, 2, 4, 5)]),
+    "reflection_pad1d": (lambda x: F.pad(x, (3, 1), mode="reflect"), [f(1, 2, 5)]),
+    "reflection_pad3d": (lambda x: F.pad(x, (1, 1, 1, 1, 1, 1), mode="reflect"), [f(1, 1, 3, 3, 3)]),
+    "replication_pad2d": (lambda x: F.pad(x, (2, 1, 0, 3), mode="replicate"), [f(1, 2, 3, 4)]),
+    "replication_pad1d": (lambda x: F.pad(x, (2, 2), mode="replicate"), [f(1, 2, 3)]),
+    "replication_pad3d": (lambda x: F.pad(x, (1, 0, 0, 1, 1, 1), mode="replicate"), [f(1, 1, 2, 3, 3)]),
+}
+
 GROUPS = {"unary": UNARY, "binary": BINARY, "nn": NN, "reduce": REDUCE, "shape": SHAPE,
-          "index": INDEX, "create": CREATE, "core_direct": CORE_DIRECT}
+          "index": INDEX, "create": CREATE, "core_direct": CORE_DIRECT,
+          "resample": RESAMPLE}
 
 
 class Cases(torch.nn.Module):
