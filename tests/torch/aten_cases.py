@@ -222,6 +222,39 @@ INDEX = {
     "index_two_bcast": (lambda x, r, c: x[r, c], [f(4, 5, 2), i(3, 1, lo=0, hi=4), i(2, lo=-5, hi=5)]),
 }
 
+def _setitem(x, idx, v):
+    y = x.clone()
+    y[idx] = v
+    return y
+
+
+def _slice_set(x, v):
+    y = x.clone()
+    y[:, 1:3] = v
+    return y
+
+
+def _strided_set(x, v):
+    y = x.clone()
+    y[::2] = v
+    return y
+
+
+SCATTER = {
+    "scatter_src": (lambda x, idx, src: x.scatter(1, idx, src), [f(3, 5), torch.tensor([[0, 4], [2, 1], [3, 3]]), f(3, 4)]),
+    "scatter_value": (lambda x, idx: x.scatter(0, idx, 9.0), [f(4, 3), torch.tensor([[3, 0, 1]])]),
+    "scatter_add": (lambda x, idx, src: x.scatter_add(1, idx, src), [f(2, 4), i(2, 6, lo=0, hi=4), f(2, 6)]),
+    "scatter_reduce_amax": (lambda x, idx, src: x.scatter_reduce(0, idx, src, "amax"), [f(4), i(7, lo=0, hi=4), f(7)]),
+    "index_put": (lambda x, r, v: _setitem(x, r, v), [f(5, 3), torch.tensor([4, 0]), f(2, 3)]),
+    "index_put_2d": (lambda x, r, c, v: _setitem(x, (r, c), v), [f(4, 5), i(3, lo=0, hi=4), i(3, lo=-5, hi=0), f(3)]),
+    "index_put_acc": (lambda x, r, v: x.index_put((r,), v, accumulate=True), [f(4, 2), i(6, lo=0, hi=4), f(6, 2)]),
+    "masked_setitem": (lambda x, m: _setitem(x, m, -1.0), [f(3, 4), b(3, 4)]),
+    "masked_setitem_rows": (lambda x, m: _setitem(x, m, 0.0), [f(3, 4), b(3)]),
+    "slice_set": (_slice_set, [f(3, 5), f(3, 2)]),
+    "strided_set": (_strided_set, [f(5, 2), f(3, 2)]),
+    "select_set": (lambda x, v: _setitem(x, (slice(None), -1), v), [f(3, 4), f(3)]),
+}
+
 CREATE = {
     "zeros": (lambda x: x + torch.zeros(3, 4), [f(3, 4)]), "ones": (lambda x: x * torch.ones(4), [f(3, 4)]),
     "full": (lambda x: x + torch.full((2, 1), 2.5), [f(2, 3)]),
@@ -275,7 +308,7 @@ RESAMPLE = {
 
 GROUPS = {"unary": UNARY, "binary": BINARY, "nn": NN, "reduce": REDUCE, "shape": SHAPE,
           "index": INDEX, "create": CREATE, "core_direct": CORE_DIRECT,
-          "resample": RESAMPLE}
+          "resample": RESAMPLE, "scatter": SCATTER}
 
 
 class Cases(torch.nn.Module):
