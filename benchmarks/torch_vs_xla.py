@@ -9,7 +9,13 @@ median over rounds of the per-round ratio tensorsmith / torch eager and tensorsm
 torch.compile (< 1: tensorsmith faster), and the max abs difference of the outputs.
 
   python benchmarks/torch_vs_xla.py [--quick] [--models resnet18,mobilenet_v2,lstm,minilm]
-                                    [--no-torch-compile] [--out benchmarks/results/torch_vs_xla.json]
+                                    [--threads N] [--no-torch-compile]
+                                    [--out benchmarks/results/torch_vs_xla.json]
+
+``--threads N`` pins the process to N CPUs (XLA's pool follows the mask) and gives torch N
+threads. On a machine loaded beyond its cores, torch's OpenMP barriers stall when a thread
+is descheduled (MiniLM eager measured 2.8 s with 2 threads, 0.14 s with 1 on a 2-core host
+at load 16): compare with ``--threads 1`` there. The 1-minute load average is recorded.
 """
 from __future__ import annotations
 
@@ -132,16 +138,25 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (9; quick 3)")
     ap.add_argument("--round-s", type=float, default=None, help="seconds per side per round")
     ap.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile side")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPUs for both sides (default: all this process may use)")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
+    allowed = sorted(os.sched_getaffinity(0))
+    threads = args.threads or len(allowed)
+    if threads > len(allowed):
+        raise SystemExit(f"--threads {threads}: this process may only run on {len(allowed)} CPUs")
+    os.sched_setaffinity(0, allowed[:threads])  # before jax starts its CPU client
     import jax
     import torch
+    torch.set_num_threads(threads)
     rounds = args.rounds or (3 if args.quick else 9)
     round_s = args.round_s or (0.3 if args.quick else 1.0)
     result = {"host": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "torch": torch.__version__, "jax": jax.__version__,
-                       "torch_threads": torch.get_num_threads(),
+                       "threads": threads, "torch_threads": torch.get_num_threads(),
+                       "load_avg_1min_start": os.getloadavg()[0],
                        "jax_backend": jax.default_backend()},
               "rounds": rounds, "round_s": round_s, "models": {}}
     for name in args.models.split(","):
@@ -152,6 +167,7 @@ def main(argv=None) -> int:
         line = "  ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in lat.items())
         ratios = {k: v for k, v in lat["tensorsmith"].items() if k.startswith("ratio")}
         print(f"{meta['model']}: {line}  {ratios}  max|diff| {meta['max_abs_diff']}", flush=True)
+    result["host"]["load_avg_1min_end"] = os.getloadavg()[0]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
