@@ -256,3 +256,12 @@ def test_an_exported_program_is_a_model_too():
     for b in (1, 4):
         x = torch.randn(b, 3, 12, 12)
         close(cm(x.numpy()), eager(m, x))
+
+
+def test_torch_is_imported_only_for_torch_models():
+    import subprocess
+    code = ("import sys, numpy as np, tensorsmith\n"
+            "tensorsmith.compile(lambda x: x * 2, np.ones(3, np.float32), passes='none')\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
