@@ -63,6 +63,7 @@ def test_mobilenet_v2():
     assert not any(n.op == "batch_norm" for n in cm.graph.nodes)
 
 
+@pytest.mark.slow
 def test_lstm_tagger_dynamic_batch():
     torch.manual_seed(0)
     model = tm.LSTMTagger()
