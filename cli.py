@@ -338,9 +338,12 @@ def cmd_compile(args) -> int:
                              f"{did_you_mean(name, [s.name for s in steps])}; it runs "
                              f"{format_pipeline(steps) or 'nothing'}")
     progress = Progress()
+    calibration = _load_calibration(args.calibration, args.calibration_batch) \
+        if args.calibration else None
     cm = ts_compile(spec.model, *spec.example_inputs, params=spec.params, target=args.target,
                     passes=steps, batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"),
-                    dump_ir=args.dump_ir, progress=progress, dynamic_shapes=spec.dynamic_shapes,
+                    dump_ir=args.dump_ir, progress=progress, calibration=calibration,
+                    dynamic_shapes=spec.dynamic_shapes,
                     warm_up=False)  # first called at the evaluation data's shape
     out = print
     out(f"model     {spec.name}  (@{cm.graph.name}, {len(cm.graph.inputs)} input(s): "
@@ -357,6 +360,11 @@ def cmd_compile(args) -> int:
     if cm.history:
         out("")
         out(history_table(cm.history))
+    if any(rec.name == "quantize" and rec.data.get("quant_report") for rec in cm.history):
+        from .passes.quant_debug import format_report, quant_report
+        out("")
+        out("quantization (SQNR of each quantized node vs float, worst first)")
+        out(format_report(quant_report(cm)))
     if args.print_ir:
         out("")
         out(cm.ir())
@@ -465,6 +473,32 @@ def cmd_passes(args) -> int:
     return 0
 
 
+def _load_calibration(path: str, batch: int) -> list[tuple]:
+    """Calibration batches from an .npz (x, or input_0, input_1, ...), split along axis 0."""
+    if not Path(path).is_file():
+        raise UsageError(f"--calibration {path!r}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        raise UsageError(f"--calibration {path!r}: not an .npz of plain arrays (object arrays "
+                         "are refused)") from None
+    if "x" in arrays:
+        inputs = [arrays["x"]]
+    else:
+        inputs = []
+        while f"input_{len(inputs)}" in arrays:
+            inputs.append(arrays[f"input_{len(inputs)}"])
+    if not inputs:
+        raise UsageError(f"--calibration {path!r}: needs x or input_0, input_1, ...; has "
+                         f"{', '.join(sorted(arrays)) or 'no arrays'}")
+    n = len(inputs[0])
+    if any(len(a) != n for a in inputs):
+        raise UsageError(f"--calibration {path!r}: the inputs have different numbers of samples "
+                         f"({', '.join(str(len(a)) for a in inputs)})")
+    return [tuple(a[i:i + batch] for a in inputs) for i in range(0, n, batch)]
+
+
 def _load_data(path: str, n_inputs: int) -> tuple[list, np.ndarray | None]:
     if not Path(path).is_file():
         raise UsageError(f"--data {path!r}: no such file")
@@ -566,6 +600,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dump-ir", metavar="DIR",
                    help="write 00-source.tsir, 01-<pass>.tsir, ... (+ weights) into DIR")
     c.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
+    c.add_argument("--calibration", metavar="NPZ",
+                   help=".npz of calibration inputs (x, or input_0, input_1, ...) for passes that "
+                        "run the model (quantize)")
+    c.add_argument("--calibration-batch", type=_positive, default=32, metavar="B",
+                   help="samples per calibration batch (default: 32)")
     c.add_argument("--repeats", type=_count, default=30, metavar="R",
                    help="timed runs per model for the latency comparison (default: 30; 0 skips "
                         "the latency measurement)")

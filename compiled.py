@@ -541,6 +541,11 @@ class CompiledModel:
         atomic_write(path, pack_arrays(arrays))
         return path
 
+    def export_onnx(self, path, *, opset: int | None = None) -> Path:
+        """Write the model as ONNX; fake-quant becomes QuantizeLinear/DequantizeLinear (QDQ)."""
+        from .export_onnx import export_compiled
+        return export_compiled(self, path, opset=opset)
+
     def __repr__(self) -> str:
         mode = "runnable" if self.runnable else "export-only"
         if self._base is None and self._rep is None:

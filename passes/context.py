@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +16,13 @@ the top level; ``jit`` is only passed when a pass asks for a choice, see PassCon
 
 class MissingPassData(PassFailure, ValueError):
     """A pass needs data (calibration inputs, ...) that the caller did not provide."""
+
+
+class BadCalibrationData(PassFailure, ValueError):
+    """Calibration data a pass cannot use (NaN/Inf, wrong number of inputs)."""
+
+
+PROGRESS_MIN_BATCHES = 8  # a calibration over this many batches shows a progress bar
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,13 @@ class PassContext:
     data: dict[str, Any] = field(default_factory=dict)  # other named inputs (a teacher, labels)
     remarks: Remarks = field(default_factory=Remarks)
     pass_name: str = ""
+    progress: bool = True  # a progress bar on long calibration runs
+    # Compiled executors by graph (held so the id stays valid): a pass that runs one graph
+    # on many batches compiles it and uploads its params once.
+    _executors: dict = field(default_factory=dict, repr=False)
+    # What each pass reports for machines (the quantization debugger's table, ...): the pass
+    # manager moves it into the pass's record (``PassRecord.data``).
+    pass_data: dict[str, Any] = field(default_factory=dict)
 
     def remark(self, kind: str, message: str, node: Node | str | None = None, **data) -> None:
         """Record what the current pass did (``applied``), skipped (``missed``) or noticed."""
@@ -82,5 +96,60 @@ class PassContext:
         if self.executor is None:
             raise MissingPassData(f"pass '{self.pass_name}' needs to run the model but no "
                                   "executor was provided")
-        fn = self.executor(graph) if jit is None else self.executor(graph, jit=jit)
-        return [np.asarray(o) for o in fn(*inputs)]
+        return [np.asarray(o) for o in self.compiled(graph, jit=jit)(*inputs)]
+
+    def compiled(self, graph: Graph, jit: bool | None = None) -> Callable[..., list]:
+        """The executor's function for ``graph``, built once and reused for every call (one
+        compile, one upload of the params), however many batches run through it."""
+        if self.executor is None:
+            raise MissingPassData(f"pass '{self.pass_name}' needs to run the model but no "
+                                  "executor was provided")
+        key = (id(graph), jit)
+        hit = self._executors.get(key)
+        if hit is None or hit[0] is not graph:
+            fn = self.executor(graph) if jit is None else self.executor(graph, jit=jit)
+            if len(self._executors) >= 4:  # bounded: old graphs and their device params go
+                self._executors.pop(next(iter(self._executors)))
+            hit = self._executors[key] = (graph, fn)
+        return hit[1]
+
+    def release(self) -> None:
+        """Drop the cached executors (and the device copies of their params)."""
+        self._executors.clear()
+
+    def calibration_batches(self, graph: Graph) -> list[tuple]:
+        """The calibration inputs, checked: one array per graph input, all finite.
+
+        NaN/Inf would silently become a scale; the error names the input and the batch.
+        """
+        batches = self.require("calibration")
+        names = [v.name for v in graph.inputs]
+        for b, batch in enumerate(batches):
+            if len(batch) != len(names):
+                raise BadCalibrationData(
+                    f"pass '{self.pass_name}': calibration batch {b} has {len(batch)} arrays, "
+                    f"the model takes {len(names)} inputs ({', '.join('%' + n for n in names)})")
+            for name, arr in zip(names, batch):
+                a = np.asarray(arr)
+                if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                    bad = "NaN" if np.isnan(a).any() else "Inf"
+                    raise BadCalibrationData(
+                        f"pass '{self.pass_name}': calibration input %{name} has {bad} in batch "
+                        f"{b} ({int((~np.isfinite(a)).sum())} of {a.size} values); remove or "
+                        "fix those samples")
+        return list(batches)
+
+    def run_batches(self, graph: Graph, batches: Sequence[tuple], desc: str = "") -> Iterator[list]:
+        """``graph``'s outputs for each batch, with one compiled executor for all of them
+        (a progress bar on stderr when there are many batches)."""
+        fn = self.compiled(graph, jit=True)
+        items: Any = batches
+        if self.progress and len(batches) >= PROGRESS_MIN_BATCHES:
+            try:
+                from tqdm.auto import tqdm
+                items = tqdm(batches, desc=desc or f"{self.pass_name}: calibrating",
+                             unit="batch", leave=False, disable=None)  # None: only on a tty
+            except ImportError:  # the bar is a nicety, not a dependency
+                pass
+        for batch in items:
+            yield [np.asarray(o) for o in fn(*batch)]

@@ -16,6 +16,9 @@ CONSTANT_SOURCES = frozenset({"constant", "iota"})
 # Never folded themselves: they are already literals (or free to recompute), so folding them
 # only trades a few bytes of IR for a stored array.
 NEVER_FOLD = CONSTANT_SOURCES
+# Kept as they are even on constant inputs: dequantize(weight) is how a quantized weight is
+# stored (low-precision param + scale); folding it would store the float weight again.
+KEEP_OPS = frozenset({"dequantize"})
 # A folded result may be at most this many times the bytes of the params it reads (a uniform
 # result is exempt: it becomes a `constant` node, which costs nothing). This keeps
 # broadcast_in_dim, pad, outer products and the like from bloating the model.
@@ -136,7 +139,7 @@ def plan_folds(graph: Graph, max_bytes: int) -> tuple[list[Node], dict[str, str]
     refused: dict[str, str] = {}
     for n in graph.nodes:
         reads = [v.name for v in (*n.inputs, *n.region_reads)]
-        if not all(r in known for r in reads) or not all(o.type.is_static for o in n.outputs):
+        if n.op in KEEP_OPS or not all(r in known for r in reads) or not all(o.type.is_static for o in n.outputs):
             continue
         if n.op in CONSTANT_SOURCES:
             evaluate.append(n)
@@ -203,12 +206,14 @@ def _fold_pattern(max_bytes: int, evaluated: dict[str, np.ndarray], refused: dic
                   budget: Budget):
     @pattern("fold-constants")
     def fold(rw: Rewriter, node: Node):
-        if node.op in NEVER_FOLD:
+        if node.op in NEVER_FOLD or node.op in KEEP_OPS:
             return None
         known = _known_inputs(rw, node)
         if known is None:
             return None
         params, sources = known
+        if any(a.kind == "packed" for k in params for a in rw.annotations(k)):
+            return None  # low-bit weights packed in bytes are unpacked in the program (lower-quant)
         not_loaded = [k for k, a in params.items() if getattr(a, "abstract", False)]
         if not_loaded:
             rw.remark("missed", f"did not fold: param @{not_loaded[0]} is declared but not loaded",

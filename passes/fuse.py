@@ -1,4 +1,9 @@
-"""fuse: dense/conv + bias + activation become one named composite (``fused.dense_bias_relu``)."""
+"""fuse: dense/conv + bias + activation become one named composite (``fused.dense_bias_relu``).
+
+The same pass also forms ``fused.layer_norm`` / ``fused.rms_norm`` (fuse_norms.py) and
+``fused.attention`` (fuse_attention.py); activations written out as arithmetic are recognised
+by fuse_activations.py through ``Rewriter.activation``.
+"""
 from __future__ import annotations
 
 from ..ir import Graph, Node, Value
@@ -170,6 +175,24 @@ def _feeds_activation(rw: Rewriter, add: Node) -> bool:
     if len(users) == 2 and {u.op for u in users} == {"logistic", "mul"}:
         sig, mul = sorted(users, key=lambda u: u.op)
         return {rw.resolve(v).name for v in mul.inputs} == {out, sig.output.name}
+    return _feeds_written_out(rw, out)
+
+
+def _feeds_written_out(rw: Rewriter, out: str) -> bool:
+    """Whether ``out`` is the input of an activation written out further down (GELU)."""
+    from .fuse_activations import _EW, _elementwise_body, written_out
+    frontier, seen = list(rw.users.get(out, ())), set()
+    for _ in range(8):
+        nxt = []
+        for u in frontier:
+            if u.name in seen or not (u.op in _EW or _elementwise_body(u)):
+                continue
+            seen.add(u.name)
+            found = written_out(rw, u, lookahead=True)
+            if found is not None and rw.resolve(found[1]).name == out:
+                return True
+            nxt.extend(rw.users.get(u.outputs[0].name, ()))
+        frontier = nxt
     return False
 
 
@@ -178,5 +201,9 @@ PATTERNS = [fuse_linear_bias_activation, fuse_linear_bias]
 
 @register_pass("fuse")
 def fuse(graph: Graph, ctx: PassContext | None = None) -> Graph:
-    """Group dense/conv + bias (+ activation) into named composites (fused.conv_bias_relu, ...)."""
+    """Group dense/conv + bias (+ activation), norms and attention into named composites."""
+    from . import fuse_attention, fuse_norms
+    # Attention and norms first: their bodies hold adds and muls the linear patterns would
+    # otherwise take one at a time.
+    graph = apply_patterns(graph, fuse_attention.PATTERNS + fuse_norms.PATTERNS, ctx)
     return apply_patterns(graph, PATTERNS, ctx)

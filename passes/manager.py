@@ -32,6 +32,7 @@ class PassRecord:
     ir_after: str
     remarks: Remarks = field(default_factory=Remarks)  # print(rec.remarks): one line each
     graph: Graph | None = field(default=None, repr=False)  # the graph after this pass
+    data: dict = field(default_factory=dict)  # what the pass reported for machines (tables)
 
     @property
     def changed(self) -> bool:
@@ -114,6 +115,7 @@ def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progr
         info = get_pass(step.name)
         ctx.pass_name = step.name
         n_remarks = len(ctx.remarks)
+        ctx.pass_data = {}
         with (progress or no_progress)(f"pass {step.name} ({i}/{len(steps)})"):
             t0 = time.perf_counter()
             try:
@@ -123,6 +125,9 @@ def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progr
             except Exception as e:
                 raise PassError(f"pass '{step.name}' (step {i}) failed: {type(e).__name__}: {e}") \
                     from e
+            finally:
+                # a pass's cached executors (device copies of params) do not outlive it
+                getattr(ctx, "release", lambda: None)()
             seconds = time.perf_counter() - t0
             if not isinstance(result, Graph):
                 raise PassError(f"pass '{step.name}' returned {type(result).__name__}, not a Graph")
@@ -132,7 +137,8 @@ def _run_steps(graph, steps, ctx, verify_ir, print_ir_after, out, history, progr
             vsec = time.perf_counter() - t1
         after_stats, after_text = graph_stats(result), result.to_text()
         rec = PassRecord(i, step.name, dict(step.options), seconds, vsec, before_stats, after_stats,
-                         before_text, after_text, Remarks(ctx.remarks[n_remarks:]), result)
+                         before_text, after_text, Remarks(ctx.remarks[n_remarks:]), result,
+                         dict(ctx.pass_data))
         history.append(rec)
         if print_ir_after is True or step.name in (print_ir_after or ()):
             print(f"// ----- IR after {step.name} (step {i}) -----", file=out)

@@ -221,6 +221,9 @@ class Rewriter:
                 if (p is not None and p.op == "logistic" and self.resolve(p.inputs[0]).name
                         == self.resolve(x).name and self.num_uses(s) == 1):
                     return "silu", x, (p, node)
+        if node.op in ("mul", "div"):  # GELU / hard-swish written out (torch.onnx exports)
+            from .fuse_activations import written_out
+            return written_out(self, node)
         return None
 
     def _bounded(self, node: Node) -> Value | None:
@@ -297,10 +300,12 @@ class Rewriter:
 
 
 # Activations the fusion patterns know, by IR op and by the composite name JAX gives them.
-_OP_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "logistic": "sigmoid", "tanh": "tanh"}
+_OP_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "logistic": "sigmoid", "tanh": "tanh",
+                   "silu": "silu", "relu6": "clip", "hard_swish": "hard_swish"}
 _COMPOSITE_ACTIVATIONS = {"jax.nn.relu": "relu", "jax.nn.gelu": "gelu", "jax.nn.silu": "silu",
                           "jax.nn.swish": "silu", "jax.nn.sigmoid": "sigmoid",
-                          "jax.nn.relu6": "clip", "jax.nn.hard_tanh": "clip", "jax.nn.tanh": "tanh"}
+                          "jax.nn.relu6": "clip", "jax.nn.hard_tanh": "clip", "jax.nn.tanh": "tanh",
+                          "jax.nn.hard_swish": "hard_swish", "jax.nn.hard_silu": "hard_swish"}
 
 
 def _topo_order(nodes: Sequence[Node], rw: Rewriter) -> list[Node]:

@@ -341,7 +341,10 @@ def test_qdq_model_imports_and_matches_onnxruntime(tmp_path):
     g = import_onnx(path)
     # the int8 weights stay int8 params: dequantization is in the graph, not folded away
     assert any(a.dtype == np.int8 and a.ndim == 4 for a in g.params.values())
-    assert any(n.op == "convert" and n.outputs[0].dtype == "u8" for n in g.nodes)
+    # QDQ pairs import as quantize/dequantize nodes, not as convert/round/clamp soups
+    assert any(n.op == "quantize" and n.outputs[0].dtype == "u8" for n in g.nodes)
+    assert any(n.op == "dequantize" and n.inputs[0].dtype == "i8" for n in g.nodes)
+    assert not any(n.op == "round" for n in g.nodes)
     rng = np.random.default_rng(7)
     args = (rng.normal(size=(1, 3, 8, 8)).astype(np.float32), rng.normal(size=(2, 6)).astype(np.float32))
     got = tensorsmith.compile(str(path))(*args)

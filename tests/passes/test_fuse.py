@@ -17,7 +17,7 @@ from onnx import numpy_helper
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "onnx"))
 import models  # noqa: E402
-from cleanup_helpers import assert_same_numerics, ir, remarks, run  # noqa: E402
+from cleanup_helpers import assert_same_numerics, ir, remarks  # noqa: E402
 
 import tensorsmith  # noqa: E402
 from tensorsmith.ir import verify  # noqa: E402
@@ -390,3 +390,40 @@ def test_product_of_two_activations_is_not_a_dense_layer():
     q0, k0 = np.zeros((6, 4), np.float32), np.zeros((6, 4), np.float32)
     fused = tensorsmith.compile(f, q0, k0, params=p, passes="canonicalize,fuse")
     assert _fused_names(fused.graph) == ["jax.nn.relu"], fused.graph
+
+
+# --------------------------------------------------------------------------- every pattern, both forms
+import fuse_cases  # noqa: E402
+
+
+def _compile_jax(build, seed, passes):
+    fn, args, params = build(seed)
+    kw = {} if params is None else {"params": params}
+    return tensorsmith.compile(fn, *args, passes=passes, **kw), args
+
+
+@pytest.mark.parametrize("case", sorted(fuse_cases.CASES))
+def test_every_pattern_fires_on_the_jax_form(case):
+    name, build, _ = fuse_cases.CASES[case]
+    fused, args = _compile_jax(build, 0, "default,fuse")
+    assert name in _fused_names(fused.graph), (case, fused.graph.to_text())
+    verify(fused.graph)
+    unfused, _ = _compile_jax(build, 0, "default")
+    for seed in (1, 2):  # fresh inputs, not the ones the model was traced with
+        _, args, _ = build(seed)
+        _same(fused(*args), unfused(*args), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("case", sorted(fuse_cases.CASES))
+def test_every_pattern_fires_on_the_onnx_form(case):
+    name, _, build = fuse_cases.CASES[case]
+    m, _ = build(0)
+    fused = tensorsmith.compile(m, passes="default,fuse")
+    assert name in _fused_names(fused.graph), (case, fused.graph.to_text())
+    verify(fused.graph)
+    unfused = tensorsmith.compile(m, passes="default")
+    for seed in (1, 2):
+        _, feeds = build(seed)
+        got = fused(*feeds.values())
+        _same(got, unfused(*feeds.values()), rtol=2e-5, atol=2e-5)
+        _same(got, _ort(m, feeds), rtol=1e-4, atol=1e-4)

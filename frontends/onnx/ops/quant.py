@@ -1,7 +1,9 @@
-"""Quantization ops (QDQ format and integer kernels), lowered to convert/round/clamp/mul/add.
+"""Quantization ops (QDQ format and integer kernels) onto the IR's ``quantize``/``dequantize``.
 
-Int8/uint8/int16/int4/uint4/int2 and float8/float4 targets are real IR dtypes, so a QDQ model
-keeps its quantized tensors; per-tensor, per-axis and blocked scales are supported.
+QuantizeLinear/DequantizeLinear (per tensor, per axis, blocked) become one node each, so passes
+find them again; QLinearMatMul/QLinearConv become an integer dot/conv whose int32 accumulator is
+dequantized and requantized. Int8/uint8/int16/int4/uint4/int2 and float8/float4 are real IR
+dtypes, so a QDQ model keeps its quantized tensors.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import ml_dtypes
 from ....ir import numpy_dtype
 from ..dtypes import ir_dtype
 from ..registry import onnx_op
+from ....ir.ops.quant import QUANT_DTYPES
 from ._util import is_float, norm_axis
 from .elementwise import cast
 from .nn import _conv, matmul
@@ -65,32 +68,54 @@ def expand_scale(ctx, s, x, axis: int, block_size: int = 0):
 
 def quantize(ctx, x, scale, zp, dtype: str, axis: int = 1, block_size: int = 0,
              saturate: bool = True):
-    """saturate(round(x / scale) + zero_point) in ``dtype``."""
+    """saturate(round(x / scale) + zero_point) in ``dtype``: one ``quantize`` node."""
+    if dtype not in QUANT_DTYPES:
+        ctx.unsupported(f"quantizing to {dtype} (supported: {', '.join(QUANT_DTYPES)})")
+    if not saturate and is_float(dtype):
+        return _quantize_unsaturated(ctx, x, scale, zp, dtype, axis, block_size)
+    if not is_float(scale.dtype):
+        ctx.unsupported(f"scale of type {scale.type} (it must be a float tensor)")
+    if not is_float(x.dtype):
+        x = ctx.convert(x, scale.dtype)
+    args = (x, scale) if zp is None else (x, scale, _zero_point(ctx, zp, scale, dtype))
+    return ctx.op("quantize", *args, dtype=dtype, axis=_axis(x, scale, axis),
+                  block_size=block_size or None)
+
+
+def _axis(x, scale, axis: int) -> int:
+    """The axis attribute, normalised (ignored by per-tensor scales: kept at the default)."""
+    if scale.type.rank == 0 or (scale.type.rank == 1 and scale.shape[0] == 1):
+        return 1
+    return norm_axis(axis, x.type.rank)
+
+
+def _zero_point(ctx, zp, scale, dtype: str):
+    """A zero point with the quantized type and the scale's shape (or a scalar)."""
+    if zp.dtype != dtype:
+        zp = ctx.convert(zp, dtype)
+    if zp.type.rank and tuple(zp.shape) != tuple(scale.shape) and math.prod(zp.shape) == 1:
+        zp = ctx.reshape(zp, ())
+    return zp
+
+
+def _quantize_unsaturated(ctx, x, scale, zp, dtype, axis, block_size):
+    """A float8 quantize with saturate=0 (out-of-range values become inf/NaN, not max)."""
     ct = _compute_dtype(x, scale)
     y = ctx.op("div", ctx.convert(x, ct), ctx.convert(expand_scale(ctx, scale, x, axis, block_size), ct))
-    if is_float(dtype):  # float8 / float4: a saturating cast (zero point is 0 by the spec)
-        if zp is not None:
-            y = ctx.op("add", y, ctx.convert(expand_scale(ctx, zp, x, axis, block_size), ct))
-        if dtype == "f4e2m1fn":
-            hi = float(ml_dtypes.finfo(numpy_dtype(dtype)).max)
-            y = ctx.op("min", ctx.op("max", y, ctx.scalar(-hi, y)), ctx.scalar(hi, y))
-        return cast(ctx, y, dtype, saturate)
-    y = ctx.op("round", y, method="half_to_even")
     if zp is not None:
         y = ctx.op("add", y, ctx.convert(expand_scale(ctx, zp, x, axis, block_size), ct))
-    lo, hi = int_range(dtype)
-    y = ctx.op("min", ctx.op("max", y, ctx.scalar(lo, y)), ctx.scalar(hi, y))
-    return ctx.convert(ctx.convert(y, "i32"), dtype)
+    return cast(ctx, y, dtype, False)
 
 
 def dequantize(ctx, x, scale, zp, axis: int = 1, block_size: int = 0, out_dtype: str | None = None):
-    """(x - zero_point) * scale, in the scale's dtype."""
-    ct = _compute_dtype(scale)
-    y = ctx.convert(x, ct)
-    if zp is not None:
-        y = ctx.op("sub", y, ctx.convert(expand_scale(ctx, zp, x, axis, block_size), ct))
-    y = ctx.op("mul", y, ctx.convert(expand_scale(ctx, scale, x, axis, block_size), ct))
-    return ctx.convert(y, out_dtype or scale.dtype)
+    """(x - zero_point) * scale, in the scale's dtype: one ``dequantize`` node."""
+    if not is_float(scale.dtype):
+        ctx.unsupported(f"scale of type {scale.type} (it must be a float tensor)")
+    if x.dtype not in QUANT_DTYPES and x.dtype not in ("i32",):
+        ctx.unsupported(f"dequantizing {x.type} (supported: {', '.join(QUANT_DTYPES)}, i32)")
+    args = (x, scale) if zp is None else (x, scale, _zero_point(ctx, zp, scale, x.dtype))
+    return ctx.op("dequantize", *args, axis=_axis(x, scale, axis), block_size=block_size or None,
+                  dtype=out_dtype if out_dtype and out_dtype != scale.dtype else None)
 
 
 @onnx_op("QuantizeLinear", since=10)
@@ -168,13 +193,31 @@ def _f32(ctx, v, shape=None):
     return ctx.reshape(v, shape) if shape is not None else v
 
 
+def _scale_vector(ctx, s):
+    """A scale as f32: a scalar, or a vector when it has more than one entry."""
+    s = ctx.convert(s, "f32")
+    return ctx.reshape(s, ()) if math.prod(s.shape) == 1 else s
+
+
+def _requantize_ops(ctx, acc, in_scale, axis: int, y_scale, y_zp, dtype: str):
+    """int32 accumulator -> dequantize (by the product of the input scales) -> quantize."""
+    real = ctx.op("dequantize", acc, in_scale, axis=axis)
+    ys = _scale_vector(ctx, y_scale)
+    zp = None if y_zp is None else _zero_point(ctx, y_zp, ys, dtype)
+    return ctx.op("quantize", real, ys, *(() if zp is None else (zp,)), dtype=dtype)
+
+
 @onnx_op("QLinearMatMul", since=10)
 def _qlinear_matmul(ctx, a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp=None):
     acc = matmul(ctx, _centered(ctx, a, a_zp, rows_axis=a.type.rank - 2),
                  _centered(ctx, b, b_zp))
-    sa = _f32(ctx, a_scale, (a_scale.shape[0], 1) if a_scale.type.rank == 1 else None)
-    real = ctx.op("div", ctx.op("mul", sa, _f32(ctx, b_scale)), _f32(ctx, y_scale))
     dtype = y_zp.dtype if y_zp is not None else a.dtype
+    sa, sb = _scale_vector(ctx, a_scale), _scale_vector(ctx, b_scale)
+    if sa.type.rank == 0 or sb.type.rank == 0:  # one scale vector at most: per-axis
+        axis = acc.type.rank - 1 if sb.type.rank else acc.type.rank - 2 if sa.type.rank else 1
+        return _requantize_ops(ctx, acc, ctx.op("mul", sa, sb), axis, y_scale, y_zp, dtype)
+    # a per-row and a per-column scale: their product is a matrix, not a per-axis scale
+    real = ctx.op("div", ctx.op("mul", ctx.reshape(sa, (sa.shape[0], 1)), sb), _f32(ctx, y_scale))
     return _requantize(ctx, acc, real, y_zp, dtype)
 
 
@@ -184,8 +227,6 @@ def _qlinear_conv(ctx, x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp=None, b
     if bias is not None:
         acc = ctx.op("add", acc, ctx.reshape(ctx.convert(bias, "i32"),
                                              (1, bias.shape[0]) + (1,) * (x.type.rank - 2)))
-    ws = _f32(ctx, w_scale, (1, w_scale.shape[0]) + (1,) * (x.type.rank - 2)
-              if w_scale.type.rank == 1 else None)
-    real = ctx.op("div", ctx.op("mul", _f32(ctx, x_scale), ws), _f32(ctx, y_scale))
     dtype = y_zp.dtype if y_zp is not None else x.dtype
-    return _requantize(ctx, acc, real, y_zp, dtype)
+    scale = ctx.op("mul", _scale_vector(ctx, x_scale), _scale_vector(ctx, w_scale))
+    return _requantize_ops(ctx, acc, scale, 1, y_scale, y_zp, dtype)

@@ -1,0 +1,148 @@
+"""lower-quant speed on CPU: real low precision against float, same run, interleaved medians.
+
+Two stacks of dense layers (x @ W, relu between):
+- memory-bound: batch 1, ``--mem-dim`` square weights (4096: 64 MiB of f32 per layer):
+  weight-only int8 (per channel) and int4 (groups of 128) against float;
+- compute-bound: batch 256, ``--compute-dim`` square weights: W8A8 int8 (and fp8 e4m3) against
+  float.
+Each variant is the float graph through ``quantize{...}`` (calibrated on random batches) and
+``lower-quant``; the fake-quant graph is timed too. Calls rotate over the variants every round
+(interleaved), medians over ``--rounds``. Finally ``lower-quant{min_speedup=1}`` is run on each
+fake-quant graph to record what the pass itself decides from its own measurement.
+
+  python benchmarks/quant_speed.py [--mem-dim 4096] [--compute-dim 2048] [--layers 4]
+                                   [--rounds 20] [--out benchmarks/results/quant_speed.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "quant_speed.json"
+
+
+def dense_stack(dim: int, layers: int, batch: int, seed: int = 0):
+    """x[batch, dim] -> (dot W_i, relu) x layers, fan-in scaled weights."""
+    from tensorsmith.ir import GraphBuilder, TensorType
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("stack")
+    h = b.input(TensorType((batch, dim), "f32"), "x")
+    for i in range(layers):
+        w = (rng.standard_normal((dim, dim)) / np.sqrt(dim)).astype(np.float32)
+        h = b.op("dot_general", h, b.param(w, f"w{i}"), contracting_dims=((1,), (0,)))
+        if i < layers - 1:
+            h = b.op("relu", h)
+    return b.build([h])
+
+
+def transform(graph, pipeline: str, calibration):
+    from tensorsmith import codegen
+    from tensorsmith.passes import PassContext, run_pipeline
+    ctx = PassContext(executor=codegen.executor, calibration=calibration)
+    out, _ = run_pipeline(graph, pipeline, ctx)
+    return out, ctx.remarks
+
+
+def weight_bytes(graph) -> int:
+    from tensorsmith.ir.types import TensorType
+    return sum(TensorType.of(a).nbytes() for k, a in graph.params.items()
+               if k.startswith("w") and "scale" not in k and "correction" not in k)
+
+
+def interleaved(fns: dict, x, rounds: int) -> dict:
+    """Median seconds per call of each fn, calls rotating over the fns every round."""
+    import jax
+    for f in fns.values():  # compile and warm
+        jax.block_until_ready(f(x))
+        jax.block_until_ready(f(x))
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(x))
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench(name: str, dim: int, layers: int, batch: int, variants: dict, rounds: int) -> dict:
+    import jax.numpy as jnp
+    import tensorsmith
+    rng = np.random.default_rng(1)
+    float_g = dense_stack(dim, layers, batch)
+    calib = [(rng.standard_normal((batch, dim)).astype(np.float32),) for _ in range(2)]
+    x = jnp.asarray(rng.standard_normal((batch, dim)).astype(np.float32))
+    graphs = {"float": float_g}
+    decided = {}
+    for label, quant in variants.items():
+        fq, _ = transform(float_g, quant, calib)
+        graphs[f"{label} fake-quant"] = fq
+        low, remarks = transform(fq, "lower-quant", calib)
+        graphs[label] = low
+        # what the pass decides when asked to prove a speedup over its float twin
+        _, rem = transform(fq, "lower-quant{min_speedup=1.0, repeats=5}", calib)
+        verdict = [r for r in rem if "fake-quant" in r.message or "measured" in r.message]
+        decided[label] = {"kept_fake_quant": any(r.kind == "missed" for r in verdict),
+                          "pass_measured_speedup": round(dict(verdict[0].data)["speedup"], 3)
+                          if verdict else None,
+                          "lowered": sum(r.kind == "applied" for r in remarks)}
+    fns = {k: tensorsmith.compile(g, passes="none") for k, g in graphs.items()}
+    ref = np.asarray(fns["float"](x))
+    med = interleaved(fns, x, rounds)
+    rows = {}
+    for k, g in graphs.items():
+        out = np.asarray(fns[k](x))
+        rows[k] = {"median_ms": round(med[k] * 1e3, 3),
+                   "speedup_vs_float": round(med["float"] / med[k], 3),
+                   "weight_bytes": weight_bytes(g),
+                   "weight_bytes_vs_float": round(weight_bytes(g) / weight_bytes(float_g), 4),
+                   "max_rel_error_vs_float": float(np.abs(out - ref).max() / np.abs(ref).max())}
+        if k in decided:
+            rows[k].update(decided[k])
+    return {"name": name, "dim": dim, "layers": layers, "batch": batch, "results": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mem-dim", type=int, default=4096)
+    ap.add_argument("--compute-dim", type=int, default=2048)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import jax
+    mem = bench("memory-bound, batch 1", args.mem_dim, args.layers, 1, {
+        "weight-only int8": "quantize{activations=none}",
+        "weight-only int4 g128": "quantize{dtype=int4, weights=group, group_size=128, "
+                                 "activations=none}",
+    }, args.rounds)
+    comp = bench("compute-bound, batch 256", args.compute_dim, args.layers, 256, {
+        "W8A8 int8": "quantize",
+        "fp8 e4m3": "quantize{dtype=fp8_e4m3}",
+    }, args.rounds)
+    report = {"benchmark": "quant_speed", "host": platform.processor() or platform.machine(),
+              "cpus": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
+              "rounds": args.rounds, "stacks": [mem, comp]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for s in report["stacks"]:
+        print(f"{s['name']} ({s['layers']} x {s['dim']}x{s['dim']})")
+        for k, r in s["results"].items():
+            extra = (f"  pass(min_speedup=1): {'kept fake-quant' if r['kept_fake_quant'] else 'lowered'}"
+                     f" ({r['pass_measured_speedup']}x)" if "kept_fake_quant" in r else "")
+            print(f"  {k:28s} {r['median_ms']:9.3f} ms  {r['speedup_vs_float']:6.2f}x  "
+                  f"bytes {r['weight_bytes_vs_float']:.3f}x  err {r['max_rel_error_vs_float']:.1e}{extra}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
