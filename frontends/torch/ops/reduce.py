@@ -148,3 +148,24 @@ def _topk(ctx, x, k, dim=-1, largest=True, sorted=True):  # noqa: A002
 
 
 __all__ = ["is_float"]
+
+
+@aten_op("aten._cdist_forward.default")
+def _cdist(ctx, x1, x2, p, compute_mode=None):
+    """Pairwise p-norm distances (..., P, M) x (..., R, M) -> (..., P, R), from differences."""
+    r = x1.type.rank
+    a = ctx.op("expand_dims", x1, axes=(r - 1,))      # (..., P, 1, M)
+    b = ctx.op("expand_dims", x2, axes=(r - 2,))      # (..., 1, R, M)
+    d = ctx.op("abs", ctx.op("sub", a, b))
+    last = (r,)
+    if p == 0:
+        nz = ctx.op("ne", d, ctx.scalar(0, d.dtype))
+        return ctx.op("reduce_sum", ctx.convert(nz, d.dtype), axes=last)
+    if p == 1:
+        return ctx.op("reduce_sum", d, axes=last)
+    if p == float("inf"):
+        return ctx.op("reduce_max", d, axes=last)
+    if p == 2:
+        return ctx.op("sqrt", ctx.op("reduce_sum", ctx.op("mul", d, d), axes=last))
+    s = ctx.op("reduce_sum", ctx.op("pow", d, ctx.scalar(p, d.dtype)), axes=last)
+    return ctx.op("pow", s, ctx.scalar(1.0 / p, d.dtype))

@@ -132,3 +132,21 @@ def _repeat(ctx, x, repeats):
     return ctx.reshape(y, ctx.out_type().shape)
 
 
+
+
+@aten_op("aten.diagonal.default")
+def _diagonal(ctx, x, offset=0, dim1=0, dim2=1):
+    import numpy as np
+    rank = x.type.rank
+    a, b = axis(dim1, rank), axis(dim2, rank)
+    n1, n2 = x.shape[a], x.shape[b]
+    if not (isinstance(n1, int) and isinstance(n2, int)):
+        ctx.unsupported(f"diagonal of symbolic dims ({n1}, {n2})")
+    rows = np.arange(max(-offset, 0), n1)
+    cols = rows + offset
+    keep = (cols >= 0) & (cols < n2)
+    flat = (rows[keep] * n2 + cols[keep]).astype(np.int32)
+    rest = [k for k in range(rank) if k not in (a, b)]
+    y = _permute(ctx, x, rest + [a, b])
+    y = ctx.reshape(y, tuple(x.shape[k] for k in rest) + (n1 * n2,))
+    return ctx.op("take", y, ctx.const(flat), axis=len(rest))
