@@ -181,6 +181,7 @@ REDUCE = {
     "cdist_p1": (lambda a, c: torch.cdist(a, c, p=1), [f(4, 3), f(6, 3)]),
     "cdist_pinf": (lambda a, c: torch.cdist(a, c, p=float("inf")), [f(4, 3), f(2, 3)]),
     "cdist_p3": (lambda a, c: torch.cdist(a, c, p=3), [f(1, 3, 2), f(1, 4, 2)]),
+    "pdist": (F.pdist, [f(5, 3)]), "pdist_p1": (lambda a: F.pdist(a, 1), [f(4, 2)]),
     "cumsum": (lambda x: x.cumsum(-1), [f(3, 5)]), "cumsum_int": (lambda x: x.cumsum(0), [i(4, 2)]),
     "cumprod": (lambda x: x.cumprod(1), [f(2, 4)]),
     "sort": (lambda x: torch.sort(x, -1), [f(3, 6)]),

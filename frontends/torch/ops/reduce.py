@@ -169,3 +169,15 @@ def _cdist(ctx, x1, x2, p, compute_mode=None):
         return ctx.op("sqrt", ctx.op("reduce_sum", ctx.op("mul", d, d), axes=last))
     s = ctx.op("reduce_sum", ctx.op("pow", d, ctx.scalar(p, d.dtype)), axes=last)
     return ctx.op("pow", s, ctx.scalar(1.0 / p, d.dtype))
+
+
+@aten_op("aten._pdist_forward.default")
+def _pdist(ctx, x, p=2.0):
+    """Distances between the rows i < j of x (N, M), in row-major order of the pairs."""
+    import numpy as np
+    n = x.shape[0]
+    if not isinstance(n, int):
+        ctx.unsupported(f"pdist over a symbolic number of rows {n}")
+    full = ctx.reshape(_cdist(ctx, x, x, p), (n * n,))
+    i, j = np.triu_indices(n, 1)
+    return ctx.op("take", full, ctx.const((i * n + j).astype(np.int32)), axis=0)
