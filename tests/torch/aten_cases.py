@@ -248,6 +248,15 @@ def _strided_set(x, v):
     return y
 
 
+SPECTRAL = {
+    "rfft_abs": (lambda x: torch.fft.rfft(x).abs(), [f(3, 8)]),
+    "rfft_ortho": (lambda x: torch.fft.rfft(x, dim=0, norm="ortho").abs(), [f(6, 2)]),
+    "rfft2_forward": (lambda x: torch.fft.rfft2(x, norm="forward").abs(), [f(4, 6)]),
+    "fft_real_input": (lambda x: torch.fft.fft(x).abs(), [f(5)]),
+    "irfft_roundtrip": (lambda x: torch.fft.irfft(torch.fft.rfft(x), n=8), [f(2, 8)]),
+    "irfft2_roundtrip": (lambda x: torch.fft.irfft2(torch.fft.rfft2(x), s=(4, 6)), [f(4, 6)]),
+}
+
 SCATTER = {
     "scatter_src": (lambda x, idx, src: x.scatter(1, idx, src), [f(3, 5), torch.tensor([[0, 4], [2, 1], [3, 3]]), f(3, 4)]),
     "scatter_value": (lambda x, idx: x.scatter(0, idx, 9.0), [f(4, 3), torch.tensor([[3, 0, 1]])]),
@@ -316,7 +325,7 @@ RESAMPLE = {
 
 GROUPS = {"unary": UNARY, "binary": BINARY, "nn": NN, "reduce": REDUCE, "shape": SHAPE,
           "index": INDEX, "create": CREATE, "core_direct": CORE_DIRECT,
-          "resample": RESAMPLE, "scatter": SCATTER}
+          "resample": RESAMPLE, "scatter": SCATTER, "spectral": SPECTRAL}
 
 
 class Cases(torch.nn.Module):

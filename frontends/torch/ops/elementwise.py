@@ -31,8 +31,16 @@ def _same_kind(op):
     return conv
 
 
-for _name in ("neg", "abs", "sign", "relu"):
+for _name in ("neg", "sign", "relu"):
     aten_op(f"aten.{_name}.default")(_same_kind(_name))
+
+
+@aten_op("aten.abs.default")
+def _abs(ctx, x):
+    if x.dtype in ("c64", "c128"):  # the modulus of a complex number
+        re, im = ctx.op("real", x), ctx.op("imag", x)
+        return ctx.op("sqrt", ctx.op("add", ctx.op("mul", re, re), ctx.op("mul", im, im)))
+    return ctx.op("abs", x)
 
 
 @aten_op("aten.reciprocal.default")
