@@ -13,6 +13,7 @@ from . import quantize as _quantize  # noqa: F401,E402  (registers quantize)
 from . import equalize as _equalize  # noqa: F401,E402  (registers equalize, smooth-quant)
 from . import gptq as _gptq  # noqa: F401,E402  (registers gptq)
 from . import lower_quant as _lower_quant  # noqa: F401,E402  (registers lower-quant)
+from . import prune as _prune, prune_sensitivity as _prune_sensitivity  # noqa: F401,E402
 
 __all__ = ["History", "MissingPassData", "Option", "PASSES", "PIPELINES", "PassContext", "PassError",
            "PassInfo", "PassOptionError", "PassRecord", "Pattern", "Remark", "Rewriter", "Step",

@@ -458,3 +458,19 @@ def test_mixed_precision_meets_the_budget_with_few_float_layers():
                 + (f",exclude=[{','.join(others)}]" if others else "") + "}")
         _, cm_k = _digits_accuracy("default,fold-batchnorm,fuse,dce," + spec)
         assert cm_k.history[-1].data["output_sqnr_db"] < budget, k
+
+
+def test_observers_clip_a_calibration_outlier_that_minmax_keeps():
+    cal = _calib(n=4, batch=64)
+    cal[2][0][5, 3] = 50.0  # one outlier among 1536 values
+    scales = {}
+    for obs in ("minmax", "percentile", "mse", "entropy"):
+        _, _, _, hist = _run_pass(DENSE, _dense_params(), f"quantize{{observer={obs},"
+                                  "percentile=99.9}", cal)
+        row = quant_report(hist)[0]
+        scales[obs] = row["input_scale"]
+        assert (row["input_clipped"] > 0) == (obs != "minmax"), (obs, row)
+    assert scales["minmax"] == pytest.approx(50.0 / 127, rel=1e-6)
+    assert all(scales[o] < 0.5 * scales["minmax"] for o in ("percentile", "entropy")), scales
+    # mse weighs the outlier's own error: one in 1536 values still pulls its range out
+    assert scales["mse"] <= scales["minmax"]
