@@ -135,3 +135,27 @@ def test_minilm_smooth_quant_keeps_torch_outputs():
     ids, mask = encode(["Someone performs music with a guitar in front of an audience."])
     abs_err, _ = errors(cm(ids.numpy(), mask.numpy()), eager(model, ids, mask))
     assert abs_err < 1e-5
+
+
+def test_pruned_and_quantized_resnet_against_torch():
+    """prune and quantize on a torch graph: pruned weights keep their state_dict names and,
+    loaded back into a copy of the module, reproduce the compiled output; int8 stays close."""
+    import copy
+    torch.manual_seed(0)
+    model = tm.randomize_bn(tm.ResNet18(num_classes=10, width=16)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    cm = tensorsmith.compile(model, x, passes="default,prune{sparsity=0.5,include=[layer*]}")
+    pruned = {k: v for k, v in cm.graph.params.items() if k in model.state_dict()}
+    convs = [k for k in pruned if k.startswith("layer") and k.endswith("conv1.weight")]
+    assert len(convs) == 8 and all(abs(np.mean(pruned[k] == 0) - 0.5) < 0.01 for k in convs)
+    assert not np.any(pruned["conv1.weight"] == 0)  # outside include=[layer*]
+    twin = copy.deepcopy(model)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in pruned.items()}, strict=False)
+    abs_err, rel_err = errors(cm(x.numpy()), eager(twin, x))
+    assert rel_err < 1e-5, (abs_err, rel_err)
+    calibration = [(torch.randn(4, 3, 32, 32).numpy(),) for _ in range(4)]
+    cq = tensorsmith.compile(model, x, passes="default,fold-batchnorm,quantize",
+                             calibration=calibration)
+    assert sum(n.op == "quantize" for n in cq.graph.nodes) >= 20
+    _, rel_err = errors(cq(x.numpy()), eager(model, x))
+    assert rel_err < 0.05, rel_err
