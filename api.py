@@ -47,7 +47,26 @@ def _flat_trees(g: Graph, bound: dict | None = None) -> Imported:
                     jax.tree_util.tree_structure([0] * len(g.outputs)), bound or {})
 
 
-def import_model(model, *example_args, params=None, batch_dim=None, name=None) -> Imported:
+def _is_torch(model) -> bool:
+    from .frontends.torch import is_torch_model  # no torch import unless it is a torch model
+    return is_torch_model(model)
+
+
+def _torch_import(model, example_args, dynamic_shapes, name) -> Imported:
+    from .frontends.torch import import_torch
+    t = import_torch(model, *example_args, dynamic_shapes=dynamic_shapes, name=name)
+    return Imported(t.graph, t.in_tree, t.out_tree, {})
+
+
+def _numpy_args(example_args: tuple) -> tuple:
+    """Torch tensors among example inputs as numpy arrays (what compiled models take)."""
+    from .frontends.torch.types import to_numpy
+    return tuple(to_numpy(a) if type(a).__module__.startswith("torch") and hasattr(a, "detach")
+                 else a for a in example_args)
+
+
+def import_model(model, *example_args, params=None, batch_dim=None, name=None,
+                 dynamic_shapes=None) -> Imported:
     """The IR of any model kind compile() accepts, with its input/output structure."""
     if isinstance(model, Graph):  # hand-made or loaded: checked before any pass sees it
         return _flat_trees(_verified(model, "the input graph"))
@@ -55,6 +74,8 @@ def import_model(model, *example_args, params=None, batch_dim=None, name=None) -
         return _flat_trees(_verified(ir_load(model), f"the input graph in {str(model)!r}"))
     if _is_onnx(model):
         return _flat_trees(*import_onnx_model(model, example_args, name))
+    if _is_torch(model):
+        return _torch_import(model, example_args, dynamic_shapes, name)
     if callable(model):
         t = trace_model(model, *example_args, params=params, batch_dim=batch_dim, name=name)
         return Imported(t.graph, t.in_tree, t.out_tree, {})
@@ -176,7 +197,11 @@ def _jax_frontend(fn, example_args, params, batch_dim, name) -> _Frontend:
     return _Frontend(None, why, specialize, decl, in_tree, "")
 
 
-def _frontend(model, example_args, params, batch_dim, name) -> _Frontend:
+def _frontend(model, example_args, params, batch_dim, name, dynamic_shapes=None) -> _Frontend:
+    if _is_torch(model):
+        imp = _torch_import(model, example_args, dynamic_shapes, name)
+        return _Frontend(imp, "", None, [(v.name, v.type) for v in imp.graph.inputs], imp.in_tree,
+                         imp.graph.name)
     if _is_onnx(model) and not (isinstance(model, (str, os.PathLike))
                                 and str(model).endswith(".tsir")):
         return _onnx_frontend(model, name)
@@ -197,7 +222,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
             dump_ir=None, cache_size: int = DEFAULT_CACHE_SIZE,
             recompile_warning: int | None = DEFAULT_RECOMPILE_WARNING,
             cast_inputs: bool = False, progress=None, warm_up: bool = True,
-            compiler_options: dict | None = None) -> CompiledModel:
+            compiler_options: dict | None = None, dynamic_shapes=None) -> CompiledModel:
     """Import ``model``, run the pass pipeline once, and lower it for ``target``.
 
     The result compiles one XLA executable per call signature (LRU of ``cache_size``);
@@ -217,6 +242,8 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     over those the pipeline chose (pass ``xla-options``); exports do not carry them.
     JAX's persistent compilation cache is turned on at the first compile (see
     ``codegen.compile_cache``; ``TENSORSMITH_COMPILE_CACHE=0`` turns it off).
+    ``dynamic_shapes``: for a torch ``nn.Module``, ``torch.export``'s spec of symbolic dims
+    (``({0: torch.export.Dim("batch", max=64)},)``); they stay symbolic in the IR.
     """
     check_target(target)
     # refuse bad names/options before doing any work
@@ -225,6 +252,10 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
     compiler_options = check_compiler_options(dict(compiler_options or {}), target,
                                               " in compile(compiler_options=...)")
     progress = progress or no_progress
+    torch_model = _is_torch(model)
+    frontend_args = example_args
+    if torch_model:  # the compiled model takes numpy arrays, as for every other model kind
+        example_args = _numpy_args(example_args)
     concrete = example_args and not any(_is_abstract(x) for x in jax.tree_util.tree_leaves(example_args))
     data = dict(data or {})
     if concrete:  # passes that measure (xla-options{ynn=auto}) time the model on these
@@ -244,7 +275,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
         return graph, history
 
     with progress("importing the model"):
-        front = _frontend(model, example_args, params, batch_dim, name)
+        front = _frontend(model, frontend_args, params, batch_dim, name, dynamic_shapes)
     if front.base is None and not host_has(target):
         # An export-only target cannot specialize at call time: specialize now or say how.
         if not concrete:
@@ -283,7 +314,7 @@ def compile(model, *example_args, params=None, target: str = "cpu", passes=None,
                        deferred=front.deferred, cache_size=cache_size,
                        recompile_warning=recompile_warning, cast_inputs=cast_inputs,
                        jax_dtypes=callable(model) and not isinstance(model, Graph)
-                       and not _is_onnx(model), name=name or front.label,
+                       and not _is_onnx(model) and not torch_model, name=name or front.label,
                        compiler_options=compiler_options)
     if concrete and cm.runnable and warm_up:
         cm.warm_up(*example_args)  # early specialization: errors surface here, not at a call

@@ -302,7 +302,9 @@ def bisect(model, *example_args, params=None, passes="default", data: Sequence |
     """
     from .api import _flat_calibration, import_model
     steps = parse_pipeline(passes)
-    is_jax = callable(model) and not isinstance(model, Graph) and not isinstance(model, (str, bytes))
+    from .frontends.torch import is_torch_model
+    is_jax = callable(model) and not isinstance(model, Graph) \
+        and not isinstance(model, (str, bytes)) and not is_torch_model(model)
     flat_ex, ex_tree = jax.tree_util.tree_flatten(example_args)
     if (is_jax and data is not None and batch_dim is None and len(data) == len(flat_ex)
             and any(np.shape(d) != np.shape(e) for d, e in zip(data, flat_ex))):

@@ -29,7 +29,11 @@ MODEL is one of:
         .params          a pytree of weights, or None
         .example_inputs  a tuple of example input arrays (used for tracing)
         .eval_data       optional (x, y): held-out inputs and integer labels
-    or to a zero-argument callable that returns such an object.
+        .dynamic_shapes  optional, when .fn is a torch nn.Module: torch.export's spec of
+                         symbolic dims, e.g. ({0: torch.export.Dim("batch", max=64)},)
+    or to a zero-argument callable that returns such an object. .fn may be a PyTorch
+    nn.Module (called fn(*inputs), imported through torch.export); an nn.Module with its own
+    .example_inputs (and optional .dynamic_shapes) may also be given directly.
 """
 
 
@@ -55,21 +59,32 @@ class ModelSpec:
     params: Any = None
     example_inputs: tuple = ()
     eval_data: tuple | None = None
+    dynamic_shapes: Any = None  # torch.export's spec, for an nn.Module
 
     @property
     def is_jax(self) -> bool:
+        from .frontends.torch import is_torch_model
         from .ir import Graph
-        return callable(self.model) and not isinstance(self.model, Graph)
+        return callable(self.model) and not isinstance(self.model, Graph) \
+            and not is_torch_model(self.model)
 
 
 def _from_object(obj, name: str, ref: str | None = None) -> ModelSpec:
+    from .frontends.torch import is_torch_model
     ref = ref or name
+    if is_torch_model(obj):  # an nn.Module that carries its example inputs
+        if not hasattr(obj, "example_inputs"):
+            raise UsageError(f"MODEL {ref!r}: a torch nn.Module needs .example_inputs (a tuple of "
+                             "tensors), or give an object with .fn (the module) and .example_inputs")
+        obj = _TorchSpec(obj)
     if not hasattr(obj, "fn") and callable(obj):
         try:
             obj = obj()
         except Exception as e:
             raise UsageError(f"MODEL {ref!r}: calling it with no arguments to get the model "
                              f"failed: {type(e).__name__}: {e}") from None
+        if is_torch_model(obj):
+            return _from_object(obj, name, ref)
     missing = [a for a in ("fn", "example_inputs") if not hasattr(obj, a)]
     if missing:
         raise UsageError(f"MODEL {ref!r}: the object has no {' or '.join('.' + m for m in missing)}"
@@ -81,8 +96,22 @@ def _from_object(obj, name: str, ref: str | None = None) -> ModelSpec:
     eval_data = getattr(obj, "eval_data", None)
     if eval_data is not None and len(eval_data) != 2:
         raise UsageError(f"MODEL {ref!r}: .eval_data must be a pair (x, y)")
+    if is_torch_model(obj.fn):  # example tensors as numpy arrays, as every command passes them
+        from .api import _numpy_args
+        inputs = _numpy_args(inputs)
     return ModelSpec(str(getattr(obj, "name", None) or name), obj.fn, getattr(obj, "params", None),
-                     inputs, tuple(eval_data) if eval_data is not None else None)
+                     inputs, tuple(eval_data) if eval_data is not None else None,
+                     getattr(obj, "dynamic_shapes", None))
+
+
+class _TorchSpec:
+    """An nn.Module given directly as MODEL: its own .example_inputs / .dynamic_shapes."""
+
+    def __init__(self, module):
+        self.fn, self.example_inputs = module, module.example_inputs
+        self.dynamic_shapes = getattr(module, "dynamic_shapes", None)
+        self.eval_data = getattr(module, "eval_data", None)
+        self.name = type(module).__name__
 
 
 def resolve_model(ref: str | None) -> ModelSpec:
@@ -290,7 +319,8 @@ def speed_words(t_base: float, t_cm: float) -> str:
 def _import(spec: ModelSpec, args):
     from .api import import_model
     return import_model(spec.model, *spec.example_inputs, params=spec.params,
-                        batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"))
+                        batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"),
+                        dynamic_shapes=spec.dynamic_shapes)
 
 
 def cmd_compile(args) -> int:
@@ -321,6 +351,7 @@ def cmd_compile(args) -> int:
                     passes=steps, batch_dim=_batch_dim(args, spec), name=spec.name.replace("-", "_"),
                     dump_ir=args.dump_ir, progress=progress, calibration=calibration,
                     compiler_options=options,
+                    dynamic_shapes=spec.dynamic_shapes,
                     warm_up=False)  # first called at the evaluation data's shape
     out = print
     out(f"model     {spec.name}  (@{cm.graph.name}, {len(cm.graph.inputs)} input(s): "
