@@ -7,7 +7,9 @@ from ..ir import dtype_name
 from ..ir.dims import from_jax
 
 # Primitives that only pass values through (no computation once traced for inference).
-IDENTITY = {"stop_gradient", "copy", "copy_p", "sharding_constraint", "device_put",
+# stop_gradient is not one of them: it is kept as an op so gradients through the compiled
+# graph equal JAX's own (logsumexp and softmax stop the gradient of their max).
+IDENTITY = {"copy", "copy_p", "sharding_constraint", "device_put",
             "optimization_barrier", "mesh_cast", "reshard", "name", "pvary"}
 
 
@@ -49,7 +51,7 @@ _ELEMENTWISE = {
     "cosh": "cosh", "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "erf": "erf",
     "erfc": "erfc", "erf_inv": "erf_inv", "lgamma": "lgamma", "digamma": "digamma",
     "square": "square", "not": "not", "population_count": "population_count",
-    "is_finite": "is_finite", "real": "real", "imag": "imag",
+    "is_finite": "is_finite", "real": "real", "imag": "imag", "stop_gradient": "stop_gradient",
     "add": "add", "sub": "sub", "mul": "mul", "div": "div", "rem": "rem", "pow": "pow",
     "max": "max", "min": "min", "atan2": "atan2", "nextafter": "nextafter", "and": "and",
     "or": "or", "xor": "xor", "shift_left": "shift_left",
