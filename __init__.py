@@ -3,12 +3,13 @@ from . import ir
 from .api import compile, load, trace
 from .bisection import bisect
 from .compiled import CacheInfo, CompiledModel, ExportOnlyError, LoadedModel, RecompileWarning
+from .finetune import finetune, polynomial
 from .errors import (CallError, ExportError, LoadError, LoweringFailure, ModelImportError,
                      PassFailure, TensorsmithError, UsageFailure, VerifyError)
 
 __all__ = ["CacheInfo", "CallError", "CompiledModel", "ExportError", "ExportOnlyError", "LoadError", "LoadedModel",
            "LoweringFailure", "ModelImportError", "PassFailure", "RecompileWarning", "TensorsmithError", "UsageFailure",
-           "VerifyError", "bisect", "compile", "examples", "ir", "load", "trace"]
+           "VerifyError", "bisect", "compile", "examples", "finetune", "ir", "load", "polynomial", "trace"]
 __version__ = "0.1.0"
 
 
