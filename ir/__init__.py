@@ -1,5 +1,6 @@
 """The IR: types, values, nodes, graphs, the op registry, text form, verifier, save/load."""
 from . import ops as _ops  # noqa: F401  (fills the registry)
+from .annotations import Annotation
 from .builder import GraphBuilder, make_node
 from .graph import Attrs, Graph, Namer, Node, Requirement, Value
 from .parser import ParseError, parse
@@ -9,7 +10,7 @@ from .stats import graph_stats
 from .types import DTYPES, Dim, TensorType, dtype_name, numpy_dtype
 from .verify import VerificationError, verify
 
-__all__ = ["Attrs", "AttrSpec", "Cost", "DTYPES", "Dim", "Graph", "GraphBuilder", "Namer", "Node",
+__all__ = ["Annotation", "Attrs", "AttrSpec", "Cost", "DTYPES", "Dim", "Graph", "GraphBuilder", "Namer", "Node",
            "OPS", "OpDef", "OpTypeError", "ParseError", "Requirement", "TensorType", "Value", "VerificationError",
            "define_op", "dtype_name", "get_op", "graph_stats", "load", "make_node", "numpy_dtype",
            "parse", "save", "verify"]

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .annotations import Annotation, merge_annotations
 from .types import DimExpr, TensorType
 
 AttrValue = Any  # int | float | bool | str | None | tuple[AttrValue, ...]
@@ -276,12 +277,14 @@ class Graph:
     nodes: tuple[Node, ...]
     params: Mapping[str, np.ndarray] = field(default_factory=dict)
     requires: tuple[Requirement, ...] = ()  # conditions on its symbols (see Requirement)
+    annotations: tuple = ()  # facts per param/value: masks, quant params (ir/annotations.py)
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "requires", merge_requirements(self.requires))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "annotations", merge_annotations(self.annotations))
         frozen = {k: _freeze_param(k, v) for k, v in self.params.items()}
         object.__setattr__(self, "params", types.MappingProxyType(frozen))
 
@@ -319,6 +322,18 @@ class Graph:
     def producer(self, v: Value) -> Node | None:
         return self.producers.get(v.name)
 
+    def annotation(self, target: "Value | str", kind: str) -> "Annotation | None":
+        """The ``kind`` annotation on a param or value (None when it has none)."""
+        name = target if isinstance(target, str) else target.name
+        for a in self.annotations:
+            if a.target == name and a.kind == kind:
+                return a
+        return None
+
+    def annotations_of(self, kind: str) -> tuple["Annotation", ...]:
+        """Every annotation of one kind (``"mask"``, ``"quant"``...), in table order."""
+        return tuple(a for a in self.annotations if a.kind == kind)
+
     def walk(self) -> Iterator[Node]:
         """All nodes, including those inside regions, depth-first in order."""
         for n in self.nodes:
@@ -351,7 +366,20 @@ class Graph:
         for k in drop:
             params.pop(k, None)
         params.update(updates)
-        return replace(self, params=params)
+        dropped = set(drop) - set(updates)
+        kept = tuple(a for a in self.annotations if a.target not in dropped)
+        return replace(self, params=params, annotations=kept)
+
+    def with_annotations(self, add: Iterable["Annotation"] = (),
+                         drop: Iterable[tuple[str, str]] = ()) -> "Graph":
+        """A new graph whose annotation table has entries added/replaced and dropped.
+
+        ``drop`` lists ``(target, kind)`` pairs; a kind of ``"*"`` drops all of a target's.
+        """
+        drop = set(drop)
+        kept = [a for a in self.annotations
+                if a.key not in drop and (a.target, "*") not in drop]
+        return replace(self, annotations=(*kept, *add))
 
     def to_text(self) -> str:
         """The IR text form (see ``ir.parse`` for the way back)."""

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 
+from .annotations import Annotation
 from .graph import Attrs, Graph, Node, Requirement, Value, parse_requirement
 from .types import TensorType, numpy_dtype
 from ..errors import LoadError
@@ -164,6 +165,7 @@ class _Parser:
         self.lines = [(i + 1, l) for i, l in enumerate(raw) if l.strip(" \t")]
         self.i = 0
         self.arrays = params
+        self.annotation_arrays: dict | None = None
 
     def line(self) -> _Line:
         if self.i >= len(self.lines):
@@ -205,10 +207,72 @@ class _Parser:
         while self.line().peek("requires "):
             requires.append(self.requirement(self.line()))
             self.i += 1
+        pending = []
+        while self.line().peek("annotate "):
+            pending.append(self.annotate(self.line()))
+            self.i += 1
         nodes, outputs = self.body(env)
         self.line().expect("}")
         self.i += 1
-        return Graph(name, inputs, outputs, nodes, params, tuple(requires))
+        known = set(env) | {v.name for v in inputs}
+        annotations = []
+        for lineno, target, kind, attrs, t, note in pending:
+            if target not in known:
+                raise ParseError(f"line {lineno}: annotation {kind} names {target!r}, which is "
+                                 "no param or value of the graph")
+            annotations.append(Annotation(target, kind, attrs, self.payload(lineno, target,
+                                                                            kind, t, note)))
+        return Graph(name, inputs, outputs, nodes, params, tuple(requires), tuple(annotations))
+
+    def annotate(self, ln: _Line):
+        """``annotate @target kind {k=v}: type  # note`` (the printer's form)."""
+        ln.expect("annotate")
+        if not (ln.eat("@") or ln.eat("%")):
+            raise ln.error("a param or value reference (@name or %name)")
+        target = ln.name()
+        ln.ws()
+        kind = ln.ident()
+        attrs = self.attr_dict(ln)
+        t, note = None, None
+        if ln.eat(":"):
+            t = ln.type()
+            note = ln.comment()
+        elif ln.comment():
+            pass
+        if not ln.at_end():
+            raise ln.error("end of line")
+        if not kind.isidentifier():
+            raise ParseError(f"line {ln.lineno}: annotation kind {kind!r} is not an identifier")
+        return ln.lineno, target, kind, attrs, t, note
+
+    def payload(self, lineno: int, target: str, kind: str, t, note):
+        if t is None:
+            return None
+        if self.annotation_arrays is None:
+            return _abstract(t, note or "not loaded")
+        arr = self.annotation_arrays.get((target, kind))
+        if arr is None:
+            raise ParseError(f"line {lineno}: annotation {kind} on {target!r} has no array in "
+                             "the weights")
+        if TensorType.of(arr) != t:
+            raise ParseError(f"line {lineno}: annotation {kind} on {target!r} is declared {t} "
+                             f"but its array is {TensorType.of(arr)}")
+        return arr
+
+    def attr_dict(self, ln: _Line) -> dict:
+        """``{k=v, ...}`` (possibly empty ``{}``)."""
+        attrs = {}
+        ln.ws()
+        if not ln.eat("{"):
+            return attrs
+        while not ln.eat("}"):
+            key = ln.ident()
+            ln.expect("=")
+            attrs[key] = ln.attr_value()
+            if not ln.eat(","):
+                ln.expect("}")
+                break
+        return attrs
 
     def requirement(self, ln: _Line) -> Requirement:
         """``requires a <= b  # origin: reason`` (the printer's form)."""
@@ -319,9 +383,13 @@ class _Parser:
     param_names: set = set()
 
 
-def parse(text: str, params: dict | None = None) -> Graph:
-    """Parse IR text; ``params`` supplies weight arrays (else params are declared only)."""
+def parse(text: str, params: dict | None = None, annotation_arrays: dict | None = None) -> Graph:
+    """Parse IR text; ``params`` supplies weight arrays (else params are declared only).
+
+    ``annotation_arrays`` maps ``(target, kind)`` to annotation payloads (else declared only).
+    """
     p = _Parser(text, params)
+    p.annotation_arrays = annotation_arrays
     # Collect param names first so regions may refer to the root graph's params.
     p.param_names = set(re.findall(r"^\s*param @(" + _NAME + r")", text, re.M))
     p.param_names = {unquote(n) if n.startswith('"') else n for n in p.param_names}

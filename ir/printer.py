@@ -109,6 +109,13 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def fmt_annotation(a, on_param: bool) -> str:
+    """``annotate @target kind {attrs}: type  # summary`` (the payload's type, if any)."""
+    ref = ("@" if on_param else "%") + fmt_name(a.target)
+    typ = f": {a.type}{fmt_comment(param_summary(a.array))}" if a.array is not None else ""
+    return f"annotate {ref} {fmt_ident(a.kind)}{fmt_attrs(a.attrs) or ' {}'}{typ}"
+
+
 class _Printer:
     def __init__(self, graph: Graph):
         self.params = graph.params
@@ -130,6 +137,8 @@ class _Printer:
             why = f": {_plain_or_quoted(r.reason)}" if r.reason else ""
             note = f"  # {fmt_name(r.origin)}{why}" if r.origin or r.reason else ""
             self.lines.append(f"{indent}  requires {r.condition()}{note}")
+        for a in g.annotations:
+            self.lines.append(f"{indent}  {fmt_annotation(a, a.target in self.params)}")
         self.body(g, indent + "  ")
         self.lines.append(f"{indent}}}")
 

@@ -200,7 +200,8 @@ def unpack_arrays(path, types: list[TensorType | None], what: str = "weights fil
 def save(g: Graph, path) -> Path:
     """Write ``g`` as IR text at ``path`` and its weights beside it (returns the text path)."""
     path = Path(path)
-    atomic_write(weights_path(path), pack_arrays(list(g.params.values())))
+    payloads = [a.array for a in g.annotations if a.array is not None]
+    atomic_write(weights_path(path), pack_arrays(list(g.params.values()) + payloads))
     atomic_write(path, g.to_text().encode())
     return path
 
@@ -218,10 +219,11 @@ def read_text(path, what: str) -> str:
                             f"{e.reason})") from None
 
 
-def parse_file_text(text: str, label: str, params: dict | None = None) -> Graph:
+def parse_file_text(text: str, label: str, params: dict | None = None,
+                    annotation_arrays: dict | None = None) -> Graph:
     """parse() whose errors name the file."""
     try:
-        return parse(text, params)
+        return parse(text, params, annotation_arrays)
     except ParseError as e:
         raise ParseError(f"{label}: {e}") from None
     except RecursionError:
@@ -240,5 +242,9 @@ def load(path) -> Graph:
                                    f"weights file {str(wp)!r} is missing")
         return decl
     names = list(decl.params)
-    arrays = unpack_arrays(wp, [decl.param(n).type for n in names], "weights file", names)
-    return parse_file_text(text, str(path), dict(zip(names, arrays)))
+    notes = [a for a in decl.annotations if a.array is not None]
+    types_ = [decl.param(n).type for n in names] + [a.type for a in notes]
+    labels = names + [f"annotation {a.kind} on {a.target}" for a in notes]
+    arrays = unpack_arrays(wp, types_, "weights file", labels)
+    payloads = {a.key: arr for a, arr in zip(notes, arrays[len(names):])}
+    return parse_file_text(text, str(path), dict(zip(names, arrays[:len(names)])), payloads)

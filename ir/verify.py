@@ -62,6 +62,25 @@ def verify(g: Graph, context: str = "") -> None:
     from .dims import assuming
     with assuming(g.requires):  # the graph's requirements are facts for its type rules
         _verify_body(g, env, set(g.params), prefix, is_root=True)
+    _verify_annotations(g, prefix)
+
+
+def _verify_annotations(g: Graph, prefix: str) -> None:
+    """Each annotation names a param or value; a mask has its target's shape, bool."""
+    types_ = {v.name: v.type for v in g.inputs}
+    types_.update({n: g.param(n).type for n in g.params})
+    for n in g.nodes:
+        types_.update({o.name: o.type for o in n.outputs})
+    for a in g.annotations:
+        t = types_.get(a.target)
+        if t is None:
+            raise VerificationError(f"{prefix}annotation {a.kind} names {a.target!r}, which is "
+                                    "no param or value of the graph", rule="annotation-target")
+        if a.kind == "mask" and a.array is not None:
+            want = TensorType(t.shape, "bool")
+            if a.type != want:
+                raise VerificationError(f"{prefix}mask on {a.target!r} is {a.type}, its target "
+                                        f"is {t} (a mask must be {want})", rule="annotation-mask")
 
 
 def _verify_body(g: Graph, env: dict[str, Value], params: set[str], prefix: str,

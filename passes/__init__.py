@@ -9,6 +9,7 @@ from . import cleanup as _cleanup  # noqa: F401,E402  (registers the clean-up pa
 from . import canonicalize as _canonicalize, cse as _cse, fold_constants as _fold_constants  # noqa: F401,E402
 from . import fuse as _fuse  # noqa: F401,E402  (registers fuse)
 from . import fold_batchnorm as _fold_batchnorm  # noqa: F401,E402  (registers fold-batchnorm)
+from . import equalize as _equalize  # noqa: F401,E402  (registers equalize, smooth-quant)
 
 __all__ = ["History", "MissingPassData", "Option", "PASSES", "PIPELINES", "PassContext", "PassError",
            "PassInfo", "PassOptionError", "PassRecord", "Pattern", "Remark", "Rewriter", "Step",

@@ -153,6 +153,7 @@ def _fold(rw: Rewriter, node: Node, t: Value, scale: np.ndarray | None, shift: n
             shape[axes[vary[0]]] = s.size
         folded = (warr.astype(np.float64) * s.reshape(shape)).astype(warr.dtype)
         wnew = rw.add_param(folded, f"{stem}/folded")
+        rw.carry_annotations(w, wnew, kinds=("mask",))  # a scaled zero stays zero
         ins = [base.inputs[0], wnew] if side == 1 else [wnew, base.inputs[1]]
         lin = rw.op(base.op, *ins, loc=base.loc, **dict(base.attrs))
     result = lin

@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..ir import Graph, Node, TensorType, Value, make_node
+from ..ir.annotations import Annotation
 from ..ir.infer import InferenceError, infer_types, retype_node
 from ..ir.verify import types_match
 from .context import PassContext
@@ -53,6 +54,8 @@ class Rewriter:
         # Values whose type changed after a ``replace(..., retype=True)``: same name, new type.
         self.retyped: dict[str, Value] = {}
         self.retype_any = False  # a retype happened: the sweep ends with a full infer_types
+        # The annotation table (masks, quant params), carried as values are replaced.
+        self.notes: dict[tuple[str, str], Annotation] = {a.key: a for a in graph.annotations}
 
     # --- queries -----------------------------------------------------------------------
     def producer(self, v: Value) -> Node | None:
@@ -102,7 +105,32 @@ class Rewriter:
     def remove_param(self, name: str) -> np.ndarray:
         """Forget a param (one a pattern made this sweep and no longer needs); frees its name."""
         self.namer.taken.discard(name)
+        for key in [k for k in self.notes if k[0] == name]:
+            del self.notes[key]
         return self.params.pop(name)
+
+    # --- annotations -------------------------------------------------------------------
+    def annotations(self, target: Value | str) -> list[Annotation]:
+        """The annotations on a param or value (masks, quant params...)."""
+        name = target if isinstance(target, str) else self.resolve(target).name
+        return [a for k, a in self.notes.items() if k[0] == name]
+
+    def annotate(self, target: Value | str, kind: str, attrs: dict | None = None,
+                 array: np.ndarray | None = None) -> Annotation:
+        """Attach (or replace) the ``kind`` annotation of a param or value."""
+        name = target if isinstance(target, str) else self.resolve(target).name
+        a = Annotation(name, kind, attrs or {}, array)
+        self.notes.pop(a.key, None)
+        self.notes[a.key] = a
+        return a
+
+    def carry_annotations(self, old: Value | str, new: Value | str,
+                          kinds: Sequence[str] | None = None) -> None:
+        """Copy ``old``'s annotations to ``new`` (a weight rebuilt from another one)."""
+        new_name = new if isinstance(new, str) else new.name
+        for a in self.annotations(old):
+            if (kinds is None or a.kind in kinds) and (new_name, a.kind) not in self.notes:
+                self.notes[(new_name, a.kind)] = a.retarget(new_name)
 
     def replace(self, node: Node, values: Sequence[Value] | Value, retype: bool = False) -> bool:
         """Route every use of ``node``'s outputs to ``values``.
@@ -126,6 +154,8 @@ class Rewriter:
         self._forget_reads(node)  # ``node`` is dead now: it no longer reads its inputs
         for old, new in zip(node.outputs, values):
             new = self.resolve(new)
+            if old.type == new.type:  # the same tensor under another name keeps its facts
+                self.carry_annotations(old.name, new.name)
             self.users.setdefault(new.name, []).extend(self.users.pop(old.name, ()))
             if old.name in self.outputs:
                 self.outputs.discard(old.name)
@@ -335,7 +365,7 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
     """
     rw = Rewriter(graph, ctx, seen_remarks)
     if parent is not None:
-        rw.params, rw.namer = parent.params, parent.namer
+        rw.params, rw.namer, rw.notes = parent.params, parent.namer, parent.notes
         rw.retype_any = parent.retype_any
     out: list[Node] = []
     for n in graph.nodes:
@@ -367,6 +397,8 @@ def sweep(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None,
     outputs = tuple(rw.resolve(v) for v in graph.outputs)
     params = rw.params if parent is None else {}
     result = graph.replace(nodes=tuple(out), outputs=outputs, params=params)
+    if parent is None:
+        result = result.replace(annotations=_live_notes(rw.notes.values(), result))
     if parent is not None:
         parent.retype_any |= rw.retype_any
     elif rw.retype_any:
@@ -397,7 +429,15 @@ def remove_dead(graph: Graph) -> Graph:
             keep.append(n)
             live.update(v.name for v in (*n.inputs, *n.region_reads))
     params = {k: v for k, v in graph.params.items() if k in live}
-    return graph.replace(nodes=tuple(reversed(keep)), params=params)
+    out = graph.replace(nodes=tuple(reversed(keep)), params=params)
+    return out.replace(annotations=_live_notes(graph.annotations, out)) if graph.annotations else out
+
+
+def _live_notes(notes, graph: Graph) -> tuple[Annotation, ...]:
+    """The annotations whose target still exists in ``graph`` (root-level names)."""
+    names = set(graph.params) | {v.name for v in graph.inputs}
+    names.update(o.name for n in graph.nodes for o in n.outputs)
+    return tuple(a for a in notes if a.target in names)
 
 
 def apply_patterns(graph: Graph, patterns: Sequence[Pattern], ctx: PassContext | None = None,

@@ -138,3 +138,23 @@ def test_sentence_embeddings_keep_their_meaning(minilm):
     for a, b in [(0, 1), (2, 3)]:
         others = [j for j in range(len(SENTENCES)) if j not in (a,)]
         assert max(others, key=lambda j: sim[a, j]) == b, sim[a]
+
+
+def test_smooth_quant_on_real_text_keeps_the_embeddings(minilm):
+    """SmoothQuant calibrated on real sentences: every dense input smoothed, the float model
+    unchanged (against torch), and the layer-norm outliers flattened."""
+    path, model, tok = minilm
+    cal = [_batch(tok, SENTENCES[i:i + 2]) for i in range(0, 6, 2)]
+    cm = tensorsmith.compile(str(path), passes="smooth-quant{alpha=0.5}", calibration=cal)
+    rec = next(r for r in cm.history if r.name == "smooth-quant")
+    applied = rec.remarks.of_kind("applied")
+    assert len(applied) == 6 * 4  # Q/K/V (one shared s), attention out, FFN in, FFN out
+    args = _batch(tok, SENTENCES[3:7])
+    got, want = np.asarray(cm(*args)[0]), _torch(model, args)
+    real = args[1].astype(bool)
+    np.testing.assert_allclose(got[real], want[real], atol=1e-3, rtol=1e-3)
+    cos = (_embed(got, args[1]) * _embed(want, args[1])).sum(1)
+    assert cos.min() > 1 - 1e-5
+    ratios = [float(str(r).rsplit("-> ", 1)[1].rstrip(")")) for r in applied
+              if "LayerNorm" in str(r) and "query" in r.node]
+    assert ratios and max(ratios) < 10
