@@ -152,3 +152,18 @@ def test_bad_arguments_are_named(digits):
         tensorsmith.finetune(cm, _batches(x, n=2), steps=1, teacher=False, progress=False)
     with pytest.raises(UsageFailure, match="polynomial"):
         polynomial(1.5)
+
+
+def test_mask_annotations_are_kept_in_force(digits):
+    from tensorsmith.ir.annotations import Annotation
+    ex, cm, (x, y), _ = digits
+    k = "params/Dense_0/kernel"
+    m = magnitude_mask(cm.params[k], 0.7)
+    g = cm.graph.with_params({k: cm.params[k] * m}).with_annotations(
+        add=[Annotation(k, "mask", {"sparsity": 0.7}, m)])
+    masked = cm.with_graph(g)
+    out, hist = tensorsmith.finetune(masked, _batches(x, y), steps=15, lr=3e-3, progress=False)
+    assert set(hist.masked) == {k}
+    assert np.all(out.params[k][~m] == 0.0) and np.all(out.params[k][m] != 0.0)
+    assert not np.array_equal(out.params[k], masked.params[k])  # it did train
+    np.testing.assert_array_equal(out.graph.annotation(k, "mask").array, m)
