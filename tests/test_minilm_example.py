@@ -61,6 +61,7 @@ def test_embeddings_match_sentence_transformers(minilm):
     import jax
     spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape("N, S"), np.int32)
     cm = tensorsmith.compile(minilm.fn, spec, spec, params=minilm.params)  # any batch and length
+    assert cm.symbolic  # one graph for every batch size and length
     ours = np.asarray(cm(ids, mask), np.float64)
     ref = st.encode(texts, convert_to_numpy=True, normalize_embeddings=True).astype(np.float64)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=-1), 1.0, atol=1e-5)

@@ -54,7 +54,10 @@ def embed(params: Params, input_ids, attention_mask):
     """Token embeddings (B, S, 384) after all layers, before pooling."""
     e = params["embeddings"]
     s = input_ids.shape[1]
-    x = jnp.take(e["word"], input_ids, axis=0) + e["position"][:s] + e["token_type"][0]
+    # positions by take, not e["position"][:s]: with a symbolic length that slice is
+    # min(512, S) long, which does not broadcast against S
+    pos = jnp.take(e["position"], jnp.arange(s, dtype=input_ids.dtype), axis=0)
+    x = jnp.take(e["word"], input_ids, axis=0) + pos + e["token_type"][0]
     x = layer_norm(x, e["ln"])
     mask = attention_mask.astype(x.dtype)
     bias = ((1.0 - mask) * np.float32(np.finfo(np.float32).min))[:, None, None, :]
