@@ -12,7 +12,7 @@ each FFN's neurons and 2 of 12 heads per layer removed, then distilled (cosine l
 sentences from one set of standard-library modules and evaluated on another set's.
 
   python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 300]
-                             [--minilm-length 48] [--minilm-eval 512] [--minilm-lr 1e-3]
+                             [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 2e-4]
                              [--rounds 30] [--out benchmarks/results/prune.json]
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _neighbours(e: np.ndarray) -> np.ndarray:
     return np.argmax(sim, -1)
 
 
-def minilm(steps: int, rounds: int, length: int = 48, n_eval: int = 512, lr: float = 1e-3) -> dict:
+def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 2e-4) -> dict:
     """30% FFN neurons + 2/12 heads per layer, distilled; cosine and NN agreement vs dense."""
     try:
         from tensorsmith import examples
@@ -156,10 +156,14 @@ def minilm(steps: int, rounds: int, length: int = 48, n_eval: int = 512, lr: flo
     compile_s = time.perf_counter() - t0
     ref = _embed(dense, test)
     before = _embed(pruned, test)
-    batches = [(train[0][i:i + 16], train[1][i:i + 16]) for i in range(0, len(train[0]) - 15, 16)]
+    # the last 128 training sentences pick the best step (validation); the test set is unseen
+    n_fit = len(train[0]) - 128
+    batches = [(train[0][i:i + 16], train[1][i:i + 16]) for i in range(0, n_fit - 15, 16)]
+    val = [(train[0][i:i + 64], train[1][i:i + 64]) for i in range(n_fit, len(train[0]) - 63, 64)]
     t0 = time.perf_counter()
     tuned, hist = tensorsmith.finetune(pruned, batches, steps=steps, distill="cosine", lr=lr,
-                                       trainable=["layers/*"], progress=False)
+                                       trainable=["layers/*"], eval_data=val,
+                                       eval_every=max(1, steps // 10), progress=False)
     ft_s = time.perf_counter() - t0
     after = _embed(tuned, test)
     nn_ref = _neighbours(ref)
@@ -178,6 +182,7 @@ def minilm(steps: int, rounds: int, length: int = 48, n_eval: int = 512, lr: flo
         "mean_cosine_before_finetune": float(np.mean(np.sum(before * ref, -1))),
         "nn_agreement_before_finetune": float(np.mean(_neighbours(before) == nn_ref)),
         "mean_cosine": cos, "nn_agreement": agree, "finetune_steps": hist.steps,
+        "kept_step": hist.best_step, "validation_loss": [(s, round(v, 5)) for s, v, _ in hist.evals],
         "finetune_seconds": ft_s, "compile_seconds": compile_s,
         f"latency_ms_batch32_len{length}": lat, "finetune_lr": lr,
         "truncated_held_out": int(np.sum(test[1][:, -1] == 1)), "latency_ratio": lat["pruned"] / lat["dense"],
@@ -190,9 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--digits-steps", type=int, default=600)
     ap.add_argument("--minilm-steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--minilm-length", type=int, default=48)
-    ap.add_argument("--minilm-eval", type=int, default=512)
-    ap.add_argument("--minilm-lr", type=float, default=1e-3)
+    ap.add_argument("--minilm-length", type=int, default=32)
+    ap.add_argument("--minilm-eval", type=int, default=256)
+    ap.add_argument("--minilm-lr", type=float, default=2e-4)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     import jax
