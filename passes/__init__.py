@@ -10,6 +10,8 @@ from . import canonicalize as _canonicalize, cse as _cse, fold_constants as _fol
 from . import fuse as _fuse  # noqa: F401,E402  (registers fuse)
 from . import fold_batchnorm as _fold_batchnorm  # noqa: F401,E402  (registers fold-batchnorm)
 from . import equalize as _equalize  # noqa: F401,E402  (registers equalize, smooth-quant)
+from . import gptq as _gptq  # noqa: F401,E402  (registers gptq)
+from . import prune as _prune, prune_sensitivity as _prune_sensitivity  # noqa: F401,E402
 
 __all__ = ["History", "MissingPassData", "Option", "PASSES", "PIPELINES", "PassContext", "PassError",
            "PassInfo", "PassOptionError", "PassRecord", "Pattern", "Remark", "Rewriter", "Step",
