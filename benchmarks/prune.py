@@ -8,8 +8,9 @@ Digits CNN (bundled; trained on the scikit-learn digits, held-out split of 360 i
     force);
   - 50% channels (removed for real) + fine-tuning with distillation; FLOPs vs dense.
 MiniLM (optional extra ``tensorsmith[minilm]``; skipped with a message when absent): 30% of
-each FFN's neurons and 2 of 12 heads per layer removed, then distilled (cosine loss) on
-sentences from one set of standard-library modules and evaluated on another set's.
+each FFN's neurons (smallest L2 norm) and 2 of 12 heads per layer removed, then distilled
+(cosine loss, best step on a validation split) on sentences from one set of standard-library
+modules and evaluated on another set's.
 
   python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 300]
                              [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 2e-4]
@@ -147,7 +148,7 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
 
     test = ex.tokenize(held_out(limit=n_eval), length=length)
     train = ex.tokenize(training(), length=length)
-    passes = ("prune{sparsity=0.3,pattern=channel,include=[layers/*/intermediate/kernel]},"
+    passes = ("prune{sparsity=0.3,pattern=channel,criterion=l2,include=[layers/*/intermediate/kernel]},"
               "prune{sparsity=0.17,pattern=head}")
     example = (train[0][:16], train[1][:16])
     t0 = time.perf_counter()
