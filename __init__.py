@@ -4,12 +4,14 @@ from .api import compile, load, trace
 from .bisection import bisect
 from .compiled import CacheInfo, CompiledModel, ExportOnlyError, LoadedModel, RecompileWarning
 from .passes.quant_debug import quant_report
+from .finetune import finetune, polynomial
 from .errors import (CallError, ExportError, LoadError, LoweringFailure, ModelImportError,
                      PassFailure, TensorsmithError, UsageFailure, VerifyError)
 
 __all__ = ["CacheInfo", "CallError", "CompiledModel", "ExportError", "ExportOnlyError", "LoadError", "LoadedModel",
            "LoweringFailure", "ModelImportError", "PassFailure", "RecompileWarning", "TensorsmithError", "UsageFailure",
-           "VerifyError", "bisect", "compile", "examples", "ir", "load", "quant_report", "trace"]
+           "VerifyError", "bisect", "compile", "examples", "finetune", "ir", "load", "polynomial",
+           "quant_report", "trace"]
 __version__ = "0.1.0"
 
 

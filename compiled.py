@@ -427,6 +427,56 @@ class CompiledModel:
     def platforms(self) -> tuple[str, ...]:
         return (TARGETS[self.target],)
 
+    # --- params as a pure function's argument (training) ------------------------------
+    @property
+    def params(self) -> dict:
+        """The optimized graph's weights: name -> array (a copy of the table, arrays shared)."""
+        return dict(self.graph.params)
+
+    def apply(self, params: dict, *args):
+        """The optimized graph run with ``params`` (name -> array; names left out keep the
+        graph's weights): a pure JAX function of ``params`` to jit, differentiate or train."""
+        graph = self.graph
+        unknown = sorted(set(params) - set(graph.params))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(graph.params), n=1)
+            raise UsageFailure(f"apply(): {self._label} has no param {unknown[0]!r}"
+                               + (f" (closest: {close[0]!r})" if close else "")
+                               + f"; it has {len(graph.params)}: {', '.join(list(graph.params)[:8])}"
+                               + (", ..." if len(graph.params) > 8 else ""))
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        if tree != self._rep_tree_for(graph) and tree != self._in_tree:
+            raise CallError(f"{self._label} takes arguments structured as {self._in_tree}; got {tree}")
+        out_tree = self._out_tree if self._base is not None else self._rep.out_tree
+        flat = [params[k] if k in params else v for k, v in graph.params.items()]
+        return jax.tree_util.tree_unflatten(out_tree, codegen.to_jax(graph)(flat, *leaves))
+
+    def with_params(self, params: dict) -> "CompiledModel":
+        """A new compiled model whose graph has ``params`` (name -> array) in place of its own;
+        this one is unchanged."""
+        graph = self.graph
+        unknown = sorted(set(params) - set(graph.params))
+        if unknown:
+            raise UsageFailure(f"with_params(): {self._label} has no param {unknown[0]!r}")
+        for k, v in params.items():
+            old = graph.params[k]
+            if tuple(np.shape(v)) != tuple(old.shape):
+                raise UsageFailure(f"with_params(): param {k!r} has shape {tuple(old.shape)}, "
+                                   f"got {tuple(np.shape(v))}")
+        return self.with_graph(graph.with_params({k: np.asarray(v, dtype=graph.params[k].dtype)
+                                                  for k, v in params.items()}))
+
+    def with_graph(self, graph: Graph) -> "CompiledModel":
+        """A new compiled model of ``graph`` (this one's graph with other weights or
+        annotations), with this model's source, history and settings; this one is unchanged."""
+        out_tree = self._out_tree if self._base is not None else self._representative().out_tree
+        return CompiledModel(graph, self.source, target=self.target, in_tree=self._in_tree,
+                             out_tree=out_tree, history=self.history, pipeline=self.pipeline,
+                             example_args=self._example, specialized=dict(self._rep_bound),
+                             inputs=[(v.name, v.type) for v in graph.inputs],
+                             cache_size=self._maxsize, recompile_warning=self._warn_after,
+                             name=self._label.removeprefix("model @"))
+
     # --- inspection --------------------------------------------------------------------
     def ir(self) -> str:
         """Text of the final IR."""

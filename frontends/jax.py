@@ -9,7 +9,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from ..ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node
+from ..ir import Graph, Namer, Node, TensorType, Value, dtype_name, make_node, numpy_dtype
+from ..ir import origin
 from ..ir.registry import OpTypeError
 from ..ir.dims import assuming, from_jax
 from .jax_rules import PRIMITIVES, IDENTITY, INLINE, COMPOSITE
@@ -193,6 +194,8 @@ class Converter:
     def _eqn(self, e, env, ins, loc, name) -> None:
         if name in IDENTITY:
             outs = ins[: len(e.outvars)]
+        elif name in CUSTOM_DERIVATIVE and _user_function(e):
+            outs = self.custom_derivative(e, ins, loc)
         elif name in INLINE:
             sub, consts = INLINE[name](e.params)
             outs = self.run(sub, consts, ins)
@@ -208,6 +211,8 @@ class Converter:
                 outs = self.composite(f"jax.nn.{call}", sub, consts, ins, loc, group=False)
             else:
                 outs = self.composite(call, sub, consts, ins, loc)
+            if not consts and _has_custom_derivative(sub.eqns):  # softplus: jnp.logaddexp's rule
+                _record_original(self.nodes[-1], ins, lambda args, params: _bind(e, args))
         elif name in PRIMITIVES:
             try:
                 out = PRIMITIVES[name](self, e, ins, loc)
@@ -235,6 +240,17 @@ class Converter:
             self.nodes = outer
         outs = self.emit("composite", ins, regions=[body], loc=loc, name=name)
         return list(outs) if isinstance(outs, tuple) else [outs]
+
+    def custom_derivative(self, e, ins: list[Value], loc: str) -> list[Value]:
+        """A user's jax.custom_jvp / custom_vjp function: a composite of its primal body that
+        codegen lowers through the original function (and so its derivative rule)."""
+        sub, consts = INLINE[e.primitive.name](e.params)
+        info = getattr(sub, "debug_info", None)
+        outs = self.composite(getattr(info, "func_name", None) or e.primitive.name, sub, consts,
+                              ins, loc)
+        if not consts:  # closed-over arrays are params a pass may change: lower the body then
+            _record_original(self.nodes[-1], ins, lambda args, params: _bind(e, args))
+        return outs
 
     def group(self, name, eqns, env, read, last_use, end) -> None:
         """Wrap a run of equations from one jax.nn call into a composite."""
@@ -266,6 +282,8 @@ class Converter:
         loc = source_line(eqns[0].source_info) or self.outer_loc
         outs = self.emit("composite", ins, regions=[body], loc=loc, name=name)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
+        if _has_custom_derivative(eqns):  # jax.nn.relu, softplus (jnp.logaddexp)
+            _record_original(self.nodes[-1], ins, _replay(eqns, inputs, outputs, dict(env)))
         env.update(zip(outputs, outs))
 
     def eqn_inlined(self, e, env, read) -> None:
@@ -280,6 +298,56 @@ class Converter:
 
     def _is_param(self, v: Value) -> bool:
         return v.name in self.params
+
+
+CUSTOM_DERIVATIVE = ("custom_jvp_call", "custom_vjp_call")
+
+
+def _user_function(e) -> bool:
+    """Whether a custom_jvp/custom_vjp call is a user's function (not one inside jax/jnp)."""
+    sub, _ = INLINE[e.primitive.name](e.params)
+    src = getattr(getattr(sub, "debug_info", None), "func_src_info", "") or ""
+    return _JAX_SRC not in src and "/jax/_src/" not in src.replace(os.sep, "/")
+
+
+def _has_custom_derivative(eqns) -> bool:
+    """Whether any equation, or one in a nested call's jaxpr, has a custom derivative rule."""
+    for e in eqns:
+        if e.primitive.name in CUSTOM_DERIVATIVE:
+            return True
+        for p in e.params.values():
+            sub = getattr(p, "jaxpr", p)
+            if hasattr(sub, "eqns") and _has_custom_derivative(sub.eqns):
+                return True
+    return False
+
+
+def _bind(e, args) -> list:
+    """Apply equation ``e``'s primitive to ``args`` as jax.core.eval_jaxpr does."""
+    out = e.primitive.bind(*args, **e.primitive.get_bind_params(e.params))
+    return list(out) if e.primitive.multiple_results else [out]
+
+
+def _replay(eqns, inputs, outputs, env) -> Callable:
+    """fn(args, params) evaluating ``eqns`` with the original primitives (custom rules kept)."""
+    def fn(args, params):
+        vals = dict(zip(inputs, args))
+
+        def read(v):
+            if _is_literal(v):
+                return v.val
+            return vals[v] if v in vals else params[env[v].name]  # a weight, by its name now
+
+        for e in eqns:
+            vals.update(zip(e.outvars, _bind(e, [read(v) for v in e.invars])))
+        return [vals[v] for v in outputs]
+    return fn
+
+
+def _record_original(node: Node, ins: list[Value], fn: Callable) -> None:
+    if all(v.type.is_static for v in ins):  # a symbolic trace's rule would not fit other shapes
+        origin.record(node.attrs["name"], node.body, fn,
+                      tuple((tuple(v.type.shape), numpy_dtype(v.type.dtype)) for v in ins))
 
 
 def _is_literal(v) -> bool:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ModelImportError
 from ..ir import dtype_name
 from ..ir.dims import from_jax
 
 # Primitives that only pass values through (no computation once traced for inference).
-IDENTITY = {"stop_gradient", "copy", "copy_p", "sharding_constraint", "device_put",
+# stop_gradient is not one of them: it is kept as an op so gradients through the compiled
+# graph equal JAX's own (logsumexp and softmax stop the gradient of their max).
+IDENTITY = {"copy", "copy_p", "sharding_constraint", "device_put",
             "optimization_barrier", "mesh_cast", "reshard", "name", "pvary"}
 
 
@@ -49,7 +52,7 @@ _ELEMENTWISE = {
     "cosh": "cosh", "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "erf": "erf",
     "erfc": "erfc", "erf_inv": "erf_inv", "lgamma": "lgamma", "digamma": "digamma",
     "square": "square", "not": "not", "population_count": "population_count",
-    "is_finite": "is_finite", "real": "real", "imag": "imag",
+    "is_finite": "is_finite", "real": "real", "imag": "imag", "stop_gradient": "stop_gradient",
     "add": "add", "sub": "sub", "mul": "mul", "div": "div", "rem": "rem", "pow": "pow",
     "max": "max", "min": "min", "atan2": "atan2", "nextafter": "nextafter", "and": "and",
     "or": "or", "xor": "xor", "shift_left": "shift_left",
@@ -347,3 +350,43 @@ def emit_dim(c, d, dtype: str, loc: str = ""):
             total = term if total is None else c.emit("add", [total, term], loc=loc)
         return total
     return value(d)
+
+
+@rule("gather")
+def _gather(c, e, ins, loc):
+    """The gathers jnp.take(x, idx, axis=0) and x[idx] make (embedding lookups) as ``take``;
+    FILL_OR_DROP (jnp's default) gives the fill value for out-of-range indices, as JAX does."""
+    x, idx = ins
+    p = e.params
+    dn = p["dimension_numbers"]
+    r, nb = x.type.rank, idx.type.rank - 1
+    sizes = tuple(p["slice_sizes"])
+    if (tuple(dn.collapsed_slice_dims) != (0,) or tuple(dn.start_index_map) != (0,)
+            or tuple(dn.operand_batching_dims) or tuple(dn.start_indices_batching_dims)
+            or idx.type.rank < 1 or idx.shape[-1] != 1 or sizes[0] != 1
+            or any(s != d for s, d in zip(sizes[1:], x.shape[1:]))
+            or tuple(dn.offset_dims) != tuple(range(nb, nb + r - 1))):
+        raise UnsupportedGather(f"gather with {dn} and slice sizes {sizes} is not supported "
+                                "(only take along axis 0: jnp.take(x, i, axis=0), x[i])")
+    flat = c.emit("reshape", [idx], loc=loc, shape=tuple(idx.shape[:-1]))
+    out = c.emit("take", [x, flat], loc=loc, axis=0)
+    mode = str(p.get("mode", ""))
+    if "FILL" not in mode:  # CLIP / PROMISE_IN_BOUNDS: take clamps
+        return out
+    fill = p.get("fill_value")
+    if fill is None:
+        fill = float("nan") if out.dtype[0] in "fbc" else 0  # jax's default fill
+    zero = c.emit("constant", [], value=0, dtype=flat.dtype)
+    size = c.emit("constant", [], value=x.shape[0], dtype=flat.dtype)
+    valid = c.emit("and", [c.emit("ge", [flat, zero], loc=loc), c.emit("lt", [flat, size], loc=loc)],
+                   loc=loc)
+    valid = c.emit("broadcast_in_dim", [valid], loc=loc, shape=tuple(out.shape),
+                   broadcast_dimensions=tuple(range(nb)))
+    filler = c.emit("constant", [], value=fill, dtype=out.dtype)
+    filler = c.emit("broadcast_in_dim", [filler], loc=loc, shape=tuple(out.shape),
+                    broadcast_dimensions=())
+    return c.emit("select", [valid, out, filler], loc=loc)
+
+
+class UnsupportedGather(ModelImportError, NotImplementedError):
+    """A gather that is not a take along axis 0."""

@@ -145,7 +145,7 @@ UNARY = [
     ("neg", U(-3, 3), np.negative), ("abs", U(-3, 3), np.abs), ("sign", HALVES, np.sign),
     ("square", U(-3, 3), np.square), ("relu", U(-3, 3), lambda x: np.maximum(x, 0)),
     ("reciprocal", U(0.5, 3), np.reciprocal), ("floor", HALVES, np.floor),
-    ("ceil", HALVES, np.ceil),
+    ("ceil", HALVES, np.ceil), ("stop_gradient", U(-3, 3), lambda x: x),
 ]
 CASES = [(f"{op}", op, [x], {}, fn, 2e-5) for op, x, fn in UNARY]
 CASES += [

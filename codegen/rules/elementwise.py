@@ -17,7 +17,7 @@ _UNARY = {
     "acosh": lax.acosh, "atanh": lax.atanh, "erf": lax.erf, "erfc": lax.erfc,
     "erf_inv": lax.erf_inv, "lgamma": lax.lgamma, "digamma": lax.digamma,
     "square": lax.square, "not": lax.bitwise_not, "population_count": lax.population_count,
-    "is_finite": lax.is_finite, "is_nan": jnp.isnan, "real": lax.real, "imag": lax.imag,
+    "is_finite": lax.is_finite, "stop_gradient": lax.stop_gradient, "is_nan": jnp.isnan, "real": lax.real, "imag": lax.imag,
     "relu6": jax.nn.relu6, "silu": jax.nn.silu, "softplus": jax.nn.softplus,
     "softsign": jax.nn.soft_sign, "selu": jax.nn.selu, "mish": jax.nn.mish,
     "hard_sigmoid": jax.nn.hard_sigmoid, "hard_swish": jax.nn.hard_swish,
@@ -39,7 +39,10 @@ def _abs(ctx, node, x):
 
 @lowering("relu")
 def _relu(ctx, node, x):
-    return lax.max(x, jnp.zeros((), x.dtype))
+    # jax.nn.relu, not max(x, 0): its derivative at 0 is 0 as JAX's (max splits it: 0.5)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        return lax.max(x, jnp.zeros((), x.dtype))
+    return jax.nn.relu(x)
 
 
 @lowering("reciprocal")

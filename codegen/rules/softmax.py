@@ -62,11 +62,13 @@ def composite_softmax(node):
     if fn is None or len(node.inputs) != 1 or len(node.outputs) != 1 or len(node.regions) != 1:
         return None
     body = node.regions[0]
-    if (tuple(n.op for n in body.nodes) != ops or len(body.inputs) != 1
+    # jax stops the gradient of the max; the shift cancels in softmax's value and derivative
+    nodes = [n for n in body.nodes if n.op != "stop_gradient"]
+    if (tuple(n.op for n in nodes) != ops or len(body.inputs) != 1
             or body.inputs[0].type != node.outputs[0].type
             or body.outputs[0] is not body.nodes[-1].outputs[0]):
         return None
-    first, const = body.nodes[0], body.nodes[1]
+    first, const = nodes[0], nodes[1]
     if (first.inputs[0].name != body.inputs[0].name or not first.attrs.get("axes")
             or const.attrs.get("value") != float("-inf")):
         return None

@@ -98,6 +98,8 @@ define_op("is_nan", lambda t, a: [t[0].with_dtype("bool")], traits=["elementwise
 define_op("is_inf", lambda t, a: [t[0].with_dtype("bool")], traits=["elementwise", "unary"],
           attrs=[AttrSpec("detect_positive", "bool", True), AttrSpec("detect_negative", "bool", True)],
           doc="True where x is +/-inf.")
+define_op("stop_gradient", _same, traits=["elementwise", "unary"],
+          doc="Identity whose derivative is zero (jax.lax.stop_gradient).")
 
 
 def _complex_part(types, attrs):

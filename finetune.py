@@ -1,0 +1,464 @@
+"""Fine-tuning a compiled model's params with optax: masks in force, distillation, gradual sparsity."""
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import codegen
+from .errors import UsageFailure
+
+__all__ = ["FinetuneHistory", "Finetuned", "Polynomial", "finetune", "magnitude_mask", "polynomial"]
+
+
+def _optax():
+    try:
+        import optax
+    except ImportError:  # an optional extra: say how to get it
+        raise UsageFailure("tensorsmith.finetune needs optax: pip install 'tensorsmith[train]' "
+                           "(or pip install optax)") from None
+    return optax
+
+
+# --- gradual sparsity -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Polynomial:
+    """Sparsity from ``initial`` to ``final`` over ``[begin, end)`` steps, cubic by default
+    (Zhu & Gupta 2017); magnitude masks are recomputed every ``every`` steps."""
+
+    final: float
+    initial: float = 0.0
+    begin: int = 0
+    end: int | None = None          # None: the last step of the run
+    every: int = 10
+    power: float = 3.0
+    include: tuple = ("*",)         # param name globs the schedule prunes
+    exclude: tuple = ()
+    min_rank: int = 2               # biases and norms (rank 1) are left dense
+
+    def sparsity(self, step: int, total: int) -> float:
+        """The target sparsity at ``step`` of a ``total``-step run."""
+        end = self.end if self.end is not None else max(self.begin + 1, total - 1)
+        if step <= self.begin:
+            return self.initial
+        frac = min(1.0, (step - self.begin) / max(1, end - self.begin))
+        return self.final + (self.initial - self.final) * (1.0 - frac) ** self.power
+
+    def targets(self, params: dict) -> list[str]:
+        """The params this schedule prunes."""
+        return [k for k, v in params.items()
+                if np.ndim(v) >= self.min_rank and jnp.issubdtype(v.dtype, jnp.floating)
+                and any(fnmatch.fnmatchcase(k, g) for g in self.include)
+                and not any(fnmatch.fnmatchcase(k, g) for g in self.exclude)]
+
+
+def polynomial(sparsity: float, *, initial: float = 0.0, begin: int = 0, end: int | None = None,
+               every: int = 10, power: float = 3.0, include=("*",), exclude=()) -> Polynomial:
+    """A gradual magnitude-sparsity schedule: ``initial`` -> ``sparsity``, re-masked every ``every`` steps."""
+    for name, v in (("sparsity", sparsity), ("initial", initial)):
+        if not 0.0 <= v < 1.0:
+            raise UsageFailure(f"polynomial({name}={v!r}): a sparsity is in [0, 1)")
+    if every < 1:
+        raise UsageFailure(f"polynomial(every={every!r}): must be >= 1")
+    return Polynomial(sparsity, initial, begin, end, every, power, tuple(include), tuple(exclude))
+
+
+def magnitude_mask(w, sparsity: float) -> np.ndarray:
+    """True where ``w`` keeps its entry: all but the ``floor(sparsity * size)`` smallest |w|."""
+    a = np.abs(np.asarray(w, np.float64)).ravel()
+    k = int(np.floor(sparsity * a.size))
+    keep = np.ones(a.size, bool)
+    if k > 0:
+        keep[np.argsort(a, kind="stable")[:k]] = False
+    return keep.reshape(np.shape(w))
+
+
+# --- data -------------------------------------------------------------------------------------
+def _split(item, n_inputs: int):
+    """(inputs tuple, labels or None) from one batch: ``inputs``, ``(inputs, labels)``."""
+    if not isinstance(item, (tuple, list)):
+        item = (item,)
+    if len(jax.tree_util.tree_leaves(item)) == n_inputs:
+        return tuple(item), None
+    if len(item) == 2:
+        x, y = item
+        x = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        if len(jax.tree_util.tree_leaves(x)) == n_inputs:
+            return x, y
+    raise UsageFailure(f"finetune(data=...): each batch is the model's {n_inputs} input(s), or "
+                       f"(inputs, labels); got a {type(item).__name__} of "
+                       f"{len(jax.tree_util.tree_leaves(item))} arrays")
+
+
+def _batches(data):
+    """Endless batches from a re-iterable (a list: cycled) or one pass of an iterator."""
+    if iter(data) is data:  # a generator or iterator: one pass
+        yield from data
+        return
+    while True:
+        empty = True
+        for item in data:
+            empty = False
+            yield item
+        if empty:
+            raise UsageFailure("finetune(data=...) is empty")
+
+
+# --- losses -----------------------------------------------------------------------------------
+def _task_loss(loss):
+    if callable(loss):
+        return loss
+    if loss in ("cross_entropy", "ce"):
+        optax = _optax()
+
+        def ce(out, labels):
+            logits = _single(out, "cross_entropy")
+            labels = jnp.asarray(labels)
+            if jnp.issubdtype(labels.dtype, jnp.integer):
+                return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return optax.softmax_cross_entropy(logits, labels).mean()
+        return ce
+    if loss == "mse":
+        return lambda out, labels: jnp.mean((_single(out, "mse") - labels) ** 2)
+    raise UsageFailure(f"finetune(loss={loss!r}): give a function loss(outputs, labels) -> scalar "
+                       "or one of 'cross_entropy', 'mse'")
+
+
+def _single(out, what):
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) != 1:
+        raise UsageFailure(f"finetune(loss={what!r}) needs a model with one output; this one has "
+                           f"{len(leaves)}: pass loss=fn(outputs, labels)")
+    return leaves[0]
+
+
+def _distill_loss(kind: str, temperature: float) -> Callable:
+    """loss(student outputs, teacher outputs), summed over output leaves."""
+    t = float(temperature)
+
+    def kl(s, te):
+        logp_t = jax.nn.log_softmax(te / t, axis=-1)
+        logp_s = jax.nn.log_softmax(s / t, axis=-1)
+        return jnp.mean(jnp.sum(jnp.exp(logp_t) * (logp_t - logp_s), axis=-1)) * t * t
+
+    def cosine(s, te):
+        s = s / (jnp.linalg.norm(s, axis=-1, keepdims=True) + 1e-12)
+        te = te / (jnp.linalg.norm(te, axis=-1, keepdims=True) + 1e-12)
+        return jnp.mean(1.0 - jnp.sum(s * te, axis=-1))
+
+    one = {"kl": kl, "mse": lambda s, te: jnp.mean((s - te) ** 2), "cosine": cosine}.get(kind)
+    if one is None:
+        raise UsageFailure(f"finetune(distill={kind!r}): one of 'kl', 'mse', 'cosine'")
+
+    def loss(s_out, t_out):
+        return sum(one(s, jax.lax.stop_gradient(te)) for s, te in
+                   zip(jax.tree_util.tree_leaves(s_out), jax.tree_util.tree_leaves(t_out)))
+    return loss
+
+
+# --- the result -------------------------------------------------------------------------------
+@dataclass
+class FinetuneHistory:
+    """What a finetune run did: losses per step, evaluations, the params it kept and why."""
+
+    steps: int = 0                                 # optimizer steps taken
+    loss: list = field(default_factory=list)       # training loss of each step
+    evals: list = field(default_factory=list)      # (step, eval loss, accuracy or None)
+    sparsity: list = field(default_factory=list)   # (step, target sparsity) at each re-mask
+    best_step: int = 0                             # the step whose params were kept
+    best_loss: float = float("inf")
+    kept: str = "last"                             # 'best' or 'last'
+    interrupted: bool = False                      # stopped by KeyboardInterrupt
+    seconds: float = 0.0
+    samples: int = 0
+    masked: dict = field(default_factory=dict)     # param name -> fraction of entries masked
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    def __str__(self) -> str:
+        last = f"{self.loss[-1]:.4g}" if self.loss else "-"
+        ev = f", eval {self.evals[-1][1]:.4g}" if self.evals else ""
+        return (f"finetune: {self.steps} steps in {self.seconds:.1f}s "
+                f"({self.samples_per_second:.0f} samples/s), loss {last}{ev}; kept the {self.kept} "
+                f"params (step {self.best_step}){' after Ctrl-C' if self.interrupted else ''}")
+
+
+class Finetuned(NamedTuple):
+    """finetune()'s result: the new compiled model and what the run did."""
+
+    model: Any
+    history: FinetuneHistory
+
+
+# --- masks ------------------------------------------------------------------------------------
+def _mask_annotations(graph) -> dict:
+    """Masks the graph carries as ``mask`` annotations (param name -> bool array)."""
+    of = getattr(graph, "annotations_of", None)
+    if of is None:
+        return {}
+    return {a.target: np.asarray(a.array, bool) for a in of("mask")
+            if a.array is not None and a.target in graph.params}
+
+
+def _with_masks(graph, masks: dict):
+    """``graph`` carrying ``masks`` as mask annotations (where the IR has annotations)."""
+    if not masks or not hasattr(graph, "with_annotations"):
+        return graph
+    from .ir.annotations import Annotation
+    add = [Annotation(k, "mask", {"sparsity": round(float(1 - m.mean()), 6)}, np.asarray(m, bool))
+           for k, m in masks.items()]
+    return graph.with_annotations(add=add, drop=[(k, "mask") for k in masks])
+
+
+# --- the loop ---------------------------------------------------------------------------------
+def _zeros(graph):
+    """Abstract-free stand-ins for the graph's inputs (to learn the output structure)."""
+    from .ir import numpy_dtype
+    return [jax.ShapeDtypeStruct(tuple(d if isinstance(d, int) else 1 for d in v.type.shape),
+                                 numpy_dtype(v.type.dtype)) for v in graph.inputs]
+
+def _teacher_fn(cm, teacher):
+    """(fn(teacher_params, *inputs) -> outputs, teacher_params) or None."""
+    if teacher is False:
+        return None
+    if teacher is None:
+        src = cm.source
+        if src is None:
+            return None
+        flat = codegen.to_jax(src)
+        names = tuple(src.params)
+        out_tree = jax.tree_util.tree_structure(jax.eval_shape(lambda *xs: cm.apply({}, *xs), *_zeros(cm.graph)))
+        return (lambda p, *xs: jax.tree_util.tree_unflatten(out_tree, flat([p[k] for k in names], *xs)),
+                {k: jnp.asarray(v) for k, v in src.params.items()})
+    if hasattr(teacher, "apply") and hasattr(teacher, "params"):  # another CompiledModel
+        return (lambda p, *xs: teacher.apply(p, *xs),
+                {k: jnp.asarray(v) for k, v in teacher.params.items()})
+    if callable(teacher):
+        return (lambda p, *xs: teacher(*xs)), {}
+    raise UsageFailure(f"finetune(teacher=...) takes a CompiledModel, a function of the inputs, "
+                       f"None (the source model) or False; got {type(teacher).__name__}")
+
+
+def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
+             temperature: float = 2.0, alpha: float = 0.5, distill: str = "kl",
+             schedule: Polynomial | None = None, optimizer=None, lr: float = 1e-3,
+             eval_data: Iterable | None = None, eval_every: int | None = None,
+             masks: dict | None = None, trainable=None, keep: str | None = None,
+             progress: bool = True) -> Finetuned:
+    """Train ``cm``'s params with optax; returns ``Finetuned(model, history)``, ``cm`` unchanged.
+
+    ``data``: batches of ``inputs`` or ``(inputs, labels)`` (a list is cycled, an iterator read
+    once). Loss: ``loss(outputs, labels)`` (or 'cross_entropy' / 'mse'; 'auto': cross-entropy
+    for integer labels, else mse) weighted ``1 - alpha``, plus ``alpha`` times the distillation
+    loss against ``teacher`` (default: the model before its passes, ``cm.source``; False: none)
+    on outputs softened at ``temperature`` (``distill``: 'kl', 'mse' or 'cosine'). Without
+    labels only the distillation loss trains. Masks (the graph's ``mask`` annotations and
+    ``masks=``, param name -> bool) hold after every step; ``schedule=polynomial(S)`` prunes
+    gradually by magnitude. Ctrl-C stops and keeps the best params so far (by eval loss with
+    ``eval_data``, else training loss); ``keep='best'|'last'`` chooses at a normal end.
+    """
+    optax = _optax()
+    if not isinstance(steps, int) or steps < 1:
+        raise UsageFailure(f"finetune(steps={steps!r}): a positive int")
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageFailure(f"finetune(alpha={alpha!r}): the distillation weight is in [0, 1]")
+    if temperature <= 0:
+        raise UsageFailure(f"finetune(temperature={temperature!r}): must be > 0")
+    keep = keep or ("best" if eval_data is not None else "last")
+    if keep not in ("best", "last"):
+        raise UsageFailure(f"finetune(keep={keep!r}): 'best' or 'last'")
+    graph = cm.graph
+    n_inputs = len(graph.inputs)
+    all_params = {k: jnp.asarray(v) for k, v in graph.params.items()}
+    floating = [k for k, v in all_params.items() if jnp.issubdtype(v.dtype, jnp.floating)]
+    if trainable is None:
+        names = floating
+    else:
+        globs = (trainable,) if isinstance(trainable, str) else tuple(trainable)
+        names = [k for k in floating if any(fnmatch.fnmatchcase(k, g) for g in globs)]
+        if not names:
+            raise UsageFailure(f"finetune(trainable={trainable!r}) matches no floating param of "
+                               f"{graph.name}; it has {', '.join(floating[:8])}")
+    frozen = {k: v for k, v in all_params.items() if k not in names}
+    mask = dict(_mask_annotations(graph))
+    for k, m in (masks or {}).items():
+        if k not in all_params:
+            raise UsageFailure(f"finetune(masks=...): {graph.name} has no param {k!r}")
+        if np.shape(m) != tuple(all_params[k].shape):
+            raise UsageFailure(f"finetune(masks=...): mask of {k!r} has shape {np.shape(m)}, "
+                               f"the param {tuple(all_params[k].shape)}")
+        mask[k] = np.asarray(m, bool) & mask.get(k, True)
+    params = {k: all_params[k] for k in names}
+    teach = _teacher_fn(cm, teacher)
+    distill_fn = _distill_loss(distill, temperature) if teach is not None else None
+    task = None if loss is None else loss
+    opt = optimizer if optimizer is not None else optax.adam(lr)
+
+    def apply_masks(p, m):
+        return {k: (v * m[k].astype(v.dtype) if k in m else v) for k, v in p.items()}
+
+    def objective(p, tparams, inputs, labels, task_fn):
+        if distill_fn is None and (task_fn is None or labels is None):
+            raise UsageFailure("finetune: nothing to train on: a batch has no labels and there is "
+                               "no teacher (teacher=False); give (inputs, labels) batches or a teacher")
+        out = cm.apply({**frozen, **p}, *inputs)
+        total, parts = 0.0, 0
+        if task_fn is not None and labels is not None:
+            total = total + (1.0 - alpha if distill_fn is not None else 1.0) * task_fn(out, labels)
+            parts += 1
+        if distill_fn is not None:
+            t_out = teach[0](tparams, *inputs)
+            total = total + (alpha if parts else 1.0) * distill_fn(out, t_out)
+            parts += 1
+        return total, out
+
+    def make_step(task_fn):
+        def step(p, opt_state, m, tparams, inputs, labels):
+            (value, _), grads = jax.value_and_grad(objective, has_aux=True)(p, tparams, inputs, labels, task_fn)
+            updates, opt_state = opt.update(grads, opt_state, p)
+            p = apply_masks(optax.apply_updates(p, updates), m)
+            return p, opt_state, value
+        return jax.jit(step)
+
+    def make_eval(task_fn):
+        def ev(p, tparams, inputs, labels):
+            value, out = objective(p, tparams, inputs, labels, task_fn)
+            correct = None
+            leaves = jax.tree_util.tree_leaves(out)
+            if labels is not None and len(leaves) == 1 and leaves[0].ndim == 2 and \
+                    jnp.issubdtype(jnp.asarray(labels).dtype, jnp.integer):
+                correct = jnp.sum(jnp.argmax(leaves[0], -1) == labels)
+            return value, correct
+        return jax.jit(ev)
+
+    history = FinetuneHistory(kept=keep)
+    tparams = teach[1] if teach is not None else {}
+    dev_mask = {k: jnp.asarray(v) for k, v in mask.items() if k in params}
+    params = apply_masks(params, dev_mask)
+    opt_state = opt.init(params)
+    steppers: dict = {}
+    evaluators: dict = {}
+
+    def task_for(labels):
+        if labels is None or task is None:
+            return None
+        if task == "auto":
+            lab = np.asarray(labels)
+            return _task_loss("cross_entropy" if np.issubdtype(lab.dtype, np.integer) else "mse")
+        return _task_loss(task)
+
+    def run_eval(p):
+        tot, n, correct, counted = 0.0, 0, 0, True
+        for item in eval_data:
+            inputs, labels = _split(item, n_inputs)
+            fn_key = None if labels is None else np.asarray(labels).dtype.kind
+            if fn_key not in evaluators:
+                evaluators[fn_key] = make_eval(task_for(labels))
+            v, c = evaluators[fn_key](p, tparams, tuple(jnp.asarray(x) for x in inputs),
+                                      None if labels is None else jnp.asarray(labels))
+            b = int(np.shape(jax.tree_util.tree_leaves(inputs)[0])[0]) if np.ndim(jax.tree_util.tree_leaves(inputs)[0]) else 1
+            tot, n = tot + float(v) * b, n + b
+            if c is None:
+                counted = False
+            else:
+                correct += int(c)
+        if n == 0:
+            raise UsageFailure("finetune(eval_data=...) is empty")
+        return tot / n, (correct / n if counted else None)
+
+    every = eval_every or max(1, steps // 10)
+    best = (float("inf"), params, 0)
+    if eval_data is not None:
+        ev_loss, acc = run_eval(params)
+        history.evals.append((0, ev_loss, acc))
+        best = (ev_loss, params, 0)
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, desc=f"finetune {graph.name}", unit="step", leave=False)
+        except ImportError:
+            bar = None
+    t0 = time.perf_counter()
+    it = _batches(data)
+    step = 0
+    try:
+        while step < steps:
+            if schedule is not None and (step - schedule.begin) % schedule.every == 0 \
+                    and step >= schedule.begin:
+                s = schedule.sparsity(step, steps)
+                host = {k: np.asarray(v) for k, v in params.items()}
+                for k in schedule.targets(host):
+                    fixed = mask.get(k)
+                    m = magnitude_mask(host[k] if fixed is None else np.where(fixed, host[k], 0), s)
+                    dev_mask[k] = jnp.asarray(m if fixed is None else (m & fixed))
+                params = apply_masks(params, dev_mask)
+                history.sparsity.append((step, s))
+            try:
+                item = next(it)
+            except StopIteration:
+                break
+            inputs, labels = _split(item, n_inputs)
+            inputs = tuple(jnp.asarray(x) for x in inputs)
+            key = (None if labels is None else np.asarray(labels).dtype.kind, tuple(dev_mask))
+            if key not in steppers:
+                steppers[key] = make_step(task_for(labels))
+            before = params
+            params, opt_state, value = steppers[key](params, opt_state, dev_mask, tparams, inputs,
+                                                     None if labels is None else jnp.asarray(labels))
+            value = float(value)
+            if not np.isfinite(value):
+                raise UsageFailure(f"finetune: the loss became {value} at step {step} "
+                                   f"(lower lr={lr}?); the input model is unchanged")
+            history.loss.append(value)
+            history.samples += int(inputs[0].shape[0]) if inputs[0].ndim else 1
+            if eval_data is None and value < best[0]:
+                best = (value, before, step)  # the loss was measured on the params before the step
+            step += 1
+            history.steps = step
+            if eval_data is not None and (step % every == 0 or step == steps):
+                ev_loss, acc = run_eval(params)
+                history.evals.append((step, ev_loss, acc))
+                if ev_loss < best[0]:
+                    best = (ev_loss, params, step)
+            if bar is not None:
+                el = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4g}", samples_s=f"{history.samples / el:.0f}" if el else "-")
+    except KeyboardInterrupt:
+        history.interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    history.seconds = time.perf_counter() - t0
+    if history.interrupted or keep == "best":
+        history.best_loss, chosen, history.best_step = best
+        history.kept = "best"
+        if chosen is None or (eval_data is None and not history.loss):
+            chosen, history.best_step = params, step
+    else:
+        chosen, history.best_step = params, step
+        history.best_loss = history.evals[-1][1] if history.evals else (
+            history.loss[-1] if history.loss else float("nan"))
+        history.kept = "last"
+    final_masks = {k: np.asarray(v) for k, v in dev_mask.items()}
+    history.masked = {k: float(1 - m.mean()) for k, m in final_masks.items()}
+    new = cm.with_params({k: np.asarray(v) for k, v in chosen.items()})
+    if final_masks:
+        new = _attach_masks(new, final_masks)
+    return Finetuned(new, history)
+
+
+def _attach_masks(cm, masks: dict):
+    """``cm`` whose graph carries ``masks`` as annotations (when the IR has them)."""
+    graph = _with_masks(cm.graph, masks)
+    if graph is cm.graph:
+        return cm
+    return cm.with_graph(graph)

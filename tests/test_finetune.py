@@ -1,0 +1,169 @@
+"""tensorsmith.finetune: masks hold, loss falls, distillation pulls toward the teacher, Ctrl-C keeps the best."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import tensorsmith
+from tensorsmith import examples
+from tensorsmith.errors import UsageFailure
+from tensorsmith.finetune import magnitude_mask, polynomial
+
+pytest.importorskip("optax")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from tensorsmith.examples.train_digits_cnn import load_data
+    ex = examples.load("digits-cnn")
+    x_train, x_test, y_train, y_test = load_data()
+    np.testing.assert_array_equal(x_test, ex.eval_data[0])  # the bundled held-out split
+    cm = tensorsmith.compile(ex.fn, ex.example_inputs[0], params=ex.params, batch_dim=True)
+    return ex, cm, (x_train, y_train), (x_test, y_test)
+
+
+def _batches(x, y=None, size=64, n=None):
+    out = []
+    for i in range(0, len(x) - size + 1, size):
+        out.append((x[i:i + size],) if y is None else (x[i:i + size], y[i:i + size]))
+    return out[:n] if n else out
+
+
+def _accuracy(cm, x, y):
+    return float(np.mean(np.argmax(np.asarray(cm(x)), -1) == y))
+
+
+def _ce(cm, x, y):
+    logits = np.asarray(cm(x), np.float64)
+    logits -= logits.max(-1, keepdims=True)
+    return float(np.mean(np.log(np.exp(logits).sum(-1)) - logits[np.arange(len(y)), y]))
+
+
+def _kernel_masks(cm, sparsity):
+    return {k: magnitude_mask(v, sparsity) for k, v in cm.params.items() if v.ndim >= 2}
+
+
+def test_masks_hold_and_input_model_is_unchanged(digits):
+    ex, cm, (x, y), (xt, yt) = digits
+    before = {k: v.copy() for k, v in cm.params.items()}
+    masks = _kernel_masks(cm, 0.8)
+    out, hist = tensorsmith.finetune(cm, _batches(x, y), steps=30, masks=masks, lr=1e-3,
+                                     progress=False)
+    assert hist.steps == 30 and len(hist.loss) == 30
+    for k, m in masks.items():
+        w = out.params[k]
+        assert np.all(w[~m] == 0.0), k
+        assert np.count_nonzero(w[m]) == m.sum(), f"{k}: kept entries were zeroed"
+        assert hist.masked[k] == pytest.approx(1 - m.mean())
+    for k, v in cm.params.items():  # the input model is never mutated
+        np.testing.assert_array_equal(v, before[k])
+    assert out is not cm
+    ann = getattr(out.graph, "annotation", None)
+    if ann is not None:  # masks travel with the graph as annotations
+        k = next(iter(masks))
+        np.testing.assert_array_equal(ann(k, "mask").array, masks[k])
+
+
+def test_training_lowers_the_loss_of_a_pruned_model(digits):
+    ex, cm, (x, y), (xt, yt) = digits
+    masks = _kernel_masks(cm, 0.9)
+    pruned = cm.with_params({k: cm.params[k] * m for k, m in masks.items()})
+    start = _ce(pruned, xt, yt)
+    out, hist = tensorsmith.finetune(pruned, _batches(x, y), steps=120, masks=masks, lr=2e-3,
+                                     teacher=False, progress=False)
+    end = _ce(out, xt, yt)
+    assert end < 0.7 * start, (start, end)
+    assert np.mean(hist.loss[-10:]) < np.mean(hist.loss[:10])
+    assert _accuracy(out, xt, yt) > _accuracy(pruned, xt, yt)
+
+
+def test_distillation_only_pulls_a_perturbed_student_to_the_teacher(digits):
+    ex, cm, (x, _), (xt, _) = digits
+    r = np.random.default_rng(0)
+    noisy = cm.with_params({k: v + 0.3 * np.std(v) * r.standard_normal(v.shape).astype(v.dtype)
+                            for k, v in cm.params.items() if v.ndim >= 2})
+    teacher = np.asarray(ex.fn(ex.params, xt))  # the source JAX function is the oracle
+    gap0 = float(np.mean(np.abs(np.asarray(noisy(xt)) - teacher)))
+    out, hist = tensorsmith.finetune(noisy, _batches(x), steps=80, lr=1e-3, temperature=2.0,
+                                     progress=False)
+    gap1 = float(np.mean(np.abs(np.asarray(out(xt)) - teacher)))
+    assert gap1 < 0.5 * gap0, (gap0, gap1)
+    agree = np.mean(np.argmax(np.asarray(out(xt)), -1) == np.argmax(teacher, -1))
+    assert agree > np.mean(np.argmax(np.asarray(noisy(xt)), -1) == np.argmax(teacher, -1))
+
+
+def test_ctrl_c_keeps_the_best_params(digits):
+    ex, cm, (x, y), (xt, yt) = digits
+    masks = _kernel_masks(cm, 0.9)
+    pruned = cm.with_params({k: cm.params[k] * m for k, m in masks.items()})
+    batches = _batches(x, y)
+
+    def interrupted():
+        for i, b in enumerate(batches * 3):
+            if i == 25:
+                raise KeyboardInterrupt  # what Ctrl-C raises inside the loop
+            yield b
+
+    eval_data = [(xt, yt)]
+    out, hist = tensorsmith.finetune(pruned, interrupted(), steps=1000, masks=masks, lr=2e-3,
+                                     teacher=False, eval_data=eval_data, eval_every=5,
+                                     progress=False)
+    assert hist.interrupted and hist.steps == 25 and hist.kept == "best"
+    losses = [e[1] for e in hist.evals]
+    assert hist.best_loss == min(losses)
+    assert hist.best_step == hist.evals[int(np.argmin(losses))][0]
+    assert _ce(out, xt, yt) == pytest.approx(min(losses), rel=1e-4)
+
+
+def test_gradual_schedule_reaches_its_sparsity(digits):
+    ex, cm, (x, y), (xt, yt) = digits
+    out, hist = tensorsmith.finetune(cm, _batches(x, y), steps=40, progress=False, alpha=0.5,
+                                     schedule=polynomial(0.6, every=10, include=["params/Conv_*"]))
+    assert [s for _, s in hist.sparsity][0] == 0.0
+    assert hist.sparsity[-1][1] == pytest.approx(0.6 * (1 - (1 - 30 / 39) ** 3), rel=1e-6)
+    for k in ("params/Conv_0/kernel", "params/Conv_1/kernel"):
+        w = out.params[k]
+        assert np.mean(w == 0) == pytest.approx(hist.sparsity[-1][1], abs=1.0 / w.size + 1e-9)
+    assert np.count_nonzero(out.params["params/Dense_0/kernel"] == 0) == \
+        np.count_nonzero(cm.params["params/Dense_0/kernel"] == 0)
+
+
+def test_sparsity_schedule_shape():
+    s = polynomial(0.8, every=1)
+    assert s.sparsity(0, 101) == 0.0 and s.sparsity(100, 101) == pytest.approx(0.8)
+    assert 0.0 < s.sparsity(10, 101) < s.sparsity(50, 101) < 0.8
+    m = magnitude_mask(np.array([3.0, -1.0, 0.5, 2.0]), 0.5)
+    np.testing.assert_array_equal(m, [True, False, False, True])
+
+
+def test_bad_arguments_are_named(digits):
+    ex, cm, (x, y), _ = digits
+    data = _batches(x, y, n=2)
+    with pytest.raises(UsageFailure, match="steps"):
+        tensorsmith.finetune(cm, data, steps=0)
+    with pytest.raises(UsageFailure, match="loss='hinge'"):
+        tensorsmith.finetune(cm, data, steps=1, loss="hinge", teacher=False, progress=False)
+    with pytest.raises(UsageFailure, match="mask of 'params/Conv_0/kernel' has shape"):
+        tensorsmith.finetune(cm, data, steps=1, masks={"params/Conv_0/kernel": np.ones(3, bool)})
+    with pytest.raises(UsageFailure, match="no param 'nope'"):
+        tensorsmith.finetune(cm, data, steps=1, masks={"nope": np.ones(3, bool)})
+    with pytest.raises(UsageFailure, match="no labels and there is no teacher"):
+        tensorsmith.finetune(cm, _batches(x, n=2), steps=1, teacher=False, progress=False)
+    with pytest.raises(UsageFailure, match="polynomial"):
+        polynomial(1.5)
+
+
+def test_mask_annotations_are_kept_in_force(digits):
+    from tensorsmith.ir.annotations import Annotation
+    ex, cm, (x, y), _ = digits
+    k = "params/Dense_0/kernel"
+    m = magnitude_mask(cm.params[k], 0.7)
+    g = cm.graph.with_params({k: cm.params[k] * m}).with_annotations(
+        add=[Annotation(k, "mask", {"sparsity": 0.7}, m)])
+    masked = cm.with_graph(g)
+    out, hist = tensorsmith.finetune(masked, _batches(x, y), steps=15, lr=3e-3, progress=False)
+    assert set(hist.masked) == {k}
+    assert np.all(out.params[k][~m] == 0.0) and np.all(out.params[k][m] != 0.0)
+    assert not np.array_equal(out.params[k], masked.params[k])  # it did train
+    np.testing.assert_array_equal(out.graph.annotation(k, "mask").array, m)
