@@ -323,13 +323,26 @@ def _import(spec: ModelSpec, args):
                         dynamic_shapes=spec.dynamic_shapes)
 
 
+def default_pipeline(model, target: str) -> str:
+    """What `compile` runs when no pipeline is given: for an ONNX or PyTorch model on cpu,
+    the pipeline that measured fastest against onnxruntime (benchmarks/fuse.py), with the
+    XLA options measured on this host; otherwise the clean-ups."""
+    from .api import _is_onnx, _is_torch
+    if target == "cpu" and (_is_onnx(model) or _is_torch(model)):
+        return "optimize,xla-options"
+    return "default"
+
+
 def cmd_compile(args) -> int:
     import jax
     from .codegen.target import needs_x64, x64_scope
     from . import compile as ts_compile
     from .passes import format_pipeline, parse_pipeline
-    steps = parse_pipeline(args.passes)  # refuse a bad pipeline before loading anything
+    steps = parse_pipeline(args.passes or "default")  # refuse a bad pipeline before loading
     spec = resolve_model(args.model)
+    if args.passes is None:
+        args.passes = default_pipeline(spec.model, args.target)
+        steps = parse_pipeline(args.passes)
     print_after = {s.name for s in steps} if args.print_ir_after_all else set(args.print_ir_after or ())
     from .ir.registry import did_you_mean
     for name in args.print_ir_after or ():
@@ -601,8 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
                   optional=True)
     c.add_argument("--target", default="cpu", choices=("cpu", "gpu", "tpu"),
                    help="where the compiled model runs (default: cpu)")
-    c.add_argument("--passes", default="default", metavar="P",
-                   help="pipeline, e.g. 'canonicalize,dce' (default: default; see `tensorsmith passes`)")
+    c.add_argument("--passes", default=None, metavar="P",
+                   help="pipeline, e.g. 'canonicalize,dce' (default: 'optimize,xla-options' for "
+                        "an ONNX or PyTorch model on cpu, else 'default'; see `tensorsmith passes`)")
     c.add_argument("-o", "--output", metavar="OUT", help="artifact path (default: out/<model>.tsx)")
     c.add_argument("--xla-option", action="append", metavar="KEY=VALUE",
                    help="an XLA compiler option for the executables (repeatable; over the "
