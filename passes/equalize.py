@@ -226,10 +226,15 @@ def equalize(graph: Graph, ctx: PassContext | None = None, iterations: int = 1) 
     return equalize_pairs(graph, ctx, iterations)
 
 
-def _input_channel_stats(graph: Graph, ctx: PassContext, values: list[Value]) -> list[np.ndarray]:
-    """Per-channel (last axis) max |x| of each value over the calibration batches."""
+_SAMPLE_ROWS = 1024  # rows of each input kept to check that smoothing pays (bounded memory)
+
+
+def _input_channel_stats(graph: Graph, ctx: PassContext, values: list[Value]):
+    """Per-channel (last axis) max |x| of each value over the calibration batches, and its
+    first rows (at most _SAMPLE_ROWS) as a sample."""
     probe = graph.replace(outputs=tuple(values))
     stats: list[np.ndarray | None] = [None] * len(values)
+    samples: list[list[np.ndarray]] = [[] for _ in values]
     for b, batch in enumerate(ctx.require("calibration")):
         outs = ctx.run(probe, *batch, jit=True)
         for i, o in enumerate(outs):
@@ -237,9 +242,29 @@ def _input_channel_stats(graph: Graph, ctx: PassContext, values: list[Value]) ->
             if not np.all(np.isfinite(o)):
                 raise SmoothQuantError(f"smooth-quant: calibration batch {b} makes %"
                                        f"{values[i].name} non-finite; cannot take its range")
-            m = np.abs(o).reshape(-1, o.shape[-1]).max(axis=0)
+            rows = o.reshape(-1, o.shape[-1])
+            m = np.abs(rows).max(axis=0)
             stats[i] = m if stats[i] is None else np.maximum(stats[i], m)
-    return stats
+            have = sum(len(r) for r in samples[i])
+            if have < _SAMPLE_ROWS:
+                samples[i].append(rows[:_SAMPLE_ROWS - have])
+    return stats, [np.concatenate(r) for r in samples]
+
+
+def _int8_error(x: np.ndarray, xmax: float, weights: list[tuple[np.ndarray, int]]) -> float:
+    """Relative error of ``x @ W`` for every reader, with x quantized per tensor (range
+    ``xmax``) and each W per output channel, symmetric int8: what W8A8 will see."""
+    sx = max(xmax, 1e-30) / 127
+    xq = np.clip(np.round(x / sx), -127, 127) * sx
+    num = den = 0.0
+    for w, ax in weights:
+        w2 = np.moveaxis(w.astype(np.float64), ax, 0)  # [K, N]
+        sw = np.maximum(np.abs(w2).max(axis=0), 1e-30) / 127
+        wq = np.clip(np.round(w2 / sw), -127, 127) * sw
+        ref = x @ w2
+        num += float(np.sum((xq @ wq - ref) ** 2))
+        den += float(np.sum(ref ** 2))
+    return (num / max(den, 1e-300)) ** 0.5
 
 
 class SmoothQuantError(PassFailure, ValueError):
@@ -285,9 +310,11 @@ def _fold_target(view: _View, v: Value, n: int):
            range=(0.0, 1.0)),
     Option("insert", bool, True, "where 1/s cannot be folded into the layer before, multiply "
            "by it explicitly (else leave that input alone)"),
+    Option("check", bool, True, "smooth a layer only when its simulated W8A8 error drops "
+           "(per-tensor int8 inputs, per-channel int8 weights, on a calibration sample)"),
 ], needs=("calibration",))
 def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.5,
-                 insert: bool = True) -> Graph:
+                 insert: bool = True, check: bool = True) -> Graph:
     """Move activation outliers of dense layers into their weights (SmoothQuant), exactly."""
     if ctx is None:
         raise SmoothQuantError("smooth-quant needs calibration data: compile(..., calibration=)")
@@ -316,15 +343,25 @@ def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.
         cands.append((v, rs, target, shared))
     if not cands:
         return graph
-    stats = _input_channel_stats(graph, ctx, [c[0] for c in cands])
+    stats, samples = _input_channel_stats(graph, ctx, [c[0] for c in cands])
     params: dict[str, np.ndarray] = {}
     inserts = []
-    for (v, rs, target, shared), xmax in zip(cands, stats):
+    for (v, rs, target, shared), xmax, sample in zip(cands, stats, samples):
         wmax = np.max([_absmax(view.param(view.g.param(w)), ax) for _, w, ax in rs], axis=0)
         ok = (xmax > 0) & (wmax > 0)
         s = np.where(ok, np.power(np.where(ok, xmax, 1), alpha)
                      / np.power(np.where(ok, wmax, 1), 1 - alpha), 1.0)
         s = np.clip(s, 1e-5, 1e5)
+        if check:  # SmoothQuant can make a layer harder to quantize (its weights' rows grow)
+            ws = [(view.param(view.g.param(w)), ax) for _, w, ax in rs]
+            before = _int8_error(sample, float(xmax.max()), ws)
+            after = _int8_error(sample / s, float((xmax / s).max()),
+                                [(_scale_along(a, ax, s).astype(np.float64), ax) for a, ax in ws])
+            if after >= 0.98 * before:
+                ctx.remark("missed", f"did not smooth %{v.name}: the int8 error of its "
+                           f"{len(rs)} dense layer(s) would not drop ({before:.3g} -> "
+                           f"{after:.3g} on the calibration sample)", rs[0][0], value=v.name)
+                continue
         for _, w, ax in rs:
             params[w] = _scale_along(view.param(view.g.param(w)), ax, s)
         how = "folded into the layer before"

@@ -145,7 +145,8 @@ def test_smooth_quant_on_real_text_keeps_the_embeddings(minilm):
     unchanged (against torch), and the layer-norm outliers flattened."""
     path, model, tok = minilm
     cal = [_batch(tok, SENTENCES[i:i + 2]) for i in range(0, 6, 2)]
-    cm = tensorsmith.compile(str(path), passes="smooth-quant{alpha=0.5}", calibration=cal)
+    cm = tensorsmith.compile(str(path), passes="smooth-quant{alpha=0.5,check=false}",
+                             calibration=cal)
     rec = next(r for r in cm.history if r.name == "smooth-quant")
     applied = rec.remarks.of_kind("applied")
     assert len(applied) == 6 * 4  # Q/K/V (one shared s), attention out, FFN in, FFN out
@@ -158,3 +159,18 @@ def test_smooth_quant_on_real_text_keeps_the_embeddings(minilm):
     ratios = [float(str(r).rsplit("-> ", 1)[1].rstrip(")")) for r in applied
               if "LayerNorm" in str(r) and "query" in r.node]
     assert ratios and max(ratios) < 10
+
+
+def test_smooth_quant_checks_that_each_layer_gets_easier_to_quantize(minilm):
+    """With check=true (the default) a dense input is smoothed only where the simulated W8A8
+    error on the calibration sample drops; every other one gets a remark with both figures."""
+    path, _, tok = minilm
+    cal = [_batch(tok, SENTENCES[i:i + 2]) for i in range(0, 6, 2)]
+    cm = tensorsmith.compile(str(path), passes="smooth-quant", calibration=cal)
+    rec = next(r for r in cm.history if r.name == "smooth-quant")
+    applied, missed = rec.remarks.of_kind("applied"), rec.remarks.of_kind("missed")
+    assert len(applied) + len(missed) == 6 * 4 and applied and missed
+    for m in missed:
+        before, after = (float(x) for x in
+                         str(m).split("would not drop (")[1].split(" on the")[0].split(" -> "))
+        assert after >= 0.98 * before
