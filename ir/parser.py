@@ -349,15 +349,8 @@ class _Parser:
                 break
         attrs = {}
         if ln.peek("{") and re.match(r'\{\s*(?:[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*")\s*=',
-                                     ln.s[ln.pos:]):
-            ln.expect("{")
-            while not ln.eat("}"):
-                key = ln.ident()
-                ln.expect("=")
-                attrs[key] = ln.attr_value()
-                if not ln.eat(","):
-                    ln.expect("}")
-                    break
+                                     ln.s[ln.pos:]):  # attributes, not a region's opening brace
+            attrs = self.attr_dict(ln)
         regions: list[Graph] = []
         has_regions = ln.eat("{")
         loc = ln.comment() or ""
