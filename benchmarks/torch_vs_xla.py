@@ -44,11 +44,11 @@ def build(name: str, quick: bool):
     if name == "resnet18":
         size = 64 if quick else 112
         return (tm.randomize_bn(tm.ResNet18()).eval(), (torch.randn(1, 3, size, size),),
-                "default,fold-batchnorm", f"ResNet-18, 1x3x{size}x{size}")
+                "optimize,xla-options", f"ResNet-18, 1x3x{size}x{size}")
     if name == "mobilenet_v2":
         size = 64 if quick else 112
         return (tm.randomize_bn(tm.MobileNetV2()).eval(), (torch.randn(1, 3, size, size),),
-                "default,fold-batchnorm", f"MobileNetV2, 1x3x{size}x{size}")
+                "optimize,xla-options", f"MobileNetV2, 1x3x{size}x{size}")
     if name == "lstm":
         return (tm.LSTMTagger().eval(), (torch.randint(0, 100, (8, 32)),), "default",
                 "LSTM tagger (2 layers, hidden 48), 8x32 tokens")
