@@ -236,14 +236,20 @@ class Rewriter:
                 return x
         return None
 
-    def outline(self, nodes: Sequence[Node], name: str, attrs: dict | None = None) -> Node | None:
+    def outline(self, nodes: Sequence[Node], name: str, attrs: dict | None = None,
+                operands: Sequence[Value] | None = None) -> Node | None:
         """Replace a connected set of nodes by one composite ``name`` whose body is those nodes.
 
         Exactly one node's outputs may be read outside the set (the root); values flowing in
         become the body's inputs, params stay read by name (``Node.region_reads``). Refuses,
         with a ``missed`` remark, when an intermediate value has users outside the set.
+
+        ``operands`` fixes the composite's inputs and their order (for a lowering rule that
+        reads them as arguments): those values, params included, become the body's inputs;
+        scalar constants the nodes read are copied into the body; any other value flowing in
+        refuses the match with a ``missed`` remark.
         """
-        nodes = _topo_order(nodes, self)
+        nodes = _topo_order(list({id(n): n for n in nodes}.values()), self)
         inside = {o.name for n in nodes for o in n.outputs}
         reads: dict[str, int] = {}
         for n in nodes:
@@ -255,13 +261,21 @@ class Rewriter:
                 extra = self.num_uses(o) - reads.get(o.name, 0)
                 if extra > 0:
                     self.remark("missed", f"did not form {name}: %{o.name} ({n.op}) has {extra} "
-                                "user(s) outside the match", root, value=o.name)
+                                "user(s) outside the match", root, value=o.name,
+                                reason="several-users")
                     return None
         namer = self.namer
         local: dict[str, Value] = {}
         body_inputs: list[Value] = []
         outer_inputs: list[Value] = []
         body_nodes: list[Node] = []
+        escaped: list[Value] = []
+        for v in operands or ():
+            v = self.resolve(v)
+            b = Value(namer(), v.type)
+            local.setdefault(v.name, b)
+            body_inputs.append(b)
+            outer_inputs.append(v)
 
         def inner(v: Value) -> Value:
             v = self.resolve(v)
@@ -269,6 +283,15 @@ class Rewriter:
                 return local[v.name]
             if v.name in inside or v.name in self.params:
                 return v  # params are read by name from the root graph
+            if operands is not None:
+                p = self.producer(v)
+                if p is not None and p.op == "constant":  # a shared scalar: copy it inside
+                    copy = p.replace(outputs=(Value(namer(), v.type),))
+                    body_nodes.append(copy)
+                    local[v.name] = copy.outputs[0]
+                else:
+                    escaped.append(v)
+                return local.get(v.name, v)
             local[v.name] = Value(namer(), v.type)
             body_inputs.append(local[v.name])
             outer_inputs.append(v)
@@ -279,6 +302,10 @@ class Rewriter:
             outs = tuple(Value(namer(), o.type) for o in n.outputs)
             local.update({o.name: m for o, m in zip(n.outputs, outs)})
             body_nodes.append(n.replace(inputs=ins, outputs=outs))
+        if escaped:
+            self.remark("missed", f"did not form {name}: %{escaped[0].name} flows into the match "
+                        "but is not one of its operands", root, reason="unexpected-operand")
+            return None
         body = Graph(name, tuple(body_inputs), tuple(local[o.name] for o in root.outputs),
                      tuple(body_nodes))
         out = self.op("composite", *outer_inputs, regions=[body], loc=root.loc, name=name,
