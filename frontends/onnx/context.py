@@ -8,6 +8,7 @@ from onnx import AttributeProto, NodeProto, numpy_helper
 
 from ...ir import TensorType, Value, dtype_name, make_node
 from ...ir.registry import OpTypeError
+from ..builder_ops import ShapeHelpers
 from .errors import NeedsKnownValue, Unsupported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +45,7 @@ def attribute_value(a: AttributeProto):
     raise Unsupported(f"attribute {a.name!r} has unsupported kind {AttributeProto.AttributeType.Name(t)}")
 
 
-class NodeContext:
+class NodeContext(ShapeHelpers):
     """Emits the IR of one ONNX node; handed to its converter as ``ctx``.
 
     ``ctx.opset`` is the node's opset (its domain's version in the model), ``ctx.since`` the
@@ -142,23 +143,6 @@ class NodeContext:
         """A scalar literal of ``like``'s dtype (or the dtype named)."""
         dtype = like if isinstance(like, str) else like.dtype
         return self.const(np.asarray(value).astype(_np(dtype)))
-
-    def convert(self, v: Value, dtype: str) -> Value:
-        """``v`` cast to ``dtype`` (no node when it already is)."""
-        return v if v.dtype == dtype else self.op("convert", v, dtype=dtype)
-
-    def reshape(self, v: Value, shape) -> Value:
-        shape = tuple(shape)
-        return v if tuple(v.shape) == shape else self.op("reshape", v, shape=shape)
-
-    def broadcast_to(self, v: Value, shape) -> Value:
-        """Numpy broadcast of ``v`` to ``shape`` (trailing alignment)."""
-        shape = tuple(shape)
-        if tuple(v.shape) == shape:
-            return v
-        offset = len(shape) - v.type.rank
-        dims = tuple(range(offset, len(shape)))
-        return self.op("broadcast_in_dim", v, shape=shape, broadcast_dimensions=dims)
 
     def subgraph(self, graph, input_types: Sequence[TensorType], name: str = "body"):
         """Convert a graph attribute (If/Loop/Scan body) to a region.

@@ -8,6 +8,7 @@ import numpy as np
 from ...ir import TensorType, Value, make_node, numpy_dtype
 from ...ir.dims import DimExpr
 from ...ir.registry import OpTypeError
+from ..builder_ops import ShapeHelpers
 from ...ir.types import is_float, is_int
 from .errors import Unsupported
 from .types import ir_dtype, tensor_type
@@ -24,7 +25,7 @@ class Missing:
         self.what = what
 
 
-class NodeContext:
+class NodeContext(ShapeHelpers):
     """Emits the IR of one FX node; handed to its converter as ``ctx``.
 
     Every IR node gets ``loc=`` the module path and source line of the FX node.
@@ -90,23 +91,6 @@ class NodeContext:
             dtype = "bool" if isinstance(x, bool) else "i64" if isinstance(x, (int, DimExpr)) \
                 else "f32"
         return self.scalar(x, dtype)
-
-    def convert(self, v: Value, dtype: str) -> Value:
-        """``v`` cast to ``dtype`` (no node when it already is)."""
-        return v if v.dtype == dtype else self.op("convert", v, dtype=dtype)
-
-    def reshape(self, v: Value, shape) -> Value:
-        shape = tuple(shape)
-        return v if tuple(v.shape) == shape else self.op("reshape", v, shape=shape)
-
-    def broadcast_to(self, v: Value, shape) -> Value:
-        """Numpy broadcast of ``v`` to ``shape`` (trailing alignment)."""
-        shape = tuple(shape)
-        if tuple(v.shape) == shape:
-            return v
-        offset = len(shape) - v.type.rank
-        return self.op("broadcast_in_dim", v, shape=shape,
-                       broadcast_dimensions=tuple(range(offset, len(shape))))
 
     def operands(self, *xs, dtype: str | None = None) -> list[Value]:
         """Tensors and Python scalars as Values of one dtype: ``dtype``, else torch's
