@@ -296,3 +296,19 @@ CASES.update({
     "attention_additive_mask": ("fused.attention", jax_attention("additive"), onnx_attention("additive")),
     "attention_boolean_mask": ("fused.attention", jax_attention("boolean"), onnx_attention("boolean")),
 })
+
+
+def composite_names(g):
+    """Names of the top-level composites of a graph, in order."""
+    return [n.attrs["name"] for n in g.nodes if n.op == "composite"]
+
+
+def fuse_missed(cm):
+    """The `missed` remarks of the fuse pass, as text."""
+    return [str(r) for rec in cm.history for r in rec.remarks
+            if r.kind == "missed" and rec.name == "fuse"]
+
+
+def close(a, b, tol=2e-5):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol,
+                               atol=tol)

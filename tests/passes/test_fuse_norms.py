@@ -19,16 +19,7 @@ import tensorsmith  # noqa: E402
 from tensorsmith.ir import parse, verify  # noqa: E402
 
 
-def _names(g):
-    return [n.attrs["name"] for n in g.nodes if n.op == "composite"]
-
-
-def _missed(c):
-    return [str(r) for rec in c.history for r in rec.remarks if r.kind == "missed" and rec.name == "fuse"]
-
-
-def _close(a, b, tol=2e-5):
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
+_names, _missed, _close = fc.composite_names, fc.fuse_missed, fc.close
 
 
 def _ln64(x, axes, g=None, b=None, eps=1e-5):
