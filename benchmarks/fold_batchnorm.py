@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from onnx_weights import redraw_initializers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).parent / "results" / "fold_batchnorm.json"
@@ -33,20 +35,7 @@ def randomized(path: Path, seed: int = 0) -> onnx.ModelProto:
     """The model with fresh fan-in scaled initializers (BN statistics kept valid), up to its
     logits."""
     m = onnx.load(str(path))
-    rng = np.random.default_rng(seed)
-    positive = {n.input[i] for n in m.graph.node if n.op_type == "BatchNormalization"
-                for i in (1, 4)}
-    for k, init in enumerate(m.graph.initializer):
-        a = numpy_helper.to_array(init)
-        if a.dtype != np.float32:
-            continue
-        if init.name in positive:
-            b = rng.uniform(0.5, 1.5, a.shape)
-        elif a.ndim >= 2:
-            b = rng.standard_normal(a.shape) / np.sqrt(np.prod(a.shape[1:]))
-        else:
-            b = rng.standard_normal(a.shape) * 0.1
-        m.graph.initializer[k].CopyFrom(numpy_helper.from_array(b.astype(np.float32), init.name))
+    redraw_initializers(m, np.random.default_rng(seed), lambda fan_in: 1 / np.sqrt(fan_in))
     last = m.graph.node[-1]
     if last.op_type == "Softmax":  # compare logits: random weights give a flat softmax
         m.graph.output[0].name = last.input[0]

@@ -100,6 +100,7 @@ def randomized(name: str, seed: int = 0):
     import numpy as np
     import onnx
     from onnx import numpy_helper
+    from onnx_weights import redraw_initializers
     m = onnx.load(str(LIGHT / f"light_{name}.onnx"))
     inits = {t.name: t for t in m.graph.initializer}
     nodes, made = [], []
@@ -119,20 +120,7 @@ def randomized(name: str, seed: int = 0):
     graph_inputs = [vi for vi in m.graph.input if vi.name not in gone]
     del m.graph.input[:]
     m.graph.input.extend(graph_inputs)
-    rng = np.random.default_rng(seed)
-    positive = {n.input[i] for n in m.graph.node if n.op_type == "BatchNormalization"
-                for i in (1, 4)}
-    for k, init in enumerate(m.graph.initializer):
-        a = numpy_helper.to_array(init)
-        if a.dtype != np.float32:
-            continue
-        if init.name in positive:
-            b = rng.uniform(0.5, 1.5, a.shape)
-        elif a.ndim >= 2:
-            b = rng.standard_normal(a.shape) * np.sqrt(2.0 / max(1, np.prod(a.shape[1:])))
-        else:
-            b = rng.standard_normal(a.shape) * 0.1
-        m.graph.initializer[k].CopyFrom(numpy_helper.from_array(b.astype(np.float32), init.name))
+    redraw_initializers(m, np.random.default_rng(seed), lambda fan_in: np.sqrt(2.0 / max(1, fan_in)))
     last = m.graph.node[-1]
     if last.op_type == "Softmax":  # compare logits: random weights give a flat softmax
         m.graph.output[0].name = last.input[0]
