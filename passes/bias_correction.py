@@ -93,6 +93,8 @@ def _channel_param(graph: Graph, producers: dict, outer: dict, v: Value, rank: i
     v = outer.get(v.name, v)
     p = producers.get(v.name)
     if p is not None and p.op == "broadcast_in_dim" and p.inputs[0].name in graph.params:
+        if sum(1 for n in graph.nodes for u in n.inputs if u.name == v.name) != 1:
+            return None  # the broadcast bias is shared: correcting it would move another layer
         src = p.inputs[0]
         dims = p.attrs["broadcast_dimensions"]
         arr = graph.params[src.name]

@@ -118,6 +118,11 @@ def test_layers_are_corrected_in_order_and_a_missing_bias_is_added():
     xb = cal[0][0].astype(np.float64)
     want = np.maximum(xb @ _fq4(w1) - c1, 0) @ _fq4(w2) - c2
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    # the added biases do not stop lower-quant: int4 weights stored packed, same outputs
+    low, _ = run_pipeline(out, "lower-quant", PassContext(executor=codegen.executor))
+    assert {k for k in low.params if k.endswith("/q4")} == {"w1/q4", "w2/q4"}
+    np.testing.assert_allclose(np.asarray(codegen.executor(low)(*cal[0])[0]), y,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_without_quantize_it_says_so_and_without_calibration_it_fails():
