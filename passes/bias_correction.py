@@ -153,30 +153,23 @@ def _reads(graph: Graph, name: str) -> int:
 
 
 def _channel_means(ctx: PassContext, graph: Graph, values: list[Value], axes: list[int],
-                   batches, desc: str) -> list[np.ndarray]:
-    """Per-channel means of ``values`` over the batches (sums kept, never the activations)."""
+                   batches, desc: str) -> tuple[list[np.ndarray], list[float]]:
+    """Per-channel means and overall RMS of ``values`` over the batches (sums kept, never
+    the activations)."""
     probe = graph.replace(outputs=tuple(values))
-    sums = [None] * len(values)
+    sums: list = [None] * len(values)
     counts = [0] * len(values)
+    squares = np.zeros(len(values))
     for outs in ctx.run_batches(probe, batches, desc):
         for i, (o, ax) in enumerate(zip(outs, axes)):
             o = np.asarray(o, np.float64)
-            red = tuple(d for d in range(o.ndim) if d != ax)
-            s = o.sum(axis=red)
+            s = o.sum(axis=tuple(d for d in range(o.ndim) if d != ax))
             sums[i] = s if sums[i] is None else sums[i] + s
             counts[i] += o.size // o.shape[ax]
-    return [s / c for s, c in zip(sums, counts)]
-
-
-def _channel_rms(ctx, graph, values, axes, batches) -> list[float]:
-    probe = graph.replace(outputs=tuple(values))
-    sq, n = np.zeros(len(values)), np.zeros(len(values))
-    for outs in ctx.run_batches(probe, batches, "bias-correction: float model"):
-        for i, o in enumerate(outs):
-            o = np.asarray(o, np.float64)
-            sq[i] += float(np.sum(o * o))
-            n[i] += o.size
-    return list(np.sqrt(sq / np.maximum(n, 1)))
+            squares[i] += float(np.sum(o * o))
+    sizes = [c * len(s) for c, s in zip(counts, sums)]
+    return ([s / c for s, c in zip(sums, counts)],
+            [float(np.sqrt(q / max(n, 1))) for q, n in zip(squares, sizes)])
 
 
 def _insert_bias(graph: Graph, layer: _Layer, array: np.ndarray, namer: Namer) -> Graph:
@@ -233,14 +226,13 @@ def bias_correction(graph: Graph, ctx: PassContext, batches: int = 16,
     float_g = _flatten(graph, strip=True)
     vals = [l.node.output for l in layers]
     axes = [l.axis for l in layers]
-    f_means = _channel_means(ctx, float_g, vals, axes, data, "bias-correction: float model")
-    f_rms = _channel_rms(ctx, float_g, vals, axes, data)
+    f_means, f_rms = _channel_means(ctx, float_g, vals, axes, data, "bias-correction: float model")
     namer = Namer(graph.value_names | set(graph.params))
     rows = []
     for layer, fm, rms in zip(layers, f_means, f_rms):
         q_g = _flatten(graph, strip=False)
         qm = _channel_means(ctx, q_g, [layer.node.output], [layer.axis], data,
-                            f"bias-correction: {layer.label}")[0]
+                            f"bias-correction: {layer.label}")[0][0]
         shift = qm - fm
         biggest = float(np.max(np.abs(shift)))
         rel = biggest / rms if rms > 0 else 0.0
