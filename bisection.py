@@ -19,6 +19,10 @@ from .passes import PassContext, format_pipeline, parse_pipeline, run_pipeline
 
 __all__ = ["BisectResult", "NodeDivergence", "StepError", "bisect", "compare_outputs"]
 
+SQNR_THRESHOLD_DB = 20.0
+"""Default bar for the quantization debugger: a layer below it is named (int8 layers of a
+healthy model sit at 30-40 dB; under 20 dB the layer's own error is about 10% of its signal)."""
+
 
 @dataclass
 class StepError:
@@ -69,6 +73,19 @@ class BisectResult:
     params: list[tuple[str, float]] = field(default_factory=list)  # params the worst pass changed
     # When the reference itself is NaN/inf no pass can be blamed: what was non-finite, where.
     nonfinite: list[str] = field(default_factory=list)
+    # The quantization debugger (a pipeline with quantize): one row per quantized node, worst
+    # SQNR first (passes/quant_debug.quant_report), and the bar the first bad layer is named by.
+    quant: list[dict] = field(default_factory=list)
+    quant_order: list[str] = field(default_factory=list)  # quantized nodes in graph order
+    sqnr_threshold: float = SQNR_THRESHOLD_DB
+
+    def first_below(self, threshold: float | None = None) -> dict | None:
+        """The first quantized node, in graph order, whose SQNR is below ``threshold`` dB
+        (default: the result's ``sqnr_threshold``); None when every node meets it."""
+        bar = self.sqnr_threshold if threshold is None else threshold
+        rank = {n: i for i, n in enumerate(self.quant_order)}
+        below = [r for r in self.quant if r["sqnr_db"] < bar]
+        return min(below, key=lambda r: rank.get(r["node"], len(rank)), default=None)
 
     @property
     def worst_pass(self) -> str | None:
@@ -80,9 +97,41 @@ class BisectResult:
                 "steps": [s.as_dict() for s in self.steps], "worst": self.worst,
                 "worst_pass": self.worst_pass, "nodes": [n.as_dict() for n in self.nodes],
                 "params": [{"name": n, "rel_l2": e} for n, e in self.params],
-                "nonfinite": list(self.nonfinite)}
+                "nonfinite": list(self.nonfinite), "quant": [dict(r) for r in self.quant],
+                "sqnr_threshold": self.sqnr_threshold, "quant_first_below": self.first_below()}
+
+    def quant_text(self) -> list[str]:
+        """The quantization debugger's lines: per quantized node, worst first, and the first
+        node (in graph order) under the SQNR bar."""
+        if not self.quant:
+            return []
+        rows = []
+        for r in self.quant:
+            ws = r.get("weight_scale")
+            rows.append([r["node"], r["op"], _db(r["sqnr_db"]),
+                         "-" if ws is None else f"{ws[0]:.3g}..{ws[1]:.3g}",
+                         _zp(r.get("weight_zero_point")), _frac(r.get("weight_clipped")),
+                         _num(r.get("input_scale")), _zp(r.get("input_zero_point")),
+                         _frac(r.get("input_clipped")), _num(r.get("output_scale")),
+                         _zp(r.get("output_zero_point")), _frac(r.get("output_clipped"))
+                         + ("  (kept float)" if r.get("quantized") is False else "")])
+        lines = ["", "quantized nodes, worst SQNR first (float vs fake-quant outputs on the "
+                     "calibration data):",
+                 *_table(["node", "op", "SQNR dB", "w scale", "w zp", "w clip", "in scale",
+                          "in zp", "in clip", "out scale", "out zp", "out clip"], rows)]
+        bad = self.first_below()
+        if bad is None:
+            lines.append(f"every quantized node is at or above {self.sqnr_threshold:g} dB")
+        else:
+            lines.append(f"first node below {self.sqnr_threshold:g} dB (graph order): "
+                         f"{bad['node']} ({bad['op']}, weight @{bad.get('weight')}) at "
+                         f"{_db(bad['sqnr_db'])} dB")
+        return lines
 
     def __str__(self) -> str:
+        return "\n".join([self._steps_text(), *self.quant_text()])
+
+    def _steps_text(self) -> str:
         has_acc = any(s.accuracy is not None for s in self.steps)
         head = ["#", "pass", "nodes", "max abs", "rel L2", "SQNR dB", "top-1"] + (["acc"] if has_acc else [])
         rows = []
@@ -123,6 +172,18 @@ def _g(x: float) -> str:
 
 def _db(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.1f}"
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _zp(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def _frac(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _pct(x: float | None) -> str:
@@ -288,9 +349,19 @@ def _nonfinite(source: Graph, outputs: Sequence, who: str) -> list[str]:
     return lines
 
 
+def _attach_quant(result: BisectResult, history) -> None:
+    """The last quantize step's debugger table (and its nodes' graph order) into ``result``."""
+    rec = next((r for r in reversed(history) if r.name == "quantize"), None)
+    if rec is None:
+        return
+    result.quant = list(rec.data.get("quant_report", []))
+    result.quant_order = [f"%{n.name}" for n in rec.graph.nodes]
+
+
 def bisect(model, *example_args, params=None, passes="default", data: Sequence | None = None,
            labels=None, top: int = 10, batch_dim=None, calibration=None,
-           pass_data: dict | None = None, tolerance: float = 1e-6) -> BisectResult:
+           pass_data: dict | None = None, tolerance: float = 1e-6,
+           sqnr_threshold: float = SQNR_THRESHOLD_DB) -> BisectResult:
     """Run ``passes`` step by step on ``data`` and report each step's error vs the source model.
 
     ``data``: a list of input arrays (one per model input, flat order); defaults to the
@@ -299,6 +370,11 @@ def bisect(model, *example_args, params=None, passes="default", data: Sequence |
     ``tolerance`` relative L2 error (float32 reassociation noise is ~1e-7). Values of the
     worst pass are ranked by how much divergence they *introduce*, so the node a pass broke
     comes before its downstream users.
+
+    With a ``quantize`` step (give ``calibration``), the result also carries the quantization
+    debugger: per quantized node SQNR, scales, zero points and clipped fractions, worst first
+    (``result.quant``), and the first node in graph order below ``sqnr_threshold`` dB
+    (``result.first_below()``).
     """
     from .api import _flat_calibration, import_model
     steps = parse_pipeline(passes)
@@ -338,7 +414,9 @@ def bisect(model, *example_args, params=None, passes="default", data: Sequence |
         outs = codegen.executor(rec.graph)(*inputs)
         results.append(StepError(rec.index, rec.name, dict(rec.options), nodes=len(rec.graph.nodes),
                                  **compare_outputs(reference, outs, labels)))
-    result = BisectResult(format_pipeline(steps), ref_name, tolerance, results, nonfinite=nonfinite)
+    result = BisectResult(format_pipeline(steps), ref_name, tolerance, results, nonfinite=nonfinite,
+                          sqnr_threshold=sqnr_threshold)
+    _attach_quant(result, history)
     if nonfinite:
         return result
     deltas = [(results[i].rel_l2 - results[i - 1].rel_l2

@@ -560,8 +560,20 @@ def cmd_bisect(args) -> int:
     else:  # an ONNX/IR file: random inputs still show which pass changes the function
         inputs, labels = list(_synthetic_inputs(graph, symbol_size=8)), None
         print("(no data given: random inputs, symbolic dims = 8; pass --data for real ones)")
+    calibration = _load_calibration(args.calibration, args.calibration_batch) \
+        if args.calibration else None
+    if calibration is None and any(s.name in ("quantize", "bias-correction", "gptq",
+                                              "smooth-quant", "equalize") for s in steps):
+        if inputs is None:
+            raise UsageError("bisect: the pipeline calibrates (quantize); give --calibration NPZ "
+                             "or --data NPZ")
+        n = len(inputs[0])
+        b = args.calibration_batch
+        calibration = [tuple(a[i:i + b] for a in inputs) for i in range(0, n, b)]
+        print("(no --calibration: the pipeline calibrates on the bisect data)")
     result = bisect(spec.model, *spec.example_inputs, params=spec.params, passes=steps, data=inputs,
-                    labels=labels, top=args.top, batch_dim=_batch_dim(args, spec))
+                    labels=labels, top=args.top, batch_dim=_batch_dim(args, spec),
+                    calibration=calibration, sqnr_threshold=args.sqnr_threshold)
     print(result)
     if args.json:
         from .ir.serialize import atomic_write
@@ -652,6 +664,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".npz with inputs (x, or input_0, input_1, ...) and optional labels y "
                         "(default: the model's eval_data, else its example inputs)")
     c.add_argument("--top", type=_positive, default=10, help="how many diverging values to list (default: 10)")
+    c.add_argument("--calibration", metavar="NPZ",
+                   help=".npz of calibration inputs for a pipeline that quantizes (default: the "
+                        "bisect data)")
+    c.add_argument("--calibration-batch", type=_positive, default=32, metavar="B",
+                   help="samples per calibration batch (default: 32)")
+    c.add_argument("--sqnr-threshold", type=float, default=20.0, metavar="DB",
+                   help="quantization debugger: name the first quantized node whose SQNR vs "
+                        "float is below DB (default: 20)")
     c.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     c.set_defaults(run=cmd_bisect)
     return p

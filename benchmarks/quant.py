@@ -3,6 +3,10 @@
 * accuracy: the bundled digits CNN (fold-batchnorm + fuse, then ``quantize{...}``), held-out
   top-1 accuracy of each scheme against the float model, with the debugger's worst SQNR;
   calibration uses training samples (the example's own train/test split), never held-out ones.
+* bias correction: the same schemes followed by ``bias-correction``, accuracy and output SQNR.
+* int4 weight-only QAT: PTQ, then ``tensorsmith.finetune`` through the fake-quant (STE, LSQ
+  scales) on the training split with distillation from the float model, then ``lower-quant``
+  (weights stored int4, packed); held-out accuracy of each.
 * mixed precision: int4 weight-only under output-SQNR budgets (``quantize{budget=...}``):
   the layers kept in float, the output SQNR reached, held-out accuracy, each layer's
   sensitivity (output SQNR when it alone is quantized).
@@ -48,7 +52,13 @@ SCHEMES = [
     "quantize{dtype=fp8_e5m2}",
     "quantize{dtype=int4,weights=group,group_size=32,activations=none}",
     "quantize{dtype=int4,weights=per_channel,activations=none}",
+    # AIMET's empirical bias correction after PTQ (passes/bias_correction.py)
+    "quantize{dtype=int8,weights=per_channel,activations=per_tensor},bias-correction",
+    "quantize{dtype=int4,weights=per_channel,activations=none},bias-correction",
+    "quantize{dtype=int4,weights=per_tensor,activations=none}",
+    "quantize{dtype=int4,weights=per_tensor,activations=none},bias-correction",
 ]
+QAT_SPEC = "quantize{dtype=int4,weights=per_channel,activations=none}"
 
 
 def digits_calibration(n_batches: int = 4, batch: int = 32) -> list[tuple]:
@@ -64,20 +74,67 @@ def accuracy(cal) -> list[dict]:
     x, y = ex.eval_data
     rows = []
     fl = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True, passes=BASE)
-    acc_f = float(np.mean(np.argmax(np.asarray(fl(x)), -1) == y))
+    ref = np.asarray(fl(x), np.float64)
+    acc_f = float(np.mean(np.argmax(ref, -1) == y))
     rows.append({"scheme": "float", "accuracy": acc_f, "drop_pt": 0.0})
     for spec in SCHEMES:
         t0 = time.perf_counter()
         cm = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True,
                                  calibration=cal, passes=f"{BASE},{spec}")
         seconds = time.perf_counter() - t0
-        acc = float(np.mean(np.argmax(np.asarray(cm(x)), -1) == y))
+        out = np.asarray(cm(x), np.float64)
+        acc = float(np.mean(np.argmax(out, -1) == y))
         report = quant_report(cm)
         rows.append({"scheme": spec, "accuracy": acc, "drop_pt": round(100 * (acc_f - acc), 2),
+                     "output_sqnr_db": round(_sqnr(ref, out), 2),
                      "worst_sqnr_db": report[0]["sqnr_db"], "worst_node": report[0]["node"],
                      "worst_op": report[0]["op"], "compile_seconds": round(seconds, 2),
                      "sqnr_db": {r["node"]: r["sqnr_db"] for r in report}})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "sqnr_db"}), flush=True)
+    return rows
+
+
+def _sqnr(ref, out) -> float:
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((out - ref) ** 2), 1e-300)))
+
+
+def qat_int4(cal, steps: int = 300, batch: int = 64, lr: float = 3e-4) -> list[dict]:
+    """int4 weight-only: PTQ, then QAT (finetune through the fake-quant with distillation
+    from the float model, labels from the training split), then lowered to stored int4."""
+    from tensorsmith.examples.train_digits_cnn import load_data
+    from tensorsmith.finetune import finetune
+    ex = examples.load("digits-cnn")
+    x, y = ex.eval_data
+    x_train, _, y_train, _ = load_data()
+    acc = lambda m: float(np.mean(np.argmax(np.asarray(m(x)), -1) == y))  # noqa: E731
+    fl = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True, passes=BASE)
+    acc_f = acc(fl)
+    ptq = tensorsmith.compile(ex.fn, x[:8], params=ex.params, batch_dim=True, calibration=cal,
+                              passes=f"{BASE},{QAT_SPEC}")
+    r = np.random.default_rng(0)
+    picks = [r.choice(len(x_train), batch, replace=False) for _ in range(steps)]
+    data = [((x_train[i],), y_train[i]) for i in picks]
+    t0 = time.perf_counter()
+    qat, hist = finetune(ptq, data, steps=steps, lr=lr, alpha=0.5, progress=False)
+    seconds = time.perf_counter() - t0
+    low = tensorsmith.compile(qat.graph, passes="lower-quant")
+    low_out = np.asarray(low(x)[0])
+    acc_low = float(np.mean(np.argmax(low_out, -1) == y))
+    agree = float(np.mean(np.argmax(low_out, -1) == np.argmax(np.asarray(qat(x)), -1)))
+    kernels = lambda g: sum(np.asarray(v).nbytes for k, v in g.params.items()  # noqa: E731
+                            if "kernel" in k and not k.endswith(("scale", "zero_point")))
+    rows = [{"scheme": f"{QAT_SPEC} (PTQ)", "accuracy": acc(ptq),
+             "drop_pt": round(100 * (acc_f - acc(ptq)), 2)},
+            {"scheme": f"{QAT_SPEC} + QAT ({steps} steps x {batch}, adam lr {lr}, "
+                       "distill kl alpha 0.5)", "accuracy": acc(qat),
+             "drop_pt": round(100 * (acc_f - acc(qat)), 2), "train_seconds": round(seconds, 1),
+             "loss_first": round(hist.loss[0], 5), "loss_last": round(hist.loss[-1], 5)},
+            {"scheme": f"{QAT_SPEC} + QAT, lower-quant (int4 stored packed)",
+             "accuracy": acc_low, "drop_pt": round(100 * (acc_f - acc_low), 2),
+             "top1_agreement_with_fake_quant": agree,
+             "kernel_bytes_ratio": round(kernels(low.graph) / kernels(fl.graph), 4)}]
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -175,6 +232,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     result = {"load_average_1min": os.getloadavg()[0],
               "accuracy": accuracy(digits_calibration(4)),
+              "qat_int4": qat_int4(digits_calibration(4)),
               "mixed_precision": mixed_precision(digits_calibration(4)),
               "executor_reuse": executor_reuse(args.batches),
               "calibration_memory": calibration_memory()}

@@ -16,6 +16,7 @@ from . import xla_options as _xla_options  # noqa: F401,E402  (registers xla-opt
 from . import equalize as _equalize  # noqa: F401,E402  (registers equalize, smooth-quant)
 from . import gptq as _gptq  # noqa: F401,E402  (registers gptq)
 from . import lower_quant as _lower_quant  # noqa: F401,E402  (registers lower-quant)
+from . import bias_correction as _bias_correction  # noqa: F401,E402  (registers bias-correction)
 from . import prune as _prune, prune_sensitivity as _prune_sensitivity  # noqa: F401,E402
 
 __all__ = ["History", "MissingPassData", "Option", "PASSES", "PIPELINES", "PassContext", "PassError",
