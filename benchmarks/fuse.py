@@ -228,6 +228,7 @@ def main(argv=None) -> int:
 
     import tensorsmith  # noqa: F401  (checks the pipelines before any model is built)
     from tensorsmith.passes import parse_pipeline
+    from tensorsmith.codegen.executor import setup_cpu_dispatch
     from tensorsmith.ir.serialize import atomic_write
     for p in pipelines:
         parse_pipeline(p)
@@ -267,7 +268,8 @@ def main(argv=None) -> int:
               "host": {"machine": platform.machine(), "processor": platform.processor(),
                        "cpu_count": os.cpu_count(), "python": platform.python_version(),
                        "jax": jax.__version__, "onnxruntime": ort.__version__,
-                       "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+                       "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                       "cpu_dispatch": list(setup_cpu_dispatch())},
               "geomean": summary, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, (json.dumps(report, indent=2, default=str) + "\n").encode())
