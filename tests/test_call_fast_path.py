@@ -61,6 +61,20 @@ def test_numpy_hot_path_gives_the_checked_paths_results():
     assert (info.compiles, info.misses, info.hits) == (1, 1, 4)
 
 
+def test_strided_and_read_only_numpy_arguments_on_the_hot_path():
+    cm = tensorsmith.compile(_model())
+    x, b = _args(4)
+    cm(x, b)
+    wide = np.repeat(x, 2, axis=1)  # x's columns at stride 2
+    views = [wide[:, ::2], np.asfortranarray(x), x[::-1][::-1], x.copy()]
+    views[-1].setflags(write=False)
+    for v in views:
+        assert type(v) is np.ndarray and v.shape == x.shape
+        np.testing.assert_array_equal(np.asarray(cm(v, b)[0]), np.asarray(cm(x, b)[0]))
+    assert cm.cache_info().compiles == 1
+    np.testing.assert_array_equal(wide, np.repeat(x, 2, axis=1))  # the user's array is untouched
+
+
 def test_errors_after_the_hot_path_was_taken():
     cm = tensorsmith.compile(_model())
     x, b = _args(2)
