@@ -4,6 +4,12 @@ The options live in the pipeline's result (``ctx.compiler_options``, recorded in
 PassRecord and read by the compiled model), not in the IR: they change how XLA compiles the
 program, not what it computes. ``ynn=auto`` measures instead of guessing, because XLA:CPU's
 YNNPACK fusion is slower on most convolution programs yet faster on some dense ones (issue 16).
+Other XLA:CPU options measured on small dense programs (the 256x32->64->64->8 MLP) did no
+better than XLA's defaults and are not searched: multi-threaded Eigen off, XNNPACK off or
+as the dot library, YNNPACK dot+eltwise fusion, the concurrency-optimized scheduler (all
+within 1% or 5-15% slower); fusion emitters off doubled the time. What did matter there is
+how JAX dispatches the executable (codegen/executor.py: setup_cpu_dispatch), recorded in
+this pass's data.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import time
 
 import numpy as np
 
+from ..codegen.executor import setup_cpu_dispatch
 from ..errors import UsageFailure
 from ..ir import Graph
 from ..ir.types import is_float, numpy_dtype
@@ -84,6 +91,9 @@ def xla_options(graph: Graph, ctx: PassContext, ynn: str, set: tuple, rounds: in
         options = _measure_ynn(graph, ctx, options, rounds, margin)
     ctx.compiler_options.clear()
     ctx.compiler_options.update(options)
+    if ctx.target == "cpu":  # not a compiler option, but as decisive for small programs
+        mode, why = setup_cpu_dispatch()
+        ctx.pass_data["cpu_dispatch"] = {"mode": mode, "why": why}
     return graph
 
 

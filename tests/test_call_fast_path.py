@@ -154,3 +154,12 @@ def test_import_turns_cpu_async_dispatch_off_unless_told_not_to(env, pre, mode, 
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (got["mode"], got["why"], got["async"]) == (mode, why, is_async)
     assert got["y"] == pytest.approx(16 * np.tanh(1.0), rel=1e-6)  # 8 elements, 2 tanh(1) each
+
+
+def test_xla_options_records_the_dispatch_mode():
+    x, _ = _args(2)
+    cm = tensorsmith.compile(lambda x: jnp.tanh(x) * 2, x, passes="xla-options{ynn=off}")
+    mode, why = executor.setup_cpu_dispatch()
+    assert cm.history.find("xla-options").data["cpu_dispatch"] == {"mode": mode, "why": why}
+    # what the record says is what JAX does (this process may have made its backends early)
+    assert jax.config.values["jax_cpu_enable_async_dispatch"] == (mode == "async")
