@@ -175,9 +175,10 @@ class CompiledModel:
         if self._flat:
             leaves = args
             if args and type(args[0]) is np.ndarray:  # hot path: numpy arrays whose (shape,
-                # dtype) passed the checks before (tested first: no exception from .aval)
-                entry = self._fast_np.get(tuple([(a.shape, a.dtype) for a in args])) if all(
-                    [type(a) is np.ndarray for a in args]) else None
+                # dtype) passed the checks before (tested first: no exception from .aval); any
+                # other argument type puts a None in the key, which matches no entry
+                entry = self._fast_np.get(tuple([(a.shape, a.dtype) if type(a) is np.ndarray
+                                                 else None for a in args]))
             else:
                 try:  # hot path: JAX arrays whose exact types passed the checks before
                     entry = self._fast.get(tuple([a.aval for a in args]))
