@@ -163,3 +163,16 @@ def test_xla_options_records_the_dispatch_mode():
     assert cm.history.find("xla-options").data["cpu_dispatch"] == {"mode": mode, "why": why}
     # what the record says is what JAX does (this process may have made its backends early)
     assert jax.config.values["jax_cpu_enable_async_dispatch"] == (mode == "async")
+
+
+def test_loaded_model_calls_the_jitted_export(tmp_path):
+    cm = tensorsmith.compile(_model())
+    x, b = _args(3)
+    path = cm.export(tmp_path / "affine.tsx", x, b)
+    lm = tensorsmith.load(path)
+    for seed in (0, 1):  # the second call reuses the jitted export and the device params
+        x, b = _args(3, seed)
+        np.testing.assert_allclose(np.asarray(lm(x, b)[0]), _want(x, b), rtol=1e-5, atol=1e-6)
+    assert lm._run is not None and all(isinstance(p, jax.Array) for p in lm._params)
+    with pytest.raises(CallError, match=r"got float64"):
+        lm(x.astype(np.float64), b)
