@@ -5,7 +5,7 @@ steady-state latency is what tensorsmith adds per call (argument handling, param
 pytree work). Every timed call is a hit of the executable cache: "ratio" for a model
 compiled with example inputs, "sym" for the same model compiled with a symbolic batch dim
 (one graph, one executable per shape), "numpy" for numpy inputs and numpy outputs on both sides
-(the numpy hot path). Both sides get the same device-resident params and inputs, are warmed up,
+(the numpy hot path; each of those calls timed on its own, the round's median kept). Both sides get the same device-resident params and inputs, are warmed up,
 then timed in interleaved rounds (alternating which goes first) so that host noise hits
 both alike; the reported ratio is the median of the per-round ratios.
 
@@ -114,14 +114,26 @@ def latency(fn, params, args, rounds: int, calls: int, warmup: int, target: str 
     per_call = {k: [] for k in sides}
     ratios, sym_ratios, np_ratios = [], [], []
     order = list(sides)
+    clock = time.perf_counter
     for r in range(rounds):
         for k in (order if r % 2 == 0 else order[::-1]):
             run = sides[k]
-            t0 = time.perf_counter()
+            if k.endswith("_numpy"):
+                # numpy out means each call has finished: time each on its own and keep the
+                # round's median, which a busy host's preemptions do not shift (a round's
+                # mean of ~1 ms of calls is inflated several-fold by one preemption).
+                ts = []
+                for _ in range(calls):
+                    t0 = clock()
+                    run()
+                    ts.append(clock() - t0)
+                per_call[k].append(statistics.median(ts))
+                continue
+            t0 = clock()
             for _ in range(calls):
                 out = run()
             jax.block_until_ready(out)
-            per_call[k].append((time.perf_counter() - t0) / calls)
+            per_call[k].append((clock() - t0) / calls)
         ratios.append(per_call["tensorsmith"][-1] / per_call["jax_jit"][-1])
         sym_ratios.append(per_call["symbolic"][-1] / per_call["jax_jit"][-1])
         np_ratios.append(per_call["tensorsmith_numpy"][-1] / per_call["jax_jit_numpy"][-1])
