@@ -7,6 +7,11 @@ from .passes.quant_debug import quant_report
 from .finetune import finetune, polynomial
 from .errors import (CallError, ExportError, LoadError, LoweringFailure, ModelImportError,
                      PassFailure, TensorsmithError, UsageFailure, VerifyError)
+from .codegen.executor import setup_cpu_dispatch
+
+# Importing does not make JAX's CPU client, so this still can: small programs then run on the
+# calling thread instead of being handed to a pool thread (codegen/executor.py).
+setup_cpu_dispatch()
 
 __all__ = ["CacheInfo", "CallError", "CompiledModel", "ExportError", "ExportOnlyError", "LoadError", "LoadedModel",
            "LoweringFailure", "ModelImportError", "PassFailure", "RecompileWarning", "TensorsmithError", "UsageFailure",

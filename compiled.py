@@ -147,6 +147,7 @@ class CompiledModel:
         self._flat = in_tree == jax.tree_util.tree_structure(tuple([0] * n))
         self._cache: OrderedDict = OrderedDict()
         self._fast: dict = {}                  # tuple of JAX avals -> entry (checked types only)
+        self._fast_np: dict = {}               # tuple of numpy (shape, dtype) -> entry (likewise)
         self._last: _Entry | None = None       # the most recently used entry (end of the LRU)
         self._info = CacheInfo(maxsize=cache_size, pipeline_runs=1 if graph is not None else 0)
         self._value_pos: tuple[int, ...] = ()
@@ -173,10 +174,16 @@ class CompiledModel:
                 f"tensorsmith.load(path)(*args), or compile with target='cpu' to run here.")
         if self._flat:
             leaves = args
-            try:  # hot path: JAX arrays whose exact types passed the checks before
-                entry = self._fast.get(tuple([a.aval for a in args]))
-            except AttributeError:
-                entry = None
+            if args and type(args[0]) is np.ndarray:  # hot path: numpy arrays whose (shape,
+                # dtype) passed the checks before (tested first: no exception from .aval); any
+                # other argument type puts a None in the key, which matches no entry
+                entry = self._fast_np.get(tuple([(a.shape, a.dtype) if type(a) is np.ndarray
+                                                 else None for a in args]))
+            else:
+                try:  # hot path: JAX arrays whose exact types passed the checks before
+                    entry = self._fast.get(tuple([a.aval for a in args]))
+                except AttributeError:
+                    entry = None
             if entry is not None:
                 self._info.hits += 1
                 if entry is not self._last:
@@ -204,13 +211,19 @@ class CompiledModel:
         if self._flat and not entry.casts and not entry.x64 and not self._value_pos:
             try:
                 avals = tuple([a.aval for a in leaves])
-            except AttributeError:  # numpy arguments: the keyed path is their hot path
-                return entry(leaves)
+            except AttributeError:
+                avals = None
+            if avals is None and not all([type(a) is np.ndarray for a in leaves]):
+                return entry(leaves)  # lists, scalars, other array types: checked every call
             out = entry(leaves)
             if entry.fast is None:
-                # The executable's C++ entry point (made by its first call), params bound.
+                # The executable's C++ entry point (made by its first call), params bound; it
+                # takes numpy arrays too (copied to the device in C++, no Python device_put).
                 entry.fast = partial(getattr(entry.exe, "_call", None) or entry.exe, entry.params)
-            self._fast[avals] = entry
+            if avals is None:
+                self._fast_np[key] = entry
+            else:
+                self._fast[avals] = entry
             return out
         return entry(leaves)
 
@@ -341,6 +354,7 @@ class CompiledModel:
             _, old = self._cache.popitem(last=False)
             self._info.evictions += 1
             self._fast = {k: e for k, e in self._fast.items() if e is not old}
+            self._fast_np = {k: e for k, e in self._fast_np.items() if e is not old}
         self._seen.append((tuple(tuple(a.shape) for a in leaves), self._value_key(leaves)
                            if self._value_pos else ()))
         del self._seen[:-256]  # enough to name what keeps changing; bounded like the cache
@@ -381,6 +395,7 @@ class CompiledModel:
         self._info.evictions += len(self._cache)
         self._cache.clear()
         self._fast.clear()
+        self._fast_np.clear()
         self._last = None
 
     def _sig_text(self, leaves) -> str:

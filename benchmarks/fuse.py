@@ -11,7 +11,9 @@ against onnxruntime first (max |diff| / max |onnxruntime|); then the sides are t
 interleaved rounds whose order rotates, numpy in and numpy out on every side. Reported per
 model and batch: median ms per call of each side, the median over rounds of the per-round
 ratio side / onnxruntime (< 1: faster), and per pipeline and batch the geometric mean of the
-ratios over the nine CNNs.
+ratios over the nine CNNs. For the BERT layer and the MLP (tens of microseconds a call) also
+the median of individually timed calls and its ratio (``per_call``), which a busy host's
+preemptions do not shift.
 
 Threads: this process pins itself to ``--threads`` CPUs before jax starts (XLA sizes its pool
 from the affinity mask; see ``onnx_vs_ort.py``), which bounds XLA and onnxruntime alike.
@@ -193,6 +195,37 @@ def rel_errors(sides: dict) -> dict:
     return out
 
 
+def time_calls(sides: dict, rounds: int, round_s: float) -> dict:
+    """Per-call latency: every call timed on its own, in interleaved rounds that rotate their
+    order; per side the p10 and median us, and the median's ratio to onnxruntime's.
+
+    For the models of tens of microseconds: on a busy host a preempted call is one outlier
+    here, where it shifts a whole round's mean in ``time_sides``."""
+    import numpy as np
+    calls = {}
+    for label, run in sides.items():  # size a round to ~round_s for each side
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < round_s / 2 or n < 3:
+            run()
+            n += 1
+        calls[label] = max(1, int(round_s / ((time.perf_counter() - t0) / n)))
+    times = {k: [] for k in sides}
+    order, clock = list(sides), time.perf_counter
+    for r in range(rounds):
+        k0 = r % len(order)
+        for label in order[k0:] + order[:k0]:
+            run, ts = sides[label], times[label]
+            for _ in range(calls[label]):
+                t0 = clock()
+                run()
+                ts.append(clock() - t0)
+    base = float(np.median(times["onnxruntime"]))
+    return {label: {"p10_us": float(np.percentile(ts, 10)) * 1e6,
+                    "median_us": float(np.median(ts)) * 1e6,
+                    "median_ratio_vs_ort": float(np.median(ts)) / base}
+            for label, ts in times.items()}
+
+
 def geomean(xs) -> float | None:
     xs = [x for x in xs if x is not None and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
@@ -228,6 +261,7 @@ def main(argv=None) -> int:
 
     import tensorsmith  # noqa: F401  (checks the pipelines before any model is built)
     from tensorsmith.passes import parse_pipeline
+    from tensorsmith.codegen.executor import setup_cpu_dispatch
     from tensorsmith.ir.serialize import atomic_write
     for p in pipelines:
         parse_pipeline(p)
@@ -246,6 +280,8 @@ def main(argv=None) -> int:
                 row.update(build_s=build, tensorsmith=notes, max_rel_err_vs_ort=rel_errors(sides))
                 row["outputs_match"] = {p: e <= MAX_REL_ERR for p, e in row["max_rel_err_vs_ort"].items()}
                 row["timing"] = time_sides(sides, rounds, round_s, warmup_s)
+                if row["kind"] == "extra":
+                    row["per_call"] = time_calls(sides, rounds, round_s)
             except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the run's end
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 row["traceback"] = traceback.format_exc(limit=4)
@@ -267,7 +303,8 @@ def main(argv=None) -> int:
               "host": {"machine": platform.machine(), "processor": platform.processor(),
                        "cpu_count": os.cpu_count(), "python": platform.python_version(),
                        "jax": jax.__version__, "onnxruntime": ort.__version__,
-                       "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+                       "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                       "cpu_dispatch": list(setup_cpu_dispatch())},
               "geomean": summary, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, (json.dumps(report, indent=2, default=str) + "\n").encode())
@@ -297,6 +334,12 @@ def _print_row(row: dict, pipelines: list[str]) -> None:
     others = t.get("other_processes_cores")
     print(f"{head} {'  '.join(cells)}  (others {others if others is None else round(others, 1)} cores)",
           flush=True)
+    if "per_call" in row:
+        pc = row["per_call"]
+        cells = [f"ORT {pc['onnxruntime']['median_us']:8.1f} us"] + [
+            f"[{i}] {pc[p]['median_us']:8.1f} us {pc[p]['median_ratio_vs_ort']:5.2f}x"
+            for i, p in enumerate(pipelines)]
+        print(f"{'':<26} per call (median of single calls): {'  '.join(cells)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Run a graph on this host: the executor that the pass context hands to passes."""
+"""Run a graph on this host: the executor that the pass context hands to passes; how JAX
+dispatches CPU executables (on the calling thread, set once at import)."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import jax
@@ -8,6 +10,7 @@ import numpy as np
 
 from ..ir import Graph
 from .interpreter import to_jax
+from ..errors import UsageFailure
 from .target import check_compiler_options, needs_x64, x64_scope
 
 EAGER_MAX_NODES = 8
@@ -53,3 +56,47 @@ def _with_options(fn, options: dict) -> Callable:
         return exe(params, *inputs)
 
     return call
+
+
+# --- CPU dispatch ----------------------------------------------------------------------------
+DISPATCH_ENV = "TENSORSMITH_CPU_DISPATCH"
+JAX_DISPATCH_FLAG = "jax_cpu_enable_async_dispatch"
+_dispatch: dict = {}  # "mode": "sync" | "async", "why": how it was decided
+
+
+def setup_cpu_dispatch() -> tuple[str, str]:
+    """Make JAX run CPU executables on the calling thread (once, before JAX's CPU client exists).
+
+    With JAX's default async dispatch, every call of a program above ~1000 flops is handed to
+    a pool thread and waited for: ~40-50 us a call on a 2-core host (issue 16: the MLP went
+    from 105 to 56 us, onnxruntime 50 us), the whole cost of a small model. Results do not
+    change; JAX code of the same process also runs synchronously on CPU. Left alone when the
+    user set ``JAX_CPU_ENABLE_ASYNC_DISPATCH``, when ``TENSORSMITH_CPU_DISPATCH=async``, and
+    when JAX's backends already exist (the client keeps the mode it was made with).
+    Returns (mode, why).
+    """
+    if "mode" not in _dispatch:
+        _dispatch["mode"], _dispatch["why"] = _decide_dispatch()
+    return _dispatch["mode"], _dispatch["why"]
+
+
+def _decide_dispatch() -> tuple[str, str]:
+    raw = os.environ.get(DISPATCH_ENV, "sync").strip().lower()
+    if raw not in ("sync", "async"):
+        raise UsageFailure(f"{DISPATCH_ENV}={os.environ[DISPATCH_ENV]!r}: choose sync or async")
+    if JAX_DISPATCH_FLAG not in jax.config.values:
+        return "async", f"this JAX has no {JAX_DISPATCH_FLAG}"
+    current = "async" if jax.config.values[JAX_DISPATCH_FLAG] else "sync"
+    if JAX_DISPATCH_FLAG.upper() in os.environ:
+        return current, f"the user's {JAX_DISPATCH_FLAG.upper()}"
+    if raw == "async":
+        return current, f"{DISPATCH_ENV}=async"
+    try:  # private, but the only way to know whether the CPU client exists already
+        from jax._src.xla_bridge import backends_are_initialized
+        made = backends_are_initialized()
+    except ImportError:
+        made = False
+    if made:
+        return current, "JAX's backends existed before tensorsmith was imported"
+    jax.config.update(JAX_DISPATCH_FLAG, False)
+    return "sync", "default"

@@ -4,6 +4,12 @@ The options live in the pipeline's result (``ctx.compiler_options``, recorded in
 PassRecord and read by the compiled model), not in the IR: they change how XLA compiles the
 program, not what it computes. ``ynn=auto`` measures instead of guessing, because XLA:CPU's
 YNNPACK fusion is slower on most convolution programs yet faster on some dense ones (issue 16).
+Other XLA:CPU options measured on small dense programs (the 256x32->64->64->8 MLP) did no
+better than XLA's defaults and are not searched: multi-threaded Eigen off, XNNPACK off or
+as the dot library, YNNPACK dot+eltwise fusion, the concurrency-optimized scheduler (all
+within 1% or 5-15% slower); fusion emitters off doubled the time. What did matter there is
+how JAX dispatches the executable (codegen/executor.py: setup_cpu_dispatch), recorded in
+this pass's data.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import time
 
 import numpy as np
 
+from ..codegen.executor import setup_cpu_dispatch
 from ..errors import UsageFailure
 from ..ir import Graph
 from ..ir.types import is_float, numpy_dtype
@@ -84,6 +91,9 @@ def xla_options(graph: Graph, ctx: PassContext, ynn: str, set: tuple, rounds: in
         options = _measure_ynn(graph, ctx, options, rounds, margin)
     ctx.compiler_options.clear()
     ctx.compiler_options.update(options)
+    if ctx.target == "cpu":  # not a compiler option, but as decisive for small programs
+        mode, why = setup_cpu_dispatch()
+        ctx.pass_data["cpu_dispatch"] = {"mode": mode, "why": why}
     return graph
 
 
@@ -113,17 +123,20 @@ def _measure_ynn(graph: Graph, ctx: PassContext, options: dict, rounds: int,
         best = "on"  # within noise of the default: keep the default
     figures = ", ".join(f"{c} {1e3 * t:.3g} ms" for c, t in per_call.items())
     ctx.remark("applied" if best != "on" else "note",
-               f"ynn=auto chose {best}: {figures} per call (median of {rounds} interleaved "
+               f"ynn=auto chose {best}: {figures} per call (median call of {rounds} interleaved "
                f"rounds on {what}; compile {', '.join(f'{c} {s:.2g} s' for c, s in compile_s.items())})",
                choice=best, **{f"{c}_ms": 1e3 * t for c, t in per_call.items()})
     return _with_ynn(options, best)
 
 
 def _interleaved(runs: dict, inputs: list, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each runner, timed in rounds that rotate their order.
+    """Median seconds per call of each runner, in rounds that rotate their order.
 
-    A runner more than DROP_AFTER times slower than the best after a round cannot win; it
-    stops being timed (an 11 s YNNPACK fusion need not run five more times)."""
+    Each call is timed on its own: on a busy host a preempted call is one outlier, where it
+    would shift a whole round's mean (the MLP's 13% slower YNNPACK-off choice won some runs
+    at load 10 when rounds were averaged). A runner more than DROP_AFTER times slower than
+    the best after a round cannot win; it stops being timed (an 11 s YNNPACK fusion need not
+    run five more times)."""
     calls = {}
     for choice, run in runs.items():  # size a round: at least one call, about ROUND_S long
         t0 = time.perf_counter()
@@ -131,14 +144,15 @@ def _interleaved(runs: dict, inputs: list, rounds: int) -> dict[str, float]:
         calls[choice] = max(1, int(ROUND_S / max(time.perf_counter() - t0, 1e-6)))
     times: dict[str, list[float]] = {c: [] for c in runs}
     order = list(runs)
+    clock = time.perf_counter
     for r in range(rounds):
         k = r % len(order)
         for choice in order[k:] + order[:k]:
-            run, n = runs[choice], calls[choice]
-            t0 = time.perf_counter()
+            run, n, ts = runs[choice], calls[choice], times[choice]
             for _ in range(n):
+                t0 = clock()
                 run(*inputs)
-            times[choice].append((time.perf_counter() - t0) / n)
+                ts.append(clock() - t0)
         best = min(statistics.median(ts) for ts in times.values())
         order = [c for c in order if min(times[c]) <= DROP_AFTER * best]
     return {c: statistics.median(ts) for c, ts in times.items()}
