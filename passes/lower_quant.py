@@ -19,9 +19,12 @@ from .context import PassContext
 from .quant_match import (F8 as _F8, NARROW_INT as _NARROW_INT, Linear, QAct, QWeight,
                           channel_shape as _channel_shape, dequantize_array, linear_geometry,
                           match_activation, match_weight, quantize_array, weight_of)
+from .quant_stream import stream_weight_only
 from .registry import Option, register_pass
 from .rewrite import Pattern, Rewriter, apply_patterns, pattern
 
+# Default most activation rows for streaming a weight-only dot (benchmarks/quant_speed.py).
+STREAM_ROWS = 64
 # Products per output below which the zero-point-corrected i32 sum cannot overflow (255 * 255 * K).
 _ACC_LIMIT = 2 ** 31 // (255 * 255)
 
@@ -451,15 +454,25 @@ def patterns(mode: str) -> list[Pattern]:
     Option("min_speedup", float, 0.0, "run the lowered program against its float twin and keep "
            "the fake-quant graph when it is not this many times faster (0: do not measure)",
            range=(0.0, None)),
-    Option("repeats", int, 10, "timed runs of each program when measuring", range=(1, None))])
+    Option("repeats", int, 10, "timed runs of each program when measuring", range=(1, None)),
+    Option("stream_rows", int, STREAM_ROWS, "weight-only dots with at most this many rows of "
+           "activations (batch x tokens) stream the weight through a loop that dequantizes "
+           "one chunk at a time (0: never); more rows dequantize the whole weight once",
+           range=(0, None)),
+    Option("stream_min_bytes", int, 4 << 20, "stream only weights whose float copy is at "
+           "least this many bytes", range=(0, None)),
+    Option("chunk_bytes", int, 1 << 20, "float bytes of weight dequantized per loop step "
+           "when streaming", range=(1, None))])
 def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup: float = 0.0,
-                repeats: int = 10) -> Graph:
+                repeats: int = 10, stream_rows: int = STREAM_ROWS, stream_min_bytes: int = 4 << 20,
+                chunk_bytes: int = 1 << 20) -> Graph:
     """Run fake-quantized dot/conv in real low precision (int8, int4 or fp8 storage and compute)."""
+    stream = dict(max_rows=stream_rows, min_bytes=stream_min_bytes, chunk_bytes=chunk_bytes)
     if min_speedup <= 0:
-        return _lower(graph, ctx, mode)
+        return _lower(graph, ctx, mode, stream)
     # the remarks of the program kept are the ones reported
     said = PassContext(pass_name=ctx.pass_name)
-    out = _lower(graph, said, mode)
+    out = _lower(graph, said, mode, stream)
     if out is graph:
         ctx.remarks.extend(said.remarks)
         return out
@@ -476,7 +489,7 @@ def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup:
         # One kind of lowering may be what is slow (weight-only on XLA:CPU): try each alone.
         for part in ("w8a8", "weight_only"):
             part_said = PassContext(pass_name=ctx.pass_name)
-            alone = _lower(graph, part_said, part)
+            alone = _lower(graph, part_said, part, stream)
             if alone is graph or alone.to_text() == out.to_text():
                 continue
             t_part, t_f = measure(ctx, alone, twin, inputs, repeats)
@@ -499,8 +512,13 @@ def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup:
     return out
 
 
-def _lower(graph: Graph, ctx: PassContext | None, mode: str) -> Graph:
+def _lower(graph: Graph, ctx: PassContext | None, mode: str, stream: dict | None = None) -> Graph:
     out = graph
     if mode != "weight_only":  # first, so the weight-only rewrite sees what W8A8 will take
         out = apply_patterns(out, [sink_dequantize], ctx, regions=True)
+    if mode != "w8a8" and stream and stream["max_rows"] > 0:
+        # before store-weight-low, which would store the weight whole for a plain dot
+        streamed = Pattern("stream-weight-only", partial(stream_weight_only, mode=mode, **stream),
+                           frozenset({"dot_general"}))
+        out = apply_patterns(out, [streamed], ctx, regions=True)
     return apply_patterns(out, patterns(mode), ctx, regions=True)
