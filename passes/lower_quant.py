@@ -459,13 +459,13 @@ def patterns(mode: str) -> list[Pattern]:
            "activations (batch x tokens) stream the weight through a loop that dequantizes "
            "one chunk at a time (0: never); more rows dequantize the whole weight once",
            range=(0, None)),
-    Option("stream_min_bytes", int, 4 << 20, "stream only weights whose float copy is at "
+    Option("stream_min_bytes", int, 16 << 20, "stream only weights whose float copy is at "
            "least this many bytes", range=(0, None)),
-    Option("chunk_bytes", int, 1 << 20, "float bytes of weight dequantized per loop step "
+    Option("chunk_bytes", int, 4 << 20, "float bytes of weight dequantized per loop step "
            "when streaming", range=(1, None))])
 def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup: float = 0.0,
-                repeats: int = 10, stream_rows: int = STREAM_ROWS, stream_min_bytes: int = 4 << 20,
-                chunk_bytes: int = 1 << 20) -> Graph:
+                repeats: int = 10, stream_rows: int = STREAM_ROWS, stream_min_bytes: int = 16 << 20,
+                chunk_bytes: int = 4 << 20) -> Graph:
     """Run fake-quantized dot/conv in real low precision (int8, int4 or fp8 storage and compute)."""
     stream = dict(max_rows=stream_rows, min_bytes=stream_min_bytes, chunk_bytes=chunk_bytes)
     if min_speedup <= 0:

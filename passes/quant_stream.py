@@ -4,10 +4,12 @@ XLA:CPU compiles ``dot(x, convert(Wq) * s)`` as a fusion writing a float copy of
 weight, then the dot: each call writes and rereads 4 bytes per weight element, on freshly
 allocated pages (a 4096x4096 layer: 64 MiB), which at batch 1 makes int8 several times slower
 than float. Here the dot becomes a ``scan`` over chunks of the reduction axis: each step
-dequantizes ``rows`` rows of the weight (about ``chunk_bytes`` of float, a buffer that stays in
-cache and is reused) and adds ``x[:, rows] @ chunk`` to the accumulator, so the program reads
-the weight once, in its low dtype. The dequantized values are those of the fake-quant twin;
-only the order of the sum over the reduction axis changes.
+converts ``rows`` rows of the integer weight to float (about ``chunk_bytes``, a buffer that
+stays in cache and is reused), subtracts the zero point (exact), and adds ``x[:, rows] @ chunk``
+to the accumulator; the scale multiplies the [M, N] sums (per group inside the loop, per
+channel after it), not the weight. The program reads the weight once, in its low dtype. The
+result is the fake-quant twin's up to the rounding of the sum (its order and where the scale
+is applied).
 
 int4/uint4 weights are packed two per byte by halves of each chunk (low nibble: row ``i``,
 high nibble: row ``i + rows/2``), so unpacking is two shifts and each half is its own dot; an
@@ -87,6 +89,8 @@ def _rows(k: int, n: int, block: int, packed: bool, chunk_bytes: int) -> int:
     size (twice it when packed by halves: each half holds whole groups), at most K rounded up."""
     unit = max(block, 1) * (2 if packed else 1)
     rows = max(unit, (chunk_bytes // (4 * n)) // unit * unit)
+    if block:  # each group is its own dot in the loop body: not too many per step
+        rows = min(rows, max(unit, 8 * block))
     return min(rows, -(-k // unit) * unit)
 
 
@@ -98,7 +102,7 @@ def _pad_rows(a: np.ndarray, total: int, fill) -> np.ndarray:
 
 
 def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: int = 64,
-                       min_bytes: int = 4 << 20, chunk_bytes: int = 1 << 20):
+                       min_bytes: int = 16 << 20, chunk_bytes: int = 4 << 20):
     """dot(x, dequantize(Wq)) -> scan over chunks of K: acc += x[:, chunk] @ dequantize(chunk)."""
     plan = _plan(rw, node, mode, max_rows, min_bytes)
     if plan is None:
@@ -114,8 +118,6 @@ def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: i
     kp = steps * rows
     loc, ft = node.loc, node.output.type.dtype
     ct = numpy_dtype(ft)
-    # The unpacked values' type: the zero point follows it (i4 -> i8, u4 -> u8).
-    vt = {"i4": "i8", "u4": "u8"}.get(dtype, dtype)
     # Padded rows meet zeros of x: any finite dequantized value adds nothing.
     q = _pad_rows(q, kp, 0)
     if packed:
@@ -129,19 +131,23 @@ def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: i
     rw.carry_annotations(wt.name, stored)
     xs = [w_steps]
     invariant = []
-    s_param = rw.add_param(np.ascontiguousarray(_pad_rows(scale, -(-kp // block), 1).astype(
-        scale.dtype) if block else scale), f"{wt.stem}/scale")
+    groups = -(-kp // block) if block else 0
+    # The scale multiplies each step's (or group's) [M, N] partial sum, not the weight: the
+    # loop converts integers to float (and subtracts the zero point: exact) and nothing more.
+    s_arr = np.asarray(scale, ct)
+    s_param = rw.add_param(np.ascontiguousarray(_pad_rows(s_arr, groups, 1) if block else s_arr),
+                           f"{wt.stem}/scale")
     z_param = None
     if zp is not None:
-        zv = zp.astype(numpy_dtype(vt))
-        z_param = rw.add_param(np.ascontiguousarray(_pad_rows(zv, -(-kp // block), 0)
-                                                    if block else zv), f"{wt.stem}/zero_point")
+        z_arr = np.asarray(zp, ct)
+        z_param = rw.add_param(np.ascontiguousarray(_pad_rows(z_arr, groups, 0) if block
+                                                    else z_arr), f"{wt.stem}/zero_point")
     if block:
         xs.append(rw.op("reshape", s_param, loc=loc, shape=(steps, rows // block, n)))
         if z_param is not None:
             xs.append(rw.op("reshape", z_param, loc=loc, shape=(steps, rows // block, n)))
-    else:
-        invariant = [s_param] + ([z_param] if z_param is not None else [])
+    elif z_param is not None:
+        invariant = [z_param]
     # x [..., K] -> [M, Kp] -> [steps, M, rows]
     xm = x if x.type.rank == 2 else rw.op("reshape", x, loc=loc, shape=(m, k))
     if kp != k:  # the padded rows read zeros, whatever the weight holds there
@@ -149,11 +155,13 @@ def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: i
         xm = rw.op("pad", xm, zero, loc=loc, low=(0, 0), high=(0, kp - k))
     x_steps = rw.op("transpose", rw.op("reshape", xm, loc=loc, shape=(m, steps, rows)), loc=loc,
                     permutation=(1, 0, 2))
-    body = _body(rw, m, n, rows, block, dtype, vt, ft, x.type.dtype,
-                 [v.type for v in xs], [v.type for v in invariant], loc)
+    body = _body(rw, m, n, rows, block, dtype, ft, [v.type for v in xs],
+                 [v.type for v in invariant], loc)
     acc0 = rw.op("constant", loc=loc, value=0.0, shape=(m, n), dtype=ft)
     acc = rw.op("scan", acc0, x_steps, *xs, *invariant, regions=[body], loc=loc,
                 num_carry=1, num_xs=1 + len(xs), length=steps)
+    if not block:
+        acc = rw.op("mul", acc, s_param, loc=loc)
     out = acc if node.output.type.rank == 2 else rw.op("reshape", acc, loc=loc,
                                                         shape=tuple(node.output.type.shape))
     src = rw.params.get(wt.name)
@@ -162,46 +170,55 @@ def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: i
     rw.remark("applied", f"weight-only {dtype}: @{wt.name} stored as @{stored.name} ({before} -> "
                          f"{after} bytes{', packed two per byte by halves of each chunk' if packed else ''}), "
                          f"streamed through the {node.op}: {steps} steps of {rows} rows "
-                         f"({rows * n * ct.itemsize} bytes dequantized at a time) for {m} "
+                         f"({rows * n * ct.itemsize} bytes of float at a time) for {m} "
                          f"row(s) of activations, so the float weight is never materialized",
               node, mode="weight_only", dtype=dtype, bytes_before=before, bytes_after=after,
               stream_steps=steps, stream_rows=rows)
     return rw.replace(node, out)
 
 
-def _body(rw: Rewriter, m: int, n: int, rows: int, block: int, dtype: str, vt: str, ft: str,
-          xt: str, xs_types: list, inv_types: list, loc: str):
-    """The scan body: (acc, x chunk, weight chunk, [scale/zp chunks], [scale, zp]) -> acc'."""
+def _body(rw: Rewriter, m: int, n: int, rows: int, block: int, dtype: str, ft: str,
+          xs_types: list, inv_types: list, loc: str):
+    """The scan body: (acc, x chunk, weight chunk, [scale, zp chunks], [zp]) -> acc'. Each
+    piece of the chunk (the chunk; the halves of a packed one; its groups) adds
+    ``x[:, piece] @ (float(q) - zp)``, times its group's scale when blocked."""
     b = GraphBuilder("stream", namer=rw.namer, loc=loc)
     acc = b.input(TensorType((m, n), ft))
-    xc = b.input(TensorType((m, rows), xt))
+    xc = b.input(TensorType((m, rows), ft))
     w_t, *sz_t = xs_types
     wc = b.input(w_t.with_shape(tuple(w_t.shape[1:])))
     chunked = [b.input(t.with_shape(tuple(t.shape[1:]))) for t in sz_t]
     inv = [b.input(t) for t in inv_types]
-    scale, zp = (chunked + [None])[:2] if block else (inv + [None])[:2]
-    deq = dict(axis=0 if block else 1, block_size=block, dtype=ft)
-    dims = dict(contracting_dims=((1,), (0,)))
-    if dtype not in ("i4", "u4"):
-        w = b.op("dequantize", wc, *([scale] if zp is None else [scale, zp]), **deq)
-        b_out = b.op("add", acc, b.op("dot_general", xc, w, **dims))
-        return b.build([b_out])
-    half = rows // 2
-    if dtype == "i4":  # sign-extend each nibble with arithmetic shifts
-        p = b.op("bitcast_convert", wc, dtype="i8")
-        four = b.constant(4, "i8")
-        lo = b.op("shift_right_arithmetic", b.op("shift_left", p, four), four)
-        hi = b.op("shift_right_arithmetic", p, four)
+    scale, zp = (chunked + [None])[:2] if block else (None, inv[0] if inv else None)
+    if dtype in ("i4", "u4"):
+        if dtype == "i4":  # sign-extend each nibble with arithmetic shifts
+            p = b.op("bitcast_convert", wc, dtype="i8")
+            four = b.constant(4, "i8")
+            lo = b.op("shift_right_arithmetic", b.op("shift_left", p, four), four)
+            hi = b.op("shift_right_arithmetic", p, four)
+        else:
+            lo = b.op("and", wc, b.constant(15, "u8"))
+            hi = b.op("shift_right_logical", wc, b.constant(4, "u8"))
+        pieces = [(lo, 0), (hi, rows // 2)]
     else:
-        lo = b.op("and", wc, b.constant(15, "u8"))
-        hi = b.op("shift_right_logical", wc, b.constant(4, "u8"))
+        pieces = [(wc, 0)]
     out = acc
-    for i, nib in enumerate((lo, hi)):
-        args = [scale] + ([zp] if zp is not None else [])
-        if block:  # this half's groups
-            g = half // block
-            args = [b.op("slice", a, start=(i * g, 0), limit=((i + 1) * g, n)) for a in args]
-        w = b.op("dequantize", nib, *args, **deq)
-        xh = b.op("slice", xc, start=(0, i * half), limit=(m, (i + 1) * half))
-        out = b.op("add", out, b.op("dot_general", xh, w, **dims))
+    for vals, start in pieces:
+        length = vals.type.shape[0]
+        step = block or length
+        for g0 in range(0, length, step):  # one group at a time when blocked
+            v = vals if step == length else b.op("slice", vals, start=(g0, 0),
+                                                 limit=(g0 + step, n))
+            w = b.op("convert", v, dtype=ft)
+            gi = (start + g0) // block if block else 0
+            if zp is not None:
+                z = zp if not block else b.op("slice", zp, start=(gi, 0), limit=(gi + 1, n))
+                w = b.op("sub", w, z)
+            cols = start + g0
+            xp = xc if (cols, step) == (0, rows) else b.op(
+                "slice", xc, start=(0, cols), limit=(m, cols + step))
+            part = b.op("dot_general", xp, w, contracting_dims=((1,), (0,)))
+            if block:
+                part = b.op("mul", part, b.op("slice", scale, start=(gi, 0), limit=(gi + 1, n)))
+            out = b.op("add", out, part)
     return b.build([out])

@@ -33,7 +33,7 @@ def _run(g, *xs):
 def _qparams(w, dtype, k_axis, block, affine):
     """Scale (and zero point) per output channel, or per group of ``block`` along ``k_axis``."""
     lo, hi = _RANGE[dtype]
-    if block:
+    if block > 0:
         k = w.shape[k_axis]
         pad = -k % block
         wk = np.moveaxis(w, k_axis, 0)
@@ -42,13 +42,15 @@ def _qparams(w, dtype, k_axis, block, affine):
         mn, mx = g.min(1), g.max(1)
         if k_axis == 1:
             mn, mx = mn.T, mx.T
+    elif block < 0:  # per tensor
+        mn, mx = np.float32(w.min()), np.float32(w.max())
     else:
         mn, mx = w.min(k_axis), w.max(k_axis)
     if affine:
         s = ((mx - mn) / (hi - lo)).astype(np.float32)
         z = np.clip(np.round(lo - mn / s), lo, hi)
-        return s, z.astype(_NP[dtype])
-    return (np.maximum(np.abs(mn), np.abs(mx)) / hi).astype(np.float32), None
+        return np.asarray(s), np.asarray(z.astype(_NP[dtype]))
+    return np.asarray(np.maximum(np.abs(mn), np.abs(mx)) / hi, np.float32), None
 
 
 def _np_dequant(w, s, z, dtype, k_axis, block):
@@ -61,7 +63,7 @@ def _np_dequant(w, s, z, dtype, k_axis, block):
         s64, z64 = rep(s), (0.0 if z is None else rep(z))
     else:
         shape = [1, 1]
-        shape[out_axis] = -1
+        shape[out_axis] = -1 if np.size(s) > 1 else 1
         s64 = np.asarray(s, np.float64).reshape(shape)
         z64 = 0.0 if z is None else np.asarray(z, np.float64).reshape(shape)
     q = np.clip(np.round(np.float32(w) / np.float32(s64)) + z64, lo, hi)
@@ -71,6 +73,7 @@ def _np_dequant(w, s, z, dtype, k_axis, block):
 def _graph(dtype, block, affine, K, N, x_shape, k_axis=0):
     W = RNG.standard_normal((K, N) if k_axis == 0 else (N, K)).astype(np.float32)
     s, z = _qparams(W, dtype, k_axis, block, affine)
+    block = max(block, 0)
     b = GraphBuilder("wo")
     x = b.input(TensorType(x_shape, "f32"), "x")
     args = [b.param(s)] + ([b.param(z)] if z is not None else [])
@@ -84,6 +87,7 @@ def _graph(dtype, block, affine, K, N, x_shape, k_axis=0):
 
 @pytest.mark.parametrize("dtype,block,affine,K,k_axis,x_shape", [
     ("i8", 0, False, 64, 0, (1, 64)),       # per channel, symmetric
+    ("i8", -1, True, 40, 0, (2, 40)),       # per tensor, affine
     ("i8", 0, True, 63, 0, (3, 63)),        # affine, odd K (x padded with zeros)
     ("u8", 0, True, 50, 1, (2, 50)),        # u8, weight [N, K] (transposed when stored)
     ("i8", 16, False, 64, 0, (2, 2, 64)),   # groups along K, x of rank 3
@@ -96,6 +100,7 @@ def test_streamed_dot_matches_fake_quant_and_float64_oracle(dtype, block, affine
                                                             x_shape):
     N = 24
     g, dq64 = _graph(dtype, block, affine, K, N, x_shape, k_axis)
+    block = max(block, 0)
     low, remarks = _lower(g, FORCE % (16 * 4 * N))  # 16 rows of float per step
     applied = remarks.of_kind("applied")
     assert len(applied) == 1 and "streamed through the dot_general" in applied[0].message
@@ -140,7 +145,7 @@ def test_thresholds_decide_between_streamed_and_whole_weight():
     # more rows of activations than stream_rows: the whole-weight form (dequantize, one dot)
     low, remarks = _lower(g, "lower-quant{stream_min_bytes=0, chunk_bytes=384, stream_rows=4}")
     assert "scan(" not in low.to_text() and "dequantized in the dot_general" in remarks[0].message
-    # a weight whose float copy is under stream_min_bytes (the default 4 MiB) is not streamed
+    # a weight whose float copy is under stream_min_bytes (the default 16 MiB) is not streamed
     low, _ = _lower(g, "lower-quant{chunk_bytes=384}")
     assert "scan(" not in low.to_text()
     # stream_rows=0 never streams
@@ -150,16 +155,20 @@ def test_thresholds_decide_between_streamed_and_whole_weight():
     assert "scan(" in low.to_text()
 
 
-def test_defaults_stream_a_4096_row_weight_at_batch_1():
-    K, N = 1024, 1024  # 4 MiB of float: the default stream_min_bytes
+def test_defaults_stream_a_16_mib_weight_at_batch_1():
+    K, N = 2048, 2048  # 16 MiB of float: the default stream_min_bytes
     g, dq64 = _graph("i8", 0, False, K, N, (1, K))
     low, remarks = _lower(g, "lower-quant")
     data = dict(remarks.of_kind("applied")[0].data)
-    assert data["stream_rows"] * N * 4 == 1 << 20 and data["stream_steps"] == 4  # 1 MiB chunks
+    assert data["stream_rows"] * N * 4 == 4 << 20 and data["stream_steps"] == 4  # 4 MiB chunks
     x = RNG.standard_normal((1, K)).astype(np.float32)
     got = _run(low, x)
     bound = 1e-5 * (np.abs(x) @ np.abs(dq64)) + 1e-6
     assert np.all(np.abs(got - np.maximum(x @ dq64, 0)) <= bound)
+    # half the columns: 8 MiB of float, under the default, dequantized whole
+    g, _ = _graph("i8", 0, False, K, N // 2, (1, K))
+    low, remarks = _lower(g, "lower-quant")
+    assert "scan(" not in low.to_text() and "stream_steps" not in dict(remarks[0].data)
 
 
 def test_quantized_activations_keep_w8a8_and_shared_weights_are_stored_once():
