@@ -40,7 +40,7 @@ def pack_halves(q: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _plan(rw: Rewriter, node: Node, mode: str, max_rows: int, min_bytes: int):
-    """(weight, x, M, canonical q [K, N], scale, zero point, block) or None."""
+    """(weight, x, M, q as [K, N], scale, zero point, block, weight's K axis) or None."""
     if node.op != "dot_general" or node.output.type.dtype not in ("f32", "f64"):
         return None
     (lc, rc), (lb, rb) = node.attrs["contracting_dims"], node.attrs.get("batch_dims", ((), ()))
@@ -81,7 +81,7 @@ def _plan(rw: Rewriter, node: Node, mode: str, max_rows: int, min_bytes: int):
     else:
         scale = scale.reshape(())
         zp = None if zp is None else zp.reshape(())
-    return wt, x, m, np.ascontiguousarray(q), scale, zp, block
+    return wt, x, m, np.ascontiguousarray(q), scale, zp, block, k_axis
 
 
 def _rows(k: int, n: int, block: int, packed: bool, chunk_bytes: int) -> int:
@@ -101,13 +101,14 @@ def _pad_rows(a: np.ndarray, total: int, fill) -> np.ndarray:
     return np.concatenate([a, pad])
 
 
-def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: int = 64,
+def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: int = 256,
                        min_bytes: int = 16 << 20, chunk_bytes: int = 4 << 20):
-    """dot(x, dequantize(Wq)) -> scan over chunks of K: acc += x[:, chunk] @ dequantize(chunk)."""
+    """dot(x, dequantize(Wq)) -> scan over chunks of K of acc += x[:, chunk] @ (float(chunk) -
+    zp), the scale applied to the sums."""
     plan = _plan(rw, node, mode, max_rows, min_bytes)
     if plan is None:
         return None
-    wt, x, m, q, scale, zp, block = plan
+    wt, x, m, q, scale, zp, block, k_axis = plan
     k, n = q.shape
     dtype = wt.qp.dtype
     packed = dtype in ("i4", "u4")
@@ -128,7 +129,8 @@ def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: i
     else:
         stored = rw.add_param(q.astype(numpy_dtype(dtype)), f"{wt.stem}/q")
         w_steps = rw.op("reshape", stored, loc=loc, shape=(steps, rows, n))
-    rw.carry_annotations(wt.name, stored)
+    if k_axis == 0 and not packed:  # the quant facts still describe this array's axes
+        rw.carry_annotations(wt.name, stored)
     xs = [w_steps]
     invariant = []
     groups = -(-kp // block) if block else 0
@@ -167,8 +169,9 @@ def stream_weight_only(rw: Rewriter, node: Node, mode: str = "auto", max_rows: i
     src = rw.params.get(wt.name)
     before = int(src.nbytes) if src is not None else int(wt.q.nbytes)
     after = int(rw.params[stored.name].nbytes)
+    how = ", packed two per byte by halves of each chunk" if packed else ""
     rw.remark("applied", f"weight-only {dtype}: @{wt.name} stored as @{stored.name} ({before} -> "
-                         f"{after} bytes{', packed two per byte by halves of each chunk' if packed else ''}), "
+                         f"{after} bytes{how}), "
                          f"streamed through the {node.op}: {steps} steps of {rows} rows "
                          f"({rows * n * ct.itemsize} bytes of float at a time) for {m} "
                          f"row(s) of activations, so the float weight is never materialized",
