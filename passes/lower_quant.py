@@ -3,7 +3,9 @@
 W8A8: ``dot(dequantize(quantize(x)), dequantize(Wq))`` becomes an i8 x i8 -> i32 dot/conv
 (exact integer accumulation), zero-point corrections, and one multiply by ``s_x * s_w`` per
 output channel. Weight-only: the weight is stored in its low dtype (i8; i4 packed two per
-byte; fp8) and dequantized in the program. fp8 with fp8 activations: an f8 x f8 dot
+byte; fp8) and dequantized in the program; a large weight read by few rows of activations
+(batch x tokens <= ``stream_rows``) is streamed through a loop over chunks of it instead of
+dequantized whole (``quant_stream.py``). fp8 with fp8 activations: an f8 x f8 dot
 accumulating in f32. What the rewrites match is in ``quant_match.py``.
 """
 from __future__ import annotations
