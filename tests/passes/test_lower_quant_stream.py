@@ -165,6 +165,11 @@ def test_defaults_stream_a_16_mib_weight_at_batch_1():
     got = _run(low, x)
     bound = 1e-5 * (np.abs(x) @ np.abs(dq64)) + 1e-6
     assert np.all(np.abs(got - np.maximum(x @ dq64, 0)) <= bound)
+    # XLA's program converts one 512-row chunk at a time; the whole-weight form a full copy
+    hlo = tensorsmith.compile(low, passes="none").hlo(x)
+    assert "f32[2048,2048]" not in hlo and "f32[512,2048]" in hlo
+    whole, _ = _lower(g, "lower-quant{stream_rows=0}")
+    assert "f32[2048,2048]" in tensorsmith.compile(whole, passes="none").hlo(x)
     # half the columns: 8 MiB of float, under the default, dequantized whole
     g, _ = _graph("i8", 0, False, K, N // 2, (1, K))
     low, remarks = _lower(g, "lower-quant")
