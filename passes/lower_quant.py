@@ -3,7 +3,9 @@
 W8A8: ``dot(dequantize(quantize(x)), dequantize(Wq))`` becomes an i8 x i8 -> i32 dot/conv
 (exact integer accumulation), zero-point corrections, and one multiply by ``s_x * s_w`` per
 output channel. Weight-only: the weight is stored in its low dtype (i8; i4 packed two per
-byte; fp8) and dequantized in the program. fp8 with fp8 activations: an f8 x f8 dot
+byte; fp8) and dequantized in the program; a large weight read by few rows of activations
+(batch x tokens <= ``stream_rows``) is streamed through a loop over chunks of it instead of
+dequantized whole (``quant_stream.py``). fp8 with fp8 activations: an f8 x f8 dot
 accumulating in f32. What the rewrites match is in ``quant_match.py``.
 """
 from __future__ import annotations
@@ -19,9 +21,13 @@ from .context import PassContext
 from .quant_match import (F8 as _F8, NARROW_INT as _NARROW_INT, Linear, QAct, QWeight,
                           channel_shape as _channel_shape, dequantize_array, linear_geometry,
                           match_activation, match_weight, quantize_array, weight_of)
+from .quant_stream import stream_weight_only
 from .registry import Option, register_pass
 from .rewrite import Pattern, Rewriter, apply_patterns, pattern
 
+# Most activation rows for streaming a weight-only dot: on 4096x4096 int8 layers the streamed
+# form beat the whole-weight one at 8, 32, 128 and 256 rows (benchmarks/quant_speed.py).
+STREAM_ROWS = 256
 # Products per output below which the zero-point-corrected i32 sum cannot overflow (255 * 255 * K).
 _ACC_LIMIT = 2 ** 31 // (255 * 255)
 
@@ -382,15 +388,13 @@ def measure(ctx: PassContext, a: Graph, b: Graph, inputs: tuple, repeats: int) -
     fa, fb = ctx.executor(a, jit=True), ctx.executor(b, jit=True)
     for _ in range(2):
         fa(*inputs), fb(*inputs)
-    ta, tb = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fa(*inputs)
-        t1 = time.perf_counter()
-        fb(*inputs)
-        ta.append(t1 - t0)
-        tb.append(time.perf_counter() - t1)
-    return float(np.median(ta)), float(np.median(tb))
+    times = {0: [], 1: []}
+    for r in range(repeats):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # alternate which one runs first
+            t0 = time.perf_counter()
+            (fa, fb)[i](*inputs)
+            times[i].append(time.perf_counter() - t0)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def _reads_as_lhs_of_quantized_linear(body: Graph, v: Value) -> bool:
@@ -451,15 +455,25 @@ def patterns(mode: str) -> list[Pattern]:
     Option("min_speedup", float, 0.0, "run the lowered program against its float twin and keep "
            "the fake-quant graph when it is not this many times faster (0: do not measure)",
            range=(0.0, None)),
-    Option("repeats", int, 10, "timed runs of each program when measuring", range=(1, None))])
+    Option("repeats", int, 10, "timed runs of each program when measuring", range=(1, None)),
+    Option("stream_rows", int, STREAM_ROWS, "weight-only dots with at most this many rows of "
+           "activations (batch x tokens) stream the weight through a loop that dequantizes "
+           "one chunk at a time (0: never); more rows dequantize the whole weight once",
+           range=(0, None)),
+    Option("stream_min_bytes", int, 16 << 20, "stream only weights whose float copy is at "
+           "least this many bytes", range=(0, None)),
+    Option("chunk_bytes", int, 4 << 20, "float bytes of weight dequantized per loop step "
+           "when streaming", range=(1, None))])
 def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup: float = 0.0,
-                repeats: int = 10) -> Graph:
+                repeats: int = 10, stream_rows: int = STREAM_ROWS, stream_min_bytes: int = 16 << 20,
+                chunk_bytes: int = 4 << 20) -> Graph:
     """Run fake-quantized dot/conv in real low precision (int8, int4 or fp8 storage and compute)."""
+    stream = dict(max_rows=stream_rows, min_bytes=stream_min_bytes, chunk_bytes=chunk_bytes)
     if min_speedup <= 0:
-        return _lower(graph, ctx, mode)
+        return _lower(graph, ctx, mode, stream)
     # the remarks of the program kept are the ones reported
     said = PassContext(pass_name=ctx.pass_name)
-    out = _lower(graph, said, mode)
+    out = _lower(graph, said, mode, stream)
     if out is graph:
         ctx.remarks.extend(said.remarks)
         return out
@@ -476,7 +490,7 @@ def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup:
         # One kind of lowering may be what is slow (weight-only on XLA:CPU): try each alone.
         for part in ("w8a8", "weight_only"):
             part_said = PassContext(pass_name=ctx.pass_name)
-            alone = _lower(graph, part_said, part)
+            alone = _lower(graph, part_said, part, stream)
             if alone is graph or alone.to_text() == out.to_text():
                 continue
             t_part, t_f = measure(ctx, alone, twin, inputs, repeats)
@@ -499,8 +513,13 @@ def lower_quant(graph: Graph, ctx: PassContext, mode: str = "auto", min_speedup:
     return out
 
 
-def _lower(graph: Graph, ctx: PassContext | None, mode: str) -> Graph:
+def _lower(graph: Graph, ctx: PassContext | None, mode: str, stream: dict | None = None) -> Graph:
     out = graph
     if mode != "weight_only":  # first, so the weight-only rewrite sees what W8A8 will take
         out = apply_patterns(out, [sink_dequantize], ctx, regions=True)
+    if mode != "w8a8" and stream and stream["max_rows"] > 0:
+        # before store-weight-low, which would store the weight whole for a plain dot
+        streamed = Pattern("stream-weight-only", partial(stream_weight_only, mode=mode, **stream),
+                           frozenset({"dot_general"}))
+        out = apply_patterns(out, [streamed], ctx, regions=True)
     return apply_patterns(out, patterns(mode), ctx, regions=True)
