@@ -215,14 +215,90 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
+SAMPLE_ROWS = 1024
+"""Rows (along the last axis) of each tensor ``AutoObserver`` keeps to compare ranges."""
+
+
+class AutoObserver(Observer):
+    """One histogram, every other observer's range as a candidate, and a bounded sample of rows
+    to score them on; ``choose`` keeps the range whose quantization costs the readers least."""
+
+    name = "auto"
+
+    def __init__(self, bins: int = BINS, rows: int = SAMPLE_ROWS, batches: int = 1):
+        super().__init__(bins)
+        self.rows, self.per_batch = rows, max(1, -(-rows // max(batches, 1)))
+        self.sample: list[np.ndarray] = []
+        self.chosen: tuple[str, float, float] | None = None
+        self._rng = np.random.default_rng(0)
+
+    def update(self, array) -> None:
+        super().update(array)
+        a = np.asarray(array, np.float32)
+        rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+        have = sum(len(r) for r in self.sample)
+        take = min(self.per_batch, self.rows - have, len(rows))
+        if take > 0:  # spread over the batches: the first batch alone may not be typical
+            idx = np.sort(self._rng.choice(len(rows), take, replace=False))
+            self.sample.append(rows[idx])
+
+    def candidates(self, dtype: str, scheme: str) -> dict[str, tuple[float, float]]:
+        """Each observer's clipping range on this histogram, by name."""
+        out = {"minmax": (self.lo, self.hi)}
+        for p in (99.9, 99.99, 99.999):
+            out[f"percentile {p}"] = PercentileObserver.clip_range(
+                _with(self, percentile=p), dtype, scheme)
+        out["mse"] = MSEObserver.clip_range(self, dtype, scheme)
+        out["entropy"] = EntropyObserver.clip_range(self, dtype, scheme)
+        return out
+
+    def choose(self, dtype: str, scheme: str, cost) -> dict[str, float]:
+        """Keep the candidate range with the least ``cost(sample, fake_quantized_sample)``;
+        returns every candidate's cost."""
+        x = np.concatenate(self.sample).astype(np.float64)
+        costs = {}
+        for name, (lo, hi) in self.candidates(dtype, scheme).items():
+            scale, zp = params_for_range(lo, hi, dtype, scheme)
+            costs[name] = float(cost(x, fake_quant_np(x, scale, zp, dtype)))
+            if self.chosen is None or costs[name] < costs[self.chosen[0]]:
+                self.chosen = (name, lo, hi)
+        self.sample = []  # scored: the rows are not needed any more
+        return costs
+
+    def clip_range(self, dtype, scheme):
+        if self.chosen is None:
+            return MSEObserver.clip_range(self, dtype, scheme)
+        return self.chosen[1], self.chosen[2]
+
+
+def _with(obs: Observer, **attrs):
+    """A shallow copy of ``obs`` with ``attrs`` set (to borrow another observer's rule)."""
+    new = object.__new__(type(obs))
+    new.__dict__.update(obs.__dict__, **attrs)
+    return new
+
+
+def fake_quant_np(x: np.ndarray, scale, zp, dtype: str) -> np.ndarray:
+    """``dequantize(quantize(x))`` in float64 numpy, per-tensor (the oracle of the IR pair)."""
+    qlo, qhi = quant_range(dtype)
+    s = float(scale)
+    z = 0.0 if zp is None else float(zp)
+    if dtype in INT_QUANT_DTYPES:
+        return (np.clip(np.round(x / s) + z, qlo, qhi) - z) * s
+    low = numpy_dtype(dtype)
+    return np.clip(x / s, qlo, qhi).astype(np.float32).astype(low).astype(np.float64) * s
+
+
 OBSERVERS = {"minmax": Observer, "percentile": PercentileObserver, "mse": MSEObserver,
-             "entropy": EntropyObserver}
+             "entropy": EntropyObserver, "auto": AutoObserver}
 
 
-def make_observer(kind: str, percentile: float = 99.99) -> Observer:
-    """An observer by name (minmax | percentile | mse | entropy)."""
+def make_observer(kind: str, percentile: float = 99.99, batches: int = 1) -> Observer:
+    """An observer by name (minmax | percentile | mse | entropy | auto)."""
     if kind == "percentile":
         return PercentileObserver(percentile)
+    if kind == "auto":
+        return AutoObserver(batches=batches)
     return OBSERVERS[kind]()
 
 

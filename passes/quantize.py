@@ -234,7 +234,7 @@ def _calibrate(graph: Graph, ctx: PassContext, values: list[Value], observer: st
                percentile: float) -> dict[str, object]:
     """Observers for ``values``, fed by one run over the calibration data."""
     batches = ctx.calibration_batches(graph)
-    observers = {v.name: make_observer(observer, percentile) for v in values}
+    observers = {v.name: make_observer(observer, percentile, len(batches)) for v in values}
     probe = graph.replace(outputs=tuple(values))
     for b, outs in enumerate(ctx.run_batches(probe, batches, f"{ctx.pass_name}: calibrating")):
         for v, o in zip(values, outs):
@@ -244,6 +244,40 @@ def _calibrate(graph: Graph, ctx: PassContext, values: list[Value], observer: st
                     f"(the inputs are): the float model overflows there, no scale can be chosen")
             observers[v.name].update(o)
     return observers
+
+
+def _choose_ranges(graph: Graph, targets: list[_Target], observers: dict, adtype: str,
+                   scheme: str, ctx: PassContext) -> None:
+    """observer=auto: each tensor keeps the candidate range (minmax, percentiles, mse,
+    entropy) whose quantization error reaches its dense readers' outputs least,
+    ``sum ||(Q(x) - x) @ W||²`` over a sample of rows (its own ``||Q(x) - x||²`` otherwise)."""
+    readers: dict[str, list[np.ndarray]] = {}
+    for t in targets:
+        if t.act is None or t.node.op != "dot_general" or t.k_axis is None:
+            continue
+        w = np.asarray(graph.params[t.weight], np.float64)
+        contract = t.node.attrs["contracting_dims"][t.act_index]
+        rank = t.node.inputs[t.act_index].type.rank
+        if w.ndim == 2 and tuple(contract) == (rank - 1,) and rank == t.act.type.rank:
+            readers.setdefault(t.act.name, []).append(np.moveaxis(w, t.k_axis, 0))
+    for name, obs in observers.items():
+        ws = readers.get(name)
+        if ws:
+            def cost(x, xq, ws=ws):
+                return sum(float(np.sum(((xq - x) @ w) ** 2)) for w in ws)
+        else:
+            def cost(x, xq):
+                return float(np.sum((xq - x) ** 2))
+        costs = obs.choose(adtype, scheme, cost)
+        best = obs.chosen[0]
+        node = next((t.outer for t in targets if t.act is not None and t.act.name == name),
+                    None) or next(t.outer for t in targets if t.composite is not None
+                                  and t.composite.output.name == name)
+        ctx.remark("note", f"observer=auto: %{name} takes the {best} range "
+                   f"[{obs.chosen[1]:.4g}, {obs.chosen[2]:.4g}] (error "
+                   f"{costs[best] / max(costs['minmax'], 1e-300):.3g}x minmax's, "
+                   f"{'reader outputs' if ws else 'the tensor itself'})", node,
+                   value=name, observer=best)
 
 
 def _act_quantizer(name: str, obs, adtype: str, scheme: str) -> _Quantizer:
@@ -468,8 +502,9 @@ def _check_globs(name: str):
            "computed at run time", choices=("per_tensor", "none", "dynamic")),
     Option("scheme", str, "symmetric", "zero point at 0 (symmetric) or fitted (affine)",
            choices=SCHEMES),
-    Option("observer", str, "minmax", "how calibration picks a range",
-           choices=("minmax", "percentile", "mse", "entropy")),
+    Option("observer", str, "minmax", "how calibration picks a range (auto: per tensor, the "
+           "one whose error reaches the reading layers' outputs least)",
+           choices=("minmax", "percentile", "mse", "entropy", "auto")),
     Option("percentile", float, 99.99, "observer=percentile: the |x| percentile kept",
            range=(50.0, 100.0)),
     Option("include", list, (), "quantize only nodes/weights matching one of these globs",
@@ -518,6 +553,8 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
                     seen.add(v.name)
                     observed.append(v)
         observers = _calibrate(graph, ctx, observed, observer, percentile)
+        if observer == "auto":
+            _choose_ranges(graph, targets, observers, adtype, scheme, ctx)
         for t in targets:
             if t.composite is not None and t.composite.output.name in observers:
                 name = t.composite.output.name

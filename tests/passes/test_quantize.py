@@ -474,3 +474,31 @@ def test_observers_clip_a_calibration_outlier_that_minmax_keeps():
     assert all(scales[o] < 0.5 * scales["minmax"] for o in ("percentile", "entropy")), scales
     # mse weighs the outlier's own error: one in 1536 values still pulls its range out
     assert scales["mse"] <= scales["minmax"]
+
+
+def test_auto_observer_chooses_by_the_dense_layer_output_error():
+    """observer=auto: the input scale is the candidate whose error reaches ``x @ w`` least,
+    scored here in float64 numpy on every calibration row; a remark names the choice."""
+    from tensorsmith.passes.observers import make_observer
+    cal = _calib(n=4, batch=64)
+    cal[2][0][5, 3] = 50.0
+    params = _dense_params()
+    _, _, ctx, hist = _run_pass(DENSE, params, "quantize{observer=auto}", cal)
+    row = quant_report(hist)[0]
+    obs = make_observer("auto", batches=len(cal))
+    for (x,) in cal:
+        obs.update(x)
+    x = np.concatenate([b[0] for b in cal]).astype(np.float64)
+    w = params["w"].astype(np.float64)
+    errs = {}
+    for name, (lo, hi) in obs.candidates("i8", "symmetric").items():
+        s = float(np.float32(max(-lo, hi) / 127))
+        errs[s] = np.sum(((np.clip(np.round(x / s), -128, 127) * s - x) @ w) ** 2)
+    assert row["input_scale"] == pytest.approx(min(errs, key=errs.get), rel=1e-6)
+    notes = [str(r) for rec in hist for r in rec.remarks.of_kind("note") if "auto" in str(r)]
+    assert len(notes) == 1 and "%x takes the" in notes[0] and "reader outputs" in notes[0]
+
+
+def test_auto_observer_is_a_named_choice():
+    with pytest.raises(PassFailure, match="'autoo' is not one of .*did you mean 'auto'"):
+        _run_pass(DENSE, _dense_params(), "quantize{observer=autoo}", _calib())
