@@ -267,6 +267,36 @@ def _int8_error(x: np.ndarray, xmax: float, weights: list[tuple[np.ndarray, int]
     return (num / max(den, 1e-300)) ** 0.5
 
 
+def smooth_scales(xmax: np.ndarray, wmax: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's ``s_k = max|X_k|^alpha / max|W_k|^(1-alpha)`` (1 where either is 0)."""
+    ok = (xmax > 0) & (wmax > 0)
+    s = np.where(ok, np.power(np.where(ok, xmax, 1), alpha)
+                 / np.power(np.where(ok, wmax, 1), 1 - alpha), 1.0)
+    return np.clip(s, 1e-5, 1e5)
+
+
+ALPHAS = np.round(np.linspace(0.0, 1.0, 21), 2)
+"""The migration strengths ``search_alpha`` tries (as llm-compressor / INC's auto-alpha)."""
+
+
+def search_alpha(sample: np.ndarray, xmax: np.ndarray, wmax: np.ndarray,
+                 weights: list[tuple[np.ndarray, int]], default: float) -> tuple[float, float]:
+    """``(alpha, its error)``: the ALPHAS point whose smoothing leaves the least simulated W8A8
+    error (``_int8_error``) of the readers on ``sample``; ``default`` on ties."""
+    best_a, best = default, _smoothed_error(sample, xmax, weights, smooth_scales(xmax, wmax,
+                                                                                   default))
+    for a in ALPHAS:
+        err = _smoothed_error(sample, xmax, weights, smooth_scales(xmax, wmax, float(a)))
+        if err < best:
+            best_a, best = float(a), err
+    return best_a, best
+
+
+def _smoothed_error(sample, xmax, weights, s) -> float:
+    return _int8_error(sample / s, float((xmax / s).max()),
+                       [(_scale_along(w, ax, s).astype(np.float64), ax) for w, ax in weights])
+
+
 class SmoothQuantError(PassFailure, ValueError):
     """smooth-quant could not measure the activations it needs."""
 
@@ -312,9 +342,12 @@ def _fold_target(view: _View, v: Value, n: int):
            "by it explicitly (else leave that input alone)"),
     Option("check", bool, True, "smooth a layer only when its simulated W8A8 error drops "
            "(per-tensor int8 inputs, per-channel int8 weights, on a calibration sample)"),
+    Option("search", bool, True, "choose alpha per input from a grid (0, 0.05, ... 1) by the "
+           "simulated W8A8 error of its dense layers on the calibration sample (false: use "
+           "alpha everywhere)"),
 ], needs=("calibration",))
 def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.5,
-                 insert: bool = True, check: bool = True) -> Graph:
+                 insert: bool = True, check: bool = True, search: bool = True) -> Graph:
     """Move activation outliers of dense layers into their weights (SmoothQuant), exactly."""
     if ctx is None:
         raise SmoothQuantError("smooth-quant needs calibration data: compile(..., calibration=)")
@@ -348,15 +381,15 @@ def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.
     inserts = []
     for (v, rs, target, shared), xmax, sample in zip(cands, stats, samples):
         wmax = np.max([_absmax(view.param(view.g.param(w)), ax) for _, w, ax in rs], axis=0)
-        ok = (xmax > 0) & (wmax > 0)
-        s = np.where(ok, np.power(np.where(ok, xmax, 1), alpha)
-                     / np.power(np.where(ok, wmax, 1), 1 - alpha), 1.0)
-        s = np.clip(s, 1e-5, 1e5)
+        ws = [(view.param(view.g.param(w)), ax) for _, w, ax in rs]
+        a = alpha
+        if search:
+            a, _ = search_alpha(sample, xmax, wmax, ws, alpha)
+        s = smooth_scales(xmax, wmax, a)
         if check:  # SmoothQuant can make a layer harder to quantize (its weights' rows grow)
-            ws = [(view.param(view.g.param(w)), ax) for _, w, ax in rs]
             before = _int8_error(sample, float(xmax.max()), ws)
             after = _int8_error(sample / s, float((xmax / s).max()),
-                                [(_scale_along(a, ax, s).astype(np.float64), ax) for a, ax in ws])
+                                [(_scale_along(w, ax, s).astype(np.float64), ax) for w, ax in ws])
             if after >= 0.98 * before:
                 ctx.remark("missed", f"did not smooth %{v.name}: the int8 error of its "
                            f"{len(rs)} dense layer(s) would not drop ({before:.3g} -> "
@@ -379,8 +412,8 @@ def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.
         before = float(xmax.max() / max(np.median(xmax), 1e-30))
         after = float((xmax / s).max() / max(np.median(xmax / s), 1e-30))
         ctx.remark("applied", f"smoothed %{v.name} for {len(rs)} dense layer(s) {how} "
-                   f"(activation max/median {before:.3g} -> {after:.3g})", rs[0][0],
-                   value=v.name, weights=tuple(w for _, w, _ in rs))
+                   f"(alpha {a:.2f}; activation max/median {before:.3g} -> {after:.3g})",
+                   rs[0][0], value=v.name, weights=tuple(w for _, w, _ in rs), alpha=float(a))
     out = graph.with_params(params)
     for v, readers_, s in inserts:
         out = _insert_scale(out, v, readers_, s)
