@@ -324,8 +324,10 @@ class _Emitter:
         nodes += [qn, dq]
         return dq.output
 
-    def dynamic_quant(self, nodes: list, x: Value, adtype: str, loc: str) -> Value:
-        """Fake-quant of ``x`` with a per-tensor symmetric scale computed at run time."""
+    def dynamic_quant(self, nodes: list, x: Value, adtype: str, loc: str,
+                      per_token: bool = False) -> Value:
+        """Fake-quant of ``x`` with a symmetric scale computed at run time: one per tensor, or
+        one per row of the last axis (``per_token``: a scale blocked along that whole axis)."""
         from ..ir.ops.quant import quant_range
         qmax = quant_range(adtype)[1]
 
@@ -333,12 +335,18 @@ class _Emitter:
             n = make_node(name, ins, self.namer, loc=loc, **attrs)
             nodes.append(n)
             return n.output
-        amax = op("reduce_max", op("abs", x), axes=tuple(range(x.type.rank)))
+        last = x.type.rank - 1
+        per_token = per_token and last >= 1 and isinstance(x.type.shape[-1], int)
+        axes = (last,) if per_token else tuple(range(x.type.rank))
+        amax = op("reduce_max", op("abs", x), axes=axes)
+        if per_token:
+            amax = op("expand_dims", amax, axes=(last,))
         f32 = op("convert", amax, dtype="f32") if amax.dtype != "f32" else amax
         scale = op("max", op("div", f32, op("constant", value=float(qmax), dtype="f32")),
                    op("constant", value=1e-12, dtype="f32"))
-        q = op("quantize", x, scale, dtype=adtype)
-        return op("dequantize", q, scale, dtype=x.dtype if x.dtype != "f32" else None)
+        blocked = {"axis": last, "block_size": x.type.shape[-1]} if per_token else {}
+        q = op("quantize", x, scale, dtype=adtype, **blocked)
+        return op("dequantize", q, scale, dtype=x.dtype if x.dtype != "f32" else None, **blocked)
 
 
 def _type_of(a):
@@ -347,7 +355,7 @@ def _type_of(a):
 
 
 def _rewrite(graph: Graph, targets: list[_Target], wq: dict, aq: dict, oq: dict,
-             adtype: str, dynamic: bool, em: _Emitter) -> Graph:
+             adtype: str, dynamic: str, em: _Emitter) -> Graph:
     """The graph with fake-quant pairs inserted; output names of the targets are kept."""
     by_outer: dict[str, list[_Target]] = {}
     for t in targets:
@@ -369,7 +377,8 @@ def _rewrite(graph: Graph, targets: list[_Target], wq: dict, aq: dict, oq: dict,
                 if key in subst:  # a fused output already fake-quantized: its codes feed on
                     act_done[key] = cur
                 elif dynamic and not _already_quantized(graph, t.act):
-                    act_done[key] = em.dynamic_quant(nodes, cur, adtype, n.loc)
+                    per_token = dynamic == "per_token" and t.node.op == "dot_general"
+                    act_done[key] = em.dynamic_quant(nodes, cur, adtype, n.loc, per_token)
                 elif key in aq:
                     act_done[key] = em.fake_quant(nodes, cur, aq[key], n.loc)
                 else:
@@ -499,7 +508,8 @@ def _check_globs(name: str):
     Option("group_size", int, 128, "elements per group along the contracting axis (weights=group)",
            range=(1, None)),
     Option("activations", str, "per_tensor", "activation scales: calibrated per tensor, none, or "
-           "computed at run time", choices=("per_tensor", "none", "dynamic")),
+           "computed at run time per tensor (dynamic) or per row of the last axis (per_token)",
+           choices=("per_tensor", "none", "dynamic", "per_token")),
     Option("scheme", str, "symmetric", "zero point at 0 (symmetric) or fitted (affine)",
            choices=SCHEMES),
     Option("observer", str, "minmax", "how calibration picks a range (auto: per tensor, the "
@@ -565,7 +575,7 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
         for t in targets:
             if t.act is not None and t.act.name in observers and t.act.name not in outs:
                 aq[t.act.name] = _act_quantizer(t.act.name, observers[t.act.name], adtype, scheme)
-    dynamic = activations == "dynamic"
+    dynamic = activations if activations in ("dynamic", "per_token") else ""
     every = frozenset(t.outer.name for t in targets)
     qgraph, used = _variant(graph, targets, every, wq, aq, oq, adtype, dynamic)
     kept: list[str] = []
