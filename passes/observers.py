@@ -346,11 +346,40 @@ def weight_params(w: np.ndarray, dtype: str, scheme: str, axis: int | None,
         lo, hi = w.min(axis=red), w.max(axis=red)
     if observer == "mse" and group is None:
         lo, hi = _mse_weight_range(w, lo, hi, axis, dtype, scheme)
+    elif observer == "mse":  # per group: the blocks' element axis is gaxis + 1
+        lo, hi = _mse_block_range(blocks, lo, hi, group[0] + 1, dtype, scheme)
     flat = [params_for_range(a, b, dtype, scheme) for a, b in zip(lo.reshape(-1), hi.reshape(-1))]
     scale = np.array([s for s, _ in flat], np.float32).reshape(lo.shape)
     zp = None if flat[0][1] is None else np.array([z for _, z in flat]).astype(
         numpy_dtype(dtype)).reshape(lo.shape)
     return scale, zp
+
+
+def _mse_block_range(blocks, lo, hi, eaxis, dtype, scheme):
+    """Per-group clipping ratios (0.5 .. 1 of the group's range) with the least squared
+    error, the groups' elements along ``eaxis`` of ``blocks``."""
+    best_lo, best_hi = lo.copy(), hi.copy()
+    best_err = np.full(lo.shape, np.inf)
+    for r in np.linspace(0.5, 1.0, 21):
+        cand = [params_for_range(a * r, b * r, dtype, scheme)
+                for a, b in zip(lo.reshape(-1), hi.reshape(-1))]
+        s = np.expand_dims(np.array([c[0] for c in cand], np.float64).reshape(lo.shape), eaxis)
+        z = np.expand_dims(np.array([0 if c[1] is None else float(c[1]) for c in cand])
+                           .reshape(lo.shape), eaxis)
+        err = np.sum(((_codes(blocks, s, z, dtype) - z) * s - blocks) ** 2, axis=eaxis)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_lo, best_hi = np.where(better, lo * r, best_lo), np.where(better, hi * r, best_hi)
+    return best_lo, best_hi
+
+
+def _codes(x, s, z, dtype):
+    """The (float) codes ``x`` gets on the grid ``s``, ``z`` of ``dtype``."""
+    qlo, qhi = quant_range(dtype)
+    if dtype in INT_QUANT_DTYPES:
+        return np.clip(np.round(x / s) + z, qlo, qhi)
+    return np.clip(x / s + z, qlo, qhi).astype(np.float32).astype(numpy_dtype(dtype)) \
+        .astype(np.float64)
 
 
 def _mse_weight_range(w, lo, hi, axis, dtype, scheme):

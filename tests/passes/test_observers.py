@@ -167,3 +167,20 @@ def test_auto_observer_keeps_the_candidate_with_the_least_reader_error():
     own.update(np.concatenate([RNG.laplace(size=100_000), [60.0]]))
     own.choose("i8", "symmetric", lambda x, xq: np.sum((xq - x) ** 2))
     assert own.chosen[0] != "minmax" and own.chosen[2] < 59
+
+
+def test_weight_params_mse_per_group_is_the_best_grid_ratio():
+    """observer=mse with groups: each group's scale is the 0.5..1 ratio of its range whose
+    int4 rounding error is least (brute force in float64), and never worse than the range."""
+    w = RNG.standard_t(3, size=(64, 5))
+    sm, _ = weight_params(w, "i4", "symmetric", axis=None, group=(0, 16), observer="mse")
+    assert sm.shape == (4, 5)
+    for g in range(4):
+        for c in range(5):
+            blk = w[16 * g:16 * g + 16, c]
+            amax = np.abs(blk).max()
+            errs = {float(np.float32(r * amax / 7)):
+                    np.sum((_fq(blk, np.float32(r * amax / 7), 0, -8, 7) - blk) ** 2)
+                    for r in np.linspace(0.5, 1.0, 21)}
+            assert sm[g, c] == pytest.approx(min(errs, key=errs.get), rel=1e-6)
+    assert (sm < np.abs(w.reshape(4, 16, 5)).max(axis=1) / 7 * (1 - 1e-6)).any()
