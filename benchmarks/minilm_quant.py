@@ -39,6 +39,8 @@ PIPELINES = {
                                       "clip_search=false}," + _INT4,
     "int4-g128+gptq(clip search)": "gptq{bits=4,group_size=128,act_order=false}," + _INT4,
     "int4-g128+gptq(act_order)": "gptq{bits=4,group_size=128,act_order=true}," + _INT4,
+    "int4-g128+awq+gptq(clip search)": "smooth-quant{mode=weight_only,bits=4,group_size=128},"
+                                       "gptq{bits=4,group_size=128,act_order=false}," + _INT4,
 }
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
