@@ -32,8 +32,7 @@ PIPELINES = {
     "w8a8+smoothquant(alpha search)": "smooth-quant,quantize{dtype=int8}",
     "w8a8+smoothquant(alpha search)+auto-observer": "smooth-quant,"
                                                     "quantize{dtype=int8,observer=auto}",
-    "w8a8+smoothquant(alpha search)+per-token": "smooth-quant,"
-                                                "quantize{dtype=int8,activations=per_token}",
+    "w8a8(per-token dynamic)": "quantize{dtype=int8,activations=per_token}",
     "int4-g128-weight-only": _INT4,
     "int4-g128+gptq(no clip search)": "gptq{bits=4,group_size=128,act_order=false,"
                                       "clip_search=false}," + _INT4,
