@@ -2,7 +2,9 @@
 
 Weights get scales computed from the weight (per channel, per tensor or per group);
 activations (the inputs of each dot/conv) get scales from observers that see the calibration
-data in one pass (``activations=per_tensor``), or computed at run time (``dynamic``).
+data in one pass (``activations=per_tensor``; ``observer=auto`` picks each tensor's range by
+its readers' output error), or computed at run time (``dynamic``; ``per_token``: one scale
+per row of the last axis).
 Fusion-aware: a ``fused.*`` composite (conv + bias + relu) is quantized at its boundaries,
 its input and output and its weight, never between the ops inside it, as a deployed int8
 kernel computes it. Every quantized tensor gets a ``quant`` annotation; the debugger table
