@@ -6,7 +6,10 @@ standard-library docstrings and scores it on held-out ones from other modules
 (``tensorsmith.examples.minilm.sentences``): mean-pooled, L2-normalized embeddings, cosine
 to the float model's. Writes ``benchmarks/results/minilm_quant.json``.
 
-  python benchmarks/minilm_quant.py [--train 256] [--held-out 128] [--only NAME]
+  python benchmarks/minilm_quant.py [--train 256] [--held-out 128] [--only NAME,NAME]
+
+Seconds per row are compile + calibration + scoring (the float reference is shared); the
+1-minute load average is recorded with each, as the host is shared.
 """
 from __future__ import annotations
 
@@ -19,13 +22,24 @@ import warnings
 
 import numpy as np
 
+_INT4 = "quantize{dtype=int4,weights=group,group_size=128,activations=none}"
 PIPELINES = {
     "w8a8": "quantize{dtype=int8}",
-    "w8a8+smoothquant(unchecked)": "smooth-quant{check=false},quantize{dtype=int8}",
-    "w8a8+smoothquant": "smooth-quant,quantize{dtype=int8}",
-    "int4-g128-weight-only": "quantize{dtype=int4,weights=group,group_size=128,activations=none}",
-    "int4-g128-weight-only+gptq": "gptq{bits=4,group_size=128,act_order=false},"
-                                  "quantize{dtype=int4,weights=group,group_size=128,activations=none}",
+    "w8a8+auto-observer": "quantize{dtype=int8,observer=auto}",
+    "w8a8+smoothquant(unchecked alpha=0.5)": "smooth-quant{check=false,search=false},"
+                                             "quantize{dtype=int8}",
+    "w8a8+smoothquant(alpha=0.5)": "smooth-quant{search=false},quantize{dtype=int8}",
+    "w8a8+smoothquant(alpha search)": "smooth-quant,quantize{dtype=int8}",
+    "w8a8+smoothquant(alpha search)+auto-observer": "smooth-quant,"
+                                                    "quantize{dtype=int8,observer=auto}",
+    "w8a8(per-token dynamic)": "quantize{dtype=int8,activations=per_token}",
+    "int4-g128-weight-only": _INT4,
+    "int4-g128+gptq(no clip search)": "gptq{bits=4,group_size=128,act_order=false,"
+                                      "clip_search=false}," + _INT4,
+    "int4-g128+gptq(clip search)": "gptq{bits=4,group_size=128,act_order=false}," + _INT4,
+    "int4-g128+gptq(act_order)": "gptq{bits=4,group_size=128,act_order=true}," + _INT4,
+    "int4-g128+awq+gptq(clip search)": "smooth-quant{mode=weight_only,bits=4,group_size=128},"
+                                       "gptq{bits=4,group_size=128,act_order=false}," + _INT4,
 }
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -61,6 +75,8 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=256)
     ap.add_argument("--held-out", type=int, default=128)
     ap.add_argument("--only", default=None, help="comma-separated pipeline names")
+    ap.add_argument("--merge", action="store_true",
+                    help="update the rows of an existing --out file instead of replacing it")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "minilm_quant.json"))
     args = ap.parse_args()
@@ -69,6 +85,7 @@ def main() -> int:
 
     import tensorsmith
     from tensorsmith.examples.minilm import sentences
+    from tensorsmith.ir.serialize import atomic_write
 
     tok = Tokenizer.from_file(str(gt.MODEL_DIR / "tokenizer.json"))
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -87,7 +104,15 @@ def main() -> int:
     cal = [batch(train[i:i + 8]) for i in range(0, len(train), 8)]
     test = [batch(held[i:i + 8]) for i in range(0, len(held), 8)]
     names = args.only.split(",") if args.only else list(PIPELINES)
-    out = {"train_sentences": len(train), "held_out_sentences": len(held), "results": {}}
+    unknown = [n for n in names if n not in PIPELINES]
+    if unknown:
+        ap.error(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
+    out = {"train_sentences": len(train), "held_out_sentences": len(held),
+           "load_average_1min": os.getloadavg()[0], "results": {}}
+    if args.merge and os.path.exists(args.out):
+        with open(args.out) as f:
+            old = json.load(f)
+        out["results"] = {k: v for k, v in old.get("results", {}).items() if k in PIPELINES}
     with tempfile.TemporaryDirectory() as tmp:
         path = export_minilm(tmp)
         ref = tensorsmith.compile(path, passes=[], recompile_warning=None)
@@ -99,13 +124,13 @@ def main() -> int:
             cos = np.concatenate([(e * embed(np.asarray(cm(*b)[0]), b[1])).sum(1)
                                   for b, e in zip(test, base)])
             row = {"pipeline": PIPELINES[name], "mean_cosine": float(cos.mean()),
-                   "min_cosine": float(cos.min()), "seconds": time.perf_counter() - t}
+                   "min_cosine": float(cos.min()), "seconds": time.perf_counter() - t,
+                   "load_average_1min": os.getloadavg()[0]}
             out["results"][name] = row
-            print(f"{name:32s} mean cosine {row['mean_cosine']:.4f}  min {row['min_cosine']:.4f}",
-                  flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+            # after every row: a long run keeps what it has
+            atomic_write(args.out, json.dumps(out, indent=1).encode())
+            print(f"{name:46s} mean cosine {row['mean_cosine']:.4f}  min "
+                  f"{row['min_cosine']:.4f}  {row['seconds']:.0f} s", flush=True)
     print(f"wrote {args.out}")
     return 0
 

@@ -12,7 +12,9 @@ model computes (exact up to float rounding):
   activations is divided by ``s_k = max|X_k|^a / max|W_k|^(1-a)`` and the weight row multiplied
   by it. The division is folded into the per-channel scale/shift that makes the input (a layer
   norm's gamma and beta), or into the output channels of the linear layer that makes it; all
-  readers of the input (Q, K and V) share one ``s``.
+  readers of the input (Q, K and V) share one ``s``. ``search`` picks ``a`` per input from a
+  grid by the simulated W8A8 error; ``mode=weight_only`` is AWQ (Lin et al. 2024) instead:
+  ``s_k = mean|X_k|^a``, scored with low-bit group-wise weights and float inputs.
 
 Only params are changed, in place by name (shapes stay), and only params nobody else reads.
 """
@@ -267,6 +269,76 @@ def _int8_error(x: np.ndarray, xmax: float, weights: list[tuple[np.ndarray, int]
     return (num / max(den, 1e-300)) ** 0.5
 
 
+def smooth_scales(xmax: np.ndarray, wmax: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's ``s_k = max|X_k|^alpha / max|W_k|^(1-alpha)`` (1 where either is 0)."""
+    ok = (xmax > 0) & (wmax > 0)
+    s = np.where(ok, np.power(np.where(ok, xmax, 1), alpha)
+                 / np.power(np.where(ok, wmax, 1), 1 - alpha), 1.0)
+    return np.clip(s, 1e-5, 1e5)
+
+
+ALPHAS = np.round(np.linspace(0.0, 1.0, 21), 2)
+"""The migration strengths ``search_alpha`` tries (as llm-compressor / INC's auto-alpha)."""
+
+
+def awq_scales(xmean: np.ndarray, alpha: float) -> np.ndarray:
+    """AWQ's ``s_k = mean|X_k|^alpha``, normalized to a geometric mid-range of 1."""
+    s = np.power(np.maximum(xmean, 1e-4), alpha)
+    return s / np.sqrt(s.max() * s.min())
+
+
+def _weight_only_error(x: np.ndarray, weights: list[tuple[np.ndarray, int]], bits: int,
+                       group: int) -> float:
+    """Relative error of ``x @ W`` for every reader, x float and each W rounded to a symmetric
+    ``bits`` grid per output column and group of ``group`` input rows (what weight-only
+    group-wise quantization will see)."""
+    qmax = 2 ** (bits - 1) - 1
+    num = den = 0.0
+    for w, ax in weights:
+        w2 = np.moveaxis(w.astype(np.float64), ax, 0)  # [K, N]
+        g = group or w2.shape[0]
+        wq = np.empty_like(w2)
+        for i in range(0, w2.shape[0], g):
+            blk = w2[i:i + g]
+            sw = np.maximum(np.abs(blk).max(axis=0), 1e-30) / qmax
+            wq[i:i + g] = np.clip(np.round(blk / sw), -qmax - 1, qmax) * sw
+        ref = x @ w2
+        num += float(np.sum((x @ wq - ref) ** 2))
+        den += float(np.sum(ref ** 2))
+    return (num / max(den, 1e-300)) ** 0.5
+
+
+def search_alpha(sample: np.ndarray, xmax: np.ndarray, wmax: np.ndarray,
+                 weights: list[tuple[np.ndarray, int]], default: float,
+                 weight_only: tuple[int, int] | None = None) -> tuple[float, float]:
+    """``(alpha, its error)``: the ALPHAS point whose smoothing leaves the least simulated
+    error of the readers on ``sample``; ``default`` on ties. W8A8 (``_int8_error``, SmoothQuant's
+    scales), or with ``weight_only=(bits, group)`` weight-only rounding (``_weight_only_error``,
+    AWQ's scales from the sample's mean |x|)."""
+    def err(a):
+        return _smoothed_error(sample, xmax, weights,
+                               _scales(sample, xmax, wmax, a, weight_only), weight_only)
+    best_a, best = default, err(default)
+    for a in ALPHAS:
+        e = err(float(a))
+        if e < best:
+            best_a, best = float(a), e
+    return best_a, best
+
+
+def _scales(sample, xmax, wmax, alpha, weight_only):
+    if weight_only:
+        return awq_scales(np.abs(sample).mean(axis=0), alpha)
+    return smooth_scales(xmax, wmax, alpha)
+
+
+def _smoothed_error(sample, xmax, weights, s, weight_only=None) -> float:
+    scaled = [(_scale_along(w, ax, s).astype(np.float64), ax) for w, ax in weights]
+    if weight_only:
+        return _weight_only_error(sample / s, scaled, *weight_only)
+    return _int8_error(sample / s, float((xmax / s).max()), scaled)
+
+
 class SmoothQuantError(PassFailure, ValueError):
     """smooth-quant could not measure the activations it needs."""
 
@@ -312,9 +384,20 @@ def _fold_target(view: _View, v: Value, n: int):
            "by it explicitly (else leave that input alone)"),
     Option("check", bool, True, "smooth a layer only when its simulated W8A8 error drops "
            "(per-tensor int8 inputs, per-channel int8 weights, on a calibration sample)"),
+    Option("search", bool, True, "choose alpha per input from a grid (0, 0.05, ... 1) by the "
+           "simulated error of its dense layers on the calibration sample (false: use "
+           "alpha everywhere)"),
+    Option("mode", str, "w8a8", "what the smoothing prepares for: w8a8 (SmoothQuant: int8 "
+           "per-tensor inputs, per-channel weights) or weight_only (AWQ: s = mean|x|^alpha, "
+           "scored with bits-bit group-wise weights and float inputs)",
+           choices=("w8a8", "weight_only")),
+    Option("bits", int, 4, "mode=weight_only: weight bits", range=(2, 8)),
+    Option("group_size", int, 128, "mode=weight_only: input rows per weight scale (0: one per "
+           "output channel)", range=(0, None)),
 ], needs=("calibration",))
 def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.5,
-                 insert: bool = True, check: bool = True) -> Graph:
+                 insert: bool = True, check: bool = True, search: bool = True,
+                 mode: str = "w8a8", bits: int = 4, group_size: int = 128) -> Graph:
     """Move activation outliers of dense layers into their weights (SmoothQuant), exactly."""
     if ctx is None:
         raise SmoothQuantError("smooth-quant needs calibration data: compile(..., calibration=)")
@@ -344,21 +427,22 @@ def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.
     if not cands:
         return graph
     stats, samples = _input_channel_stats(graph, ctx, [c[0] for c in cands])
+    wo = (bits, group_size) if mode == "weight_only" else None
+    what = f"int{bits} weight-only" if wo else "int8"
     params: dict[str, np.ndarray] = {}
     inserts = []
     for (v, rs, target, shared), xmax, sample in zip(cands, stats, samples):
         wmax = np.max([_absmax(view.param(view.g.param(w)), ax) for _, w, ax in rs], axis=0)
-        ok = (xmax > 0) & (wmax > 0)
-        s = np.where(ok, np.power(np.where(ok, xmax, 1), alpha)
-                     / np.power(np.where(ok, wmax, 1), 1 - alpha), 1.0)
-        s = np.clip(s, 1e-5, 1e5)
+        ws = [(view.param(view.g.param(w)), ax) for _, w, ax in rs]
+        a = alpha
+        if search:
+            a, _ = search_alpha(sample, xmax, wmax, ws, alpha, wo)
+        s = _scales(sample, xmax, wmax, a, wo)
         if check:  # SmoothQuant can make a layer harder to quantize (its weights' rows grow)
-            ws = [(view.param(view.g.param(w)), ax) for _, w, ax in rs]
-            before = _int8_error(sample, float(xmax.max()), ws)
-            after = _int8_error(sample / s, float((xmax / s).max()),
-                                [(_scale_along(a, ax, s).astype(np.float64), ax) for a, ax in ws])
+            before = _smoothed_error(sample, xmax, ws, np.ones_like(s), wo)
+            after = _smoothed_error(sample, xmax, ws, s, wo)
             if after >= 0.98 * before:
-                ctx.remark("missed", f"did not smooth %{v.name}: the int8 error of its "
+                ctx.remark("missed", f"did not smooth %{v.name}: the {what} error of its "
                            f"{len(rs)} dense layer(s) would not drop ({before:.3g} -> "
                            f"{after:.3g} on the calibration sample)", rs[0][0], value=v.name)
                 continue
@@ -379,8 +463,8 @@ def smooth_quant(graph: Graph, ctx: PassContext | None = None, alpha: float = 0.
         before = float(xmax.max() / max(np.median(xmax), 1e-30))
         after = float((xmax / s).max() / max(np.median(xmax / s), 1e-30))
         ctx.remark("applied", f"smoothed %{v.name} for {len(rs)} dense layer(s) {how} "
-                   f"(activation max/median {before:.3g} -> {after:.3g})", rs[0][0],
-                   value=v.name, weights=tuple(w for _, w, _ in rs))
+                   f"(alpha {a:.2f}; activation max/median {before:.3g} -> {after:.3g})",
+                   rs[0][0], value=v.name, weights=tuple(w for _, w, _ in rs), alpha=float(a))
     out = graph.with_params(params)
     for v, readers_, s in inserts:
         out = _insert_scale(out, v, readers_, s)

@@ -215,14 +215,90 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
+SAMPLE_ROWS = 1024
+"""Rows (along the last axis) of each tensor ``AutoObserver`` keeps to compare ranges."""
+
+
+class AutoObserver(Observer):
+    """One histogram, every other observer's range as a candidate, and a bounded sample of rows
+    to score them on; ``choose`` keeps the range whose quantization costs the readers least."""
+
+    name = "auto"
+
+    def __init__(self, bins: int = BINS, rows: int = SAMPLE_ROWS, batches: int = 1):
+        super().__init__(bins)
+        self.rows, self.per_batch = rows, max(1, -(-rows // max(batches, 1)))
+        self.sample: list[np.ndarray] = []
+        self.chosen: tuple[str, float, float] | None = None
+        self._rng = np.random.default_rng(0)
+
+    def update(self, array) -> None:
+        super().update(array)
+        a = np.asarray(array, np.float32)
+        rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+        have = sum(len(r) for r in self.sample)
+        take = min(self.per_batch, self.rows - have, len(rows))
+        if take > 0:  # spread over the batches: the first batch alone may not be typical
+            idx = np.sort(self._rng.choice(len(rows), take, replace=False))
+            self.sample.append(rows[idx])
+
+    def candidates(self, dtype: str, scheme: str) -> dict[str, tuple[float, float]]:
+        """Each observer's clipping range on this histogram, by name."""
+        out = {"minmax": (self.lo, self.hi)}
+        for p in (99.9, 99.99, 99.999):
+            out[f"percentile {p}"] = PercentileObserver.clip_range(
+                _with(self, percentile=p), dtype, scheme)
+        out["mse"] = MSEObserver.clip_range(self, dtype, scheme)
+        out["entropy"] = EntropyObserver.clip_range(self, dtype, scheme)
+        return out
+
+    def choose(self, dtype: str, scheme: str, cost) -> dict[str, float]:
+        """Keep the candidate range with the least ``cost(sample, fake_quantized_sample)``;
+        returns every candidate's cost."""
+        x = np.concatenate(self.sample).astype(np.float64)
+        costs = {}
+        for name, (lo, hi) in self.candidates(dtype, scheme).items():
+            scale, zp = params_for_range(lo, hi, dtype, scheme)
+            costs[name] = float(cost(x, fake_quant_np(x, scale, zp, dtype)))
+            if self.chosen is None or costs[name] < costs[self.chosen[0]]:
+                self.chosen = (name, lo, hi)
+        self.sample = []  # scored: the rows are not needed any more
+        return costs
+
+    def clip_range(self, dtype, scheme):
+        if self.chosen is None:
+            return MSEObserver.clip_range(self, dtype, scheme)
+        return self.chosen[1], self.chosen[2]
+
+
+def _with(obs: Observer, **attrs):
+    """A shallow copy of ``obs`` with ``attrs`` set (to borrow another observer's rule)."""
+    new = object.__new__(type(obs))
+    new.__dict__.update(obs.__dict__, **attrs)
+    return new
+
+
+def fake_quant_np(x: np.ndarray, scale, zp, dtype: str) -> np.ndarray:
+    """``dequantize(quantize(x))`` in float64 numpy, per-tensor (the oracle of the IR pair)."""
+    qlo, qhi = quant_range(dtype)
+    s = float(scale)
+    z = 0.0 if zp is None else float(zp)
+    if dtype in INT_QUANT_DTYPES:
+        return (np.clip(np.round(x / s) + z, qlo, qhi) - z) * s
+    low = numpy_dtype(dtype)
+    return np.clip(x / s, qlo, qhi).astype(np.float32).astype(low).astype(np.float64) * s
+
+
 OBSERVERS = {"minmax": Observer, "percentile": PercentileObserver, "mse": MSEObserver,
-             "entropy": EntropyObserver}
+             "entropy": EntropyObserver, "auto": AutoObserver}
 
 
-def make_observer(kind: str, percentile: float = 99.99) -> Observer:
-    """An observer by name (minmax | percentile | mse | entropy)."""
+def make_observer(kind: str, percentile: float = 99.99, batches: int = 1) -> Observer:
+    """An observer by name (minmax | percentile | mse | entropy | auto)."""
     if kind == "percentile":
         return PercentileObserver(percentile)
+    if kind == "auto":
+        return AutoObserver(batches=batches)
     return OBSERVERS[kind]()
 
 
@@ -270,11 +346,40 @@ def weight_params(w: np.ndarray, dtype: str, scheme: str, axis: int | None,
         lo, hi = w.min(axis=red), w.max(axis=red)
     if observer == "mse" and group is None:
         lo, hi = _mse_weight_range(w, lo, hi, axis, dtype, scheme)
+    elif observer == "mse":  # per group: the blocks' element axis is gaxis + 1
+        lo, hi = _mse_block_range(blocks, lo, hi, group[0] + 1, dtype, scheme)
     flat = [params_for_range(a, b, dtype, scheme) for a, b in zip(lo.reshape(-1), hi.reshape(-1))]
     scale = np.array([s for s, _ in flat], np.float32).reshape(lo.shape)
     zp = None if flat[0][1] is None else np.array([z for _, z in flat]).astype(
         numpy_dtype(dtype)).reshape(lo.shape)
     return scale, zp
+
+
+def _mse_block_range(blocks, lo, hi, eaxis, dtype, scheme):
+    """Per-group clipping ratios (0.5 .. 1 of the group's range) with the least squared
+    error, the groups' elements along ``eaxis`` of ``blocks``."""
+    best_lo, best_hi = lo.copy(), hi.copy()
+    best_err = np.full(lo.shape, np.inf)
+    for r in np.linspace(0.5, 1.0, 21):
+        cand = [params_for_range(a * r, b * r, dtype, scheme)
+                for a, b in zip(lo.reshape(-1), hi.reshape(-1))]
+        s = np.expand_dims(np.array([c[0] for c in cand], np.float64).reshape(lo.shape), eaxis)
+        z = np.expand_dims(np.array([0 if c[1] is None else float(c[1]) for c in cand])
+                           .reshape(lo.shape), eaxis)
+        err = np.sum(((_codes(blocks, s, z, dtype) - z) * s - blocks) ** 2, axis=eaxis)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_lo, best_hi = np.where(better, lo * r, best_lo), np.where(better, hi * r, best_hi)
+    return best_lo, best_hi
+
+
+def _codes(x, s, z, dtype):
+    """The (float) codes ``x`` gets on the grid ``s``, ``z`` of ``dtype``."""
+    qlo, qhi = quant_range(dtype)
+    if dtype in INT_QUANT_DTYPES:
+        return np.clip(np.round(x / s) + z, qlo, qhi)
+    return np.clip(x / s + z, qlo, qhi).astype(np.float32).astype(numpy_dtype(dtype)) \
+        .astype(np.float64)
 
 
 def _mse_weight_range(w, lo, hi, axis, dtype, scheme):

@@ -2,7 +2,9 @@
 
 Weights get scales computed from the weight (per channel, per tensor or per group);
 activations (the inputs of each dot/conv) get scales from observers that see the calibration
-data in one pass (``activations=per_tensor``), or computed at run time (``dynamic``).
+data in one pass (``activations=per_tensor``; ``observer=auto`` picks each tensor's range by
+its readers' output error), or computed at run time (``dynamic``; ``per_token``: one scale
+per row of the last axis).
 Fusion-aware: a ``fused.*`` composite (conv + bias + relu) is quantized at its boundaries,
 its input and output and its weight, never between the ops inside it, as a deployed int8
 kernel computes it. Every quantized tensor gets a ``quant`` annotation; the debugger table
@@ -234,7 +236,7 @@ def _calibrate(graph: Graph, ctx: PassContext, values: list[Value], observer: st
                percentile: float) -> dict[str, object]:
     """Observers for ``values``, fed by one run over the calibration data."""
     batches = ctx.calibration_batches(graph)
-    observers = {v.name: make_observer(observer, percentile) for v in values}
+    observers = {v.name: make_observer(observer, percentile, len(batches)) for v in values}
     probe = graph.replace(outputs=tuple(values))
     for b, outs in enumerate(ctx.run_batches(probe, batches, f"{ctx.pass_name}: calibrating")):
         for v, o in zip(values, outs):
@@ -244,6 +246,40 @@ def _calibrate(graph: Graph, ctx: PassContext, values: list[Value], observer: st
                     f"(the inputs are): the float model overflows there, no scale can be chosen")
             observers[v.name].update(o)
     return observers
+
+
+def _choose_ranges(graph: Graph, targets: list[_Target], observers: dict, adtype: str,
+                   scheme: str, ctx: PassContext) -> None:
+    """observer=auto: each tensor keeps the candidate range (minmax, percentiles, mse,
+    entropy) whose quantization error reaches its dense readers' outputs least,
+    ``sum ||(Q(x) - x) @ W||²`` over a sample of rows (its own ``||Q(x) - x||²`` otherwise)."""
+    readers: dict[str, list[np.ndarray]] = {}
+    for t in targets:
+        if t.act is None or t.node.op != "dot_general" or t.k_axis is None:
+            continue
+        w = np.asarray(graph.params[t.weight], np.float64)
+        contract = t.node.attrs["contracting_dims"][t.act_index]
+        rank = t.node.inputs[t.act_index].type.rank
+        if w.ndim == 2 and tuple(contract) == (rank - 1,) and rank == t.act.type.rank:
+            readers.setdefault(t.act.name, []).append(np.moveaxis(w, t.k_axis, 0))
+    for name, obs in observers.items():
+        ws = readers.get(name)
+        if ws:
+            def cost(x, xq, ws=ws):
+                return sum(float(np.sum(((xq - x) @ w) ** 2)) for w in ws)
+        else:
+            def cost(x, xq):
+                return float(np.sum((xq - x) ** 2))
+        costs = obs.choose(adtype, scheme, cost)
+        best = obs.chosen[0]
+        node = next((t.outer for t in targets if t.act is not None and t.act.name == name),
+                    None) or next(t.outer for t in targets if t.composite is not None
+                                  and t.composite.output.name == name)
+        ctx.remark("note", f"observer=auto: %{name} takes the {best} range "
+                   f"[{obs.chosen[1]:.4g}, {obs.chosen[2]:.4g}] (error "
+                   f"{costs[best] / max(costs['minmax'], 1e-300):.3g}x minmax's, "
+                   f"{'reader outputs' if ws else 'the tensor itself'})", node,
+                   value=name, observer=best)
 
 
 def _act_quantizer(name: str, obs, adtype: str, scheme: str) -> _Quantizer:
@@ -290,8 +326,10 @@ class _Emitter:
         nodes += [qn, dq]
         return dq.output
 
-    def dynamic_quant(self, nodes: list, x: Value, adtype: str, loc: str) -> Value:
-        """Fake-quant of ``x`` with a per-tensor symmetric scale computed at run time."""
+    def dynamic_quant(self, nodes: list, x: Value, adtype: str, loc: str,
+                      per_token: bool = False) -> Value:
+        """Fake-quant of ``x`` with a symmetric scale computed at run time: one per tensor, or
+        one per row of the last axis (``per_token``: a scale blocked along that whole axis)."""
         from ..ir.ops.quant import quant_range
         qmax = quant_range(adtype)[1]
 
@@ -299,12 +337,18 @@ class _Emitter:
             n = make_node(name, ins, self.namer, loc=loc, **attrs)
             nodes.append(n)
             return n.output
-        amax = op("reduce_max", op("abs", x), axes=tuple(range(x.type.rank)))
+        last = x.type.rank - 1
+        per_token = per_token and last >= 1 and isinstance(x.type.shape[-1], int)
+        axes = (last,) if per_token else tuple(range(x.type.rank))
+        amax = op("reduce_max", op("abs", x), axes=axes)
+        if per_token:
+            amax = op("expand_dims", amax, axes=(last,))
         f32 = op("convert", amax, dtype="f32") if amax.dtype != "f32" else amax
         scale = op("max", op("div", f32, op("constant", value=float(qmax), dtype="f32")),
                    op("constant", value=1e-12, dtype="f32"))
-        q = op("quantize", x, scale, dtype=adtype)
-        return op("dequantize", q, scale, dtype=x.dtype if x.dtype != "f32" else None)
+        blocked = {"axis": last, "block_size": x.type.shape[-1]} if per_token else {}
+        q = op("quantize", x, scale, dtype=adtype, **blocked)
+        return op("dequantize", q, scale, dtype=x.dtype if x.dtype != "f32" else None, **blocked)
 
 
 def _type_of(a):
@@ -313,7 +357,7 @@ def _type_of(a):
 
 
 def _rewrite(graph: Graph, targets: list[_Target], wq: dict, aq: dict, oq: dict,
-             adtype: str, dynamic: bool, em: _Emitter) -> Graph:
+             adtype: str, dynamic: str, em: _Emitter) -> Graph:
     """The graph with fake-quant pairs inserted; output names of the targets are kept."""
     by_outer: dict[str, list[_Target]] = {}
     for t in targets:
@@ -335,7 +379,8 @@ def _rewrite(graph: Graph, targets: list[_Target], wq: dict, aq: dict, oq: dict,
                 if key in subst:  # a fused output already fake-quantized: its codes feed on
                     act_done[key] = cur
                 elif dynamic and not _already_quantized(graph, t.act):
-                    act_done[key] = em.dynamic_quant(nodes, cur, adtype, n.loc)
+                    per_token = dynamic == "per_token" and t.node.op == "dot_general"
+                    act_done[key] = em.dynamic_quant(nodes, cur, adtype, n.loc, per_token)
                 elif key in aq:
                     act_done[key] = em.fake_quant(nodes, cur, aq[key], n.loc)
                 else:
@@ -465,11 +510,13 @@ def _check_globs(name: str):
     Option("group_size", int, 128, "elements per group along the contracting axis (weights=group)",
            range=(1, None)),
     Option("activations", str, "per_tensor", "activation scales: calibrated per tensor, none, or "
-           "computed at run time", choices=("per_tensor", "none", "dynamic")),
+           "computed at run time per tensor (dynamic) or per row of the last axis (per_token)",
+           choices=("per_tensor", "none", "dynamic", "per_token")),
     Option("scheme", str, "symmetric", "zero point at 0 (symmetric) or fitted (affine)",
            choices=SCHEMES),
-    Option("observer", str, "minmax", "how calibration picks a range",
-           choices=("minmax", "percentile", "mse", "entropy")),
+    Option("observer", str, "minmax", "how calibration picks a range (auto: per tensor, the "
+           "one whose error reaches the reading layers' outputs least)",
+           choices=("minmax", "percentile", "mse", "entropy", "auto")),
     Option("percentile", float, 99.99, "observer=percentile: the |x| percentile kept",
            range=(50.0, 100.0)),
     Option("include", list, (), "quantize only nodes/weights matching one of these globs",
@@ -518,6 +565,8 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
                     seen.add(v.name)
                     observed.append(v)
         observers = _calibrate(graph, ctx, observed, observer, percentile)
+        if observer == "auto":
+            _choose_ranges(graph, targets, observers, adtype, scheme, ctx)
         for t in targets:
             if t.composite is not None and t.composite.output.name in observers:
                 name = t.composite.output.name
@@ -528,7 +577,7 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
         for t in targets:
             if t.act is not None and t.act.name in observers and t.act.name not in outs:
                 aq[t.act.name] = _act_quantizer(t.act.name, observers[t.act.name], adtype, scheme)
-    dynamic = activations == "dynamic"
+    dynamic = activations if activations in ("dynamic", "per_token") else ""
     every = frozenset(t.outer.name for t in targets)
     qgraph, used = _variant(graph, targets, every, wq, aq, oq, adtype, dynamic)
     kept: list[str] = []

@@ -173,3 +173,112 @@ def test_smooth_quant_asks_for_calibration_and_names_a_bad_batch():
     bad[0, 1, 2] = np.inf
     with pytest.raises(tensorsmith.errors.PassFailure, match="calibration batch 1"):
         tensorsmith.compile(_block, x, params=p, passes="smooth-quant", calibration=[(x,), (bad,)])
+
+
+def _w8a8_error(x, ws):
+    """float64 oracle: relative error of x @ w for every reader, x int8 per tensor (minmax),
+    each w int8 per output channel (symmetric)."""
+    sx = np.abs(x).max() / 127
+    xq = np.clip(np.round(x / sx), -127, 127) * sx
+    num = den = 0.0
+    for w in ws:
+        sw = np.abs(w).max(0) / 127
+        wq = np.clip(np.round(w / sw), -127, 127) * sw
+        num += np.sum((xq @ wq - x @ w) ** 2)
+        den += np.sum((x @ w) ** 2)
+    return np.sqrt(num / den)
+
+
+def test_search_alpha_is_the_grid_point_with_the_least_w8a8_error():
+    from tensorsmith.passes.equalize import ALPHAS, search_alpha
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(300, 16)) * np.exp(rng.normal(size=16) * 1.5)  # outlier channels
+    ws = [rng.normal(size=(16, 8)) * np.exp(rng.normal(size=(16, 1))) for _ in range(2)]
+    xmax, wmax = np.abs(x).max(0), np.max([np.abs(w).max(1) for w in ws], axis=0)
+    errs = []
+    for a in ALPHAS:
+        s = xmax ** a / wmax ** (1 - a)
+        errs.append(_w8a8_error(x / s, [w * s[:, None] for w in ws]))
+    a, err = search_alpha(x, xmax, wmax, [(w, 0) for w in ws], 0.5)
+    assert a == pytest.approx(ALPHAS[int(np.argmin(errs))]) and err == pytest.approx(
+        min(errs), rel=1e-9)
+    assert min(errs) < _w8a8_error(x, ws)  # smoothing pays on outlier channels
+    assert set(ALPHAS) >= {0.0, 0.5, 1.0} and len(ALPHAS) == 21
+
+
+def test_smooth_quant_search_picks_alpha_per_input_and_never_loses_to_the_fixed_one():
+    rng = np.random.default_rng(4)
+    p = _block_params(rng)
+    x = rng.normal(size=(3, 9, 16)).astype(np.float32)
+    cal = [(rng.normal(size=(3, 9, 16)).astype(np.float32),) for _ in range(4)]
+    errs = {}
+    for search in ("true", "false"):
+        cm = tensorsmith.compile(_block, x, params=p, calibration=cal,
+                                 passes=f"smooth-quant{{alpha=0.5,search={search},check=false}}")
+        np.testing.assert_allclose(np.asarray(cm(x)), np.asarray(_block(p, x)), rtol=2e-4,
+                                   atol=2e-4 * float(np.abs(_block(p, x)).max()))
+        applied = [r for r in _applied(cm, "smooth-quant")]
+        alphas = [float(str(r).split("(alpha ")[1].split(";")[0]) for r in applied]
+        if search == "false":
+            assert alphas == [0.5] * 3
+        q = cm.graph.params
+        hn = np.concatenate([np.asarray(_ln(c[0], q["g"], q["b"])).reshape(-1, 16)
+                             for c in cal]).astype(np.float64)
+        errs[search] = _w8a8_error(hn, [q["wq"].astype(np.float64),
+                                        q["wk"].astype(np.float64)])
+    assert errs["true"] <= errs["false"] * (1 + 1e-6)
+
+
+def _w4_error(x, ws, g):
+    """float64 oracle: relative error of x @ w, each w int4 per column and group of g rows."""
+    num = den = 0.0
+    for w in ws:
+        wq = np.empty_like(w)
+        for i in range(0, w.shape[0], g):
+            s = np.abs(w[i:i + g]).max(0) / 7
+            wq[i:i + g] = np.clip(np.round(w[i:i + g] / s), -8, 7) * s
+        num += np.sum((x @ wq - x @ w) ** 2)
+        den += np.sum((x @ w) ** 2)
+    return np.sqrt(num / den)
+
+
+def test_weight_only_search_is_awq_and_lowers_the_int4_error():
+    from tensorsmith.passes.equalize import ALPHAS, search_alpha
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(300, 32)) * np.exp(rng.normal(size=32) * 1.5)  # salient channels
+    ws = [rng.normal(size=(32, 8)) for _ in range(2)]
+    xmean = np.abs(x).mean(0)
+    errs = []
+    for a in ALPHAS:
+        s = np.maximum(xmean, 1e-4) ** a
+        s = s / np.sqrt(s.max() * s.min())
+        errs.append(_w4_error(x / s, [w * s[:, None] for w in ws], 8))
+    a, err = search_alpha(x, np.abs(x).max(0), None, [(w, 0) for w in ws], 0.5,
+                          weight_only=(4, 8))
+    assert a == pytest.approx(ALPHAS[int(np.argmin(errs))]) and err == pytest.approx(
+        min(errs), rel=1e-9)
+    assert min(errs) < 0.9 * _w4_error(x, ws, 8)
+
+
+def test_smooth_quant_weight_only_mode_keeps_outputs_and_names_its_error():
+    rng = np.random.default_rng(4)
+    p = _block_params(rng)
+    x = rng.normal(size=(3, 9, 16)).astype(np.float32)
+    cal = [(rng.normal(size=(3, 9, 16)).astype(np.float32),) for _ in range(4)]
+    cm = tensorsmith.compile(_block, x, params=p, calibration=cal,
+                             passes="smooth-quant{mode=weight_only,bits=4,group_size=8}")
+    np.testing.assert_allclose(np.asarray(cm(x)), np.asarray(_block(p, x)), rtol=2e-4,
+                               atol=2e-4 * float(np.abs(_block(p, x)).max()))
+    q = cm.graph.params
+    hn0 = np.concatenate([np.asarray(_ln(c[0], p["g"], p["b"])).reshape(-1, 16)
+                          for c in cal]).astype(np.float64)
+    hn1 = np.concatenate([np.asarray(_ln(c[0], q["g"], q["b"])).reshape(-1, 16)
+                          for c in cal]).astype(np.float64)
+    w0 = [p[k].astype(np.float64) for k in ("wq", "wk")]
+    w1 = [q[k].astype(np.float64) for k in ("wq", "wk")]
+    assert _w4_error(hn1, w1, 8) < 0.98 * _w4_error(hn0, w0, 8)
+    remarks = [str(r) for rec in cm.history for r in rec.remarks]
+    assert all("int4 weight-only error" in r for r in remarks if "did not smooth" in r)
+    with pytest.raises(tensorsmith.errors.PassFailure, match="did you mean 'weight_only'"):
+        tensorsmith.compile(_block, x, params=p, calibration=cal,
+                            passes="smooth-quant{mode=weight-only}")

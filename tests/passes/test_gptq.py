@@ -83,3 +83,61 @@ def test_gptq_needs_calibration_and_refuses_unsupported_bits():
         tensorsmith.compile(fn, x, params=p, passes="gptq")
     with pytest.raises(tensorsmith.errors.PassFailure, match="bits"):
         tensorsmith.compile(fn, x, params=p, passes="gptq{bits=9}", calibration=[(x,)])
+
+
+def test_search_scale_is_the_least_gptq_loss_ratio_per_column():
+    """Against a brute-force float64 oracle (GPTQ's row loop per column and ratio): each
+    column's scale is the grid ratio with the least loss sum_i e_i² / U_ii²."""
+    from tensorsmith.passes.gptq import CLIP_RATIOS, search_scale
+    rng = np.random.default_rng(11)
+    w = rng.standard_t(3, size=(16, 6))  # heavy tails: clipping pays on some columns
+    x = _correlated(rng, 256, 16)
+    u = np.linalg.cholesky(np.linalg.inv(x.T @ x + 0.01 * np.eye(16))).T
+    got = search_scale(w, u, 7)
+    for j in range(w.shape[1]):
+        amax = np.abs(w[:, j]).max()
+        losses = []
+        for r in CLIP_RATIOS:
+            s, col, loss = r * amax / 7, w[:, j].copy(), 0.0
+            for i in range(16):
+                e = (col[i] - np.clip(np.round(col[i] / s), -8, 7) * s) / u[i, i]
+                loss += e * e
+                col[i + 1:] -= u[i, i + 1:] * e
+            losses.append(loss)
+        assert got[j] == pytest.approx(CLIP_RATIOS[int(np.argmin(losses))] * amax / 7,
+                                       rel=1e-12)
+    assert (got < np.abs(w).max(0) / 7 - 1e-12).any()  # some columns clip
+
+
+@pytest.mark.parametrize("tails", ["t3", "normal"])
+def test_clip_search_lowers_the_layer_error(tails):
+    rng = np.random.default_rng(12)
+    k, n = 128, 48
+    x = _correlated(rng, 1024, k)
+    w = rng.standard_t(3, size=(k, n)) if tails == "t3" else rng.normal(size=(k, n))
+    plain, _ = gptq_round(w, x.T @ x, 4, 32)
+    q, scales = gptq_round(w, x.T @ x, 4, 32, clip_search=True)
+    _on_grid(q, scales, 4, 32)
+    err = np.linalg.norm(x @ q - x @ w)
+    assert err < 0.97 * np.linalg.norm(x @ plain - x @ w)
+    # with act_order the scales are fixed up front: clip_search leaves them alone
+    a, sa = gptq_round(w, x.T @ x, 4, 32, act_order=True)
+    b, sb = gptq_round(w, x.T @ x, 4, 32, act_order=True, clip_search=True)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_the_pass_option_clip_search():
+    rng = np.random.default_rng(13)
+    p = {"w": rng.standard_t(3, size=(64, 16)).astype(np.float32)}
+    fn = lambda p, x: x @ p["w"]  # noqa: E731
+    basis = rng.normal(size=(6, 64))
+    cal = [((rng.normal(size=(64, 6)) @ basis + 0.05 * rng.normal(size=(64, 64)))
+            .astype(np.float32),) for _ in range(4)]
+    errs = {}
+    for on in ("true", "false"):
+        cm = tensorsmith.compile(fn, *cal[0], params=p, calibration=cal, passes="gptq{bits=4,"
+                                 f"group_size=32,act_order=false,clip_search={on}}}")
+        assert cm.history[-1].options["clip_search"] == (on == "true")
+        x = np.concatenate([c[0] for c in cal]).astype(np.float64)
+        errs[on] = np.linalg.norm(x @ cm.graph.params["w"] - x @ p["w"])
+    assert errs["true"] < errs["false"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorsmith.passes.observers import (BINS, EntropyObserver, MSEObserver, Observer,
-                                          PercentileObserver, make_observer, params_for_range,
-                                          weight_params)
+from tensorsmith.passes.observers import (BINS, SAMPLE_ROWS, EntropyObserver, MSEObserver,
+                                          Observer, PercentileObserver, fake_quant_np,
+                                          make_observer, params_for_range, weight_params)
 
 RNG = np.random.default_rng(0)
 
@@ -123,3 +123,64 @@ def test_clipped_fraction_and_unknown_state():
     obs.update(x)
     assert obs.clipped_fraction(-0.5, 0.5) == pytest.approx(0.5, abs=0.01)
     assert obs.clipped_fraction(-1, 1) == 0.0
+
+
+def test_fake_quant_np_matches_the_formula_and_float8_rounding():
+    import ml_dtypes
+    x = RNG.normal(size=500) * 3
+    np.testing.assert_array_equal(fake_quant_np(x, 0.05, np.int8(3), "i8"),
+                                  _fq(x, 0.05, 3, -128, 127))
+    want = (x / 0.01).clip(-448, 448).astype(np.float32).astype(ml_dtypes.float8_e4m3fn)
+    np.testing.assert_array_equal(fake_quant_np(x, 0.01, None, "f8e4m3fn"),
+                                  want.astype(np.float64) * 0.01)
+
+
+def test_auto_observer_keeps_the_candidate_with_the_least_reader_error():
+    """Every candidate range scored by an independent float64 computation of the readers'
+    output error: the observer keeps the argmin, and the sample it scored spans the batches."""
+    w = RNG.normal(size=(16, 8))
+    w[3] *= 30  # the reader amplifies channel 3: clipping its outliers costs a lot
+    batches = []
+    for i in range(6):
+        x = RNG.laplace(size=(40, 16))
+        x[i, (3 + i) % 16] = 25.0  # outliers, one in channel 3
+        batches.append(x)
+    obs = make_observer("auto", batches=len(batches))
+    for b in batches:
+        obs.update(b)
+    assert 0 < sum(len(s) for s in obs.sample) <= SAMPLE_ROWS
+    assert len(obs.sample) == len(batches)  # rows from every batch, not the first only
+    x = np.concatenate(obs.sample).astype(np.float64)
+    cands = obs.candidates("i8", "symmetric")
+    assert set(cands) >= {"minmax", "mse", "entropy", "percentile 99.99"}
+    want = {}
+    for name, (lo, hi) in cands.items():
+        s = float(np.float32(max(-lo, hi) / 127))  # scales are stored as float32
+        want[name] = np.sum(((np.clip(np.round(x / s), -128, 127) * s - x) @ w) ** 2)
+    costs = obs.choose("i8", "symmetric", lambda x, xq: np.sum(((xq - x) @ w) ** 2))
+    for k in want:
+        assert costs[k] == pytest.approx(want[k], rel=1e-9)
+    best = min(want, key=want.get)
+    assert obs.chosen[0] == best and obs.clip_range("i8", "symmetric") == cands[best]
+    # one far outlier among 100k values: scored by the tensor's own error, clipping wins
+    own = make_observer("auto")
+    own.update(np.concatenate([RNG.laplace(size=100_000), [60.0]]))
+    own.choose("i8", "symmetric", lambda x, xq: np.sum((xq - x) ** 2))
+    assert own.chosen[0] != "minmax" and own.chosen[2] < 59
+
+
+def test_weight_params_mse_per_group_is_the_best_grid_ratio():
+    """observer=mse with groups: each group's scale is the 0.5..1 ratio of its range whose
+    int4 rounding error is least (brute force in float64), and never worse than the range."""
+    w = RNG.standard_t(3, size=(64, 5))
+    sm, _ = weight_params(w, "i4", "symmetric", axis=None, group=(0, 16), observer="mse")
+    assert sm.shape == (4, 5)
+    for g in range(4):
+        for c in range(5):
+            blk = w[16 * g:16 * g + 16, c]
+            amax = np.abs(blk).max()
+            errs = {float(np.float32(r * amax / 7)):
+                    np.sum((_fq(blk, np.float32(r * amax / 7), 0, -8, 7) - blk) ** 2)
+                    for r in np.linspace(0.5, 1.0, 21)}
+            assert sm[g, c] == pytest.approx(min(errs, key=errs.get), rel=1e-6)
+    assert (sm < np.abs(w.reshape(4, 16, 5)).max(axis=1) / 7 * (1 - 1e-6)).any()

@@ -474,3 +474,54 @@ def test_observers_clip_a_calibration_outlier_that_minmax_keeps():
     assert all(scales[o] < 0.5 * scales["minmax"] for o in ("percentile", "entropy")), scales
     # mse weighs the outlier's own error: one in 1536 values still pulls its range out
     assert scales["mse"] <= scales["minmax"]
+
+
+def test_auto_observer_chooses_by_the_dense_layer_output_error():
+    """observer=auto: the input scale is the candidate whose error reaches ``x @ w`` least,
+    scored here in float64 numpy on every calibration row; a remark names the choice."""
+    from tensorsmith.passes.observers import make_observer
+    cal = _calib(n=4, batch=64)
+    cal[2][0][5, 3] = 50.0
+    params = _dense_params()
+    _, _, ctx, hist = _run_pass(DENSE, params, "quantize{observer=auto}", cal)
+    row = quant_report(hist)[0]
+    obs = make_observer("auto", batches=len(cal))
+    for (x,) in cal:
+        obs.update(x)
+    x = np.concatenate([b[0] for b in cal]).astype(np.float64)
+    w = params["w"].astype(np.float64)
+    errs = {}
+    for name, (lo, hi) in obs.candidates("i8", "symmetric").items():
+        s = float(np.float32(max(-lo, hi) / 127))
+        errs[s] = np.sum(((np.clip(np.round(x / s), -128, 127) * s - x) @ w) ** 2)
+    assert row["input_scale"] == pytest.approx(min(errs, key=errs.get), rel=1e-6)
+    notes = [str(r) for rec in hist for r in rec.remarks.of_kind("note") if "auto" in str(r)]
+    assert len(notes) == 1 and "%x takes the" in notes[0] and "reader outputs" in notes[0]
+
+
+def test_auto_observer_is_a_named_choice():
+    with pytest.raises(PassFailure, match="'autoo' is not one of .*did you mean 'auto'"):
+        _run_pass(DENSE, _dense_params(), "quantize{observer=autoo}", _calib())
+
+
+def test_per_token_dynamic_activations_match_the_oracle_and_stay_fake_quant_when_lowered():
+    """activations=per_token: one run-time scale per row (max |x| of the row / 127), checked
+    against float64 numpy; lower-quant cannot fold a per-row scale and says so."""
+    params = _dense_params()
+    _, out, _, hist = _run_pass(DENSE, params, "quantize{activations=per_token}", None)
+    x = RNG.normal(size=(5, 6)).astype(np.float32)
+    x[2] *= 40  # one loud row: per tensor it would flatten the others
+    w = params["w"].astype(np.float64)
+    xs = np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 127
+    xq = np.clip(np.round(x / xs), -128, 127) * xs
+    want = np.maximum(xq @ _fq(w, np.abs(w).max(axis=0) / 127, axis=1) + params["b"], 0)
+    np.testing.assert_allclose(codegen.executor(out)(x)[0], want, rtol=1e-5, atol=1e-5)
+    per_tensor = _run_pass(DENSE, params, "quantize{activations=dynamic}", None)[1]
+    exact = np.maximum(x.astype(np.float64) @ w + params["b"], 0)
+    err = lambda g: np.abs(codegen.executor(g)(x)[0] - exact)[[0, 1, 3, 4]].max()  # noqa: E731
+    assert err(out) < 0.2 * err(per_tensor)
+    _, low, _, hist = _run_pass(DENSE, params, "quantize{activations=per_token},lower-quant",
+                                None)
+    missed = [str(r) for rec in hist for r in rec.remarks.of_kind("missed")]
+    assert any("no W8A8" in m and "not one shared per-tensor scale" in m for m in missed)
+    np.testing.assert_allclose(codegen.executor(low)(x)[0], want, rtol=1e-5, atol=1e-5)
