@@ -133,3 +133,26 @@ def test_max_taps_is_checked():
     with pytest.raises(PassOptionError, match=r"pass 'rewrite-pool' option 'max_taps'"):
         tensorsmith.compile(_pool_model("MaxPool", kernel_shape=[3, 3]),
                             passes="rewrite-pool{max_taps=0}")
+
+
+def test_optimize_pipeline_rewrites_pools_between_nhwc_convs():
+    rng = np.random.default_rng(0)
+    w1 = h.make_tensor("w1", T.FLOAT, [6, 3, 3, 3], rng.standard_normal(162).astype(np.float32))
+    w2 = h.make_tensor("w2", T.FLOAT, [4, 6, 1, 1], rng.standard_normal(24).astype(np.float32))
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c1"], ["r1"]),
+             h.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2]),
+             h.make_node("Conv", ["p1", "w2"], ["y"], kernel_shape=[1, 1])]
+    g = h.make_graph(nodes, "cnn", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 15, 12])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], [w1, w2])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    cm = tensorsmith.compile(m, passes="optimize")
+    text = cm.ir()
+    assert "reduce_window" not in text and len(re.findall(r"= slice\(", text)) == 9, text
+    # the pool sits inside the NHWC region: one transpose in, one out, none around the pool
+    assert len(re.findall(r"= transpose\(", text)) == 2, text
+    x = rng.standard_normal((2, 3, 15, 12)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(_one(cm(x)), want, rtol=1e-4, atol=1e-4)
