@@ -1,23 +1,25 @@
-"""Where the time goes, per model: XLA's executed HLO ops against onnxruntime's nodes (issue 16).
+"""Where the time goes, per model: tensorsmith's heavy ops against onnxruntime's nodes (issue 16).
 
-For each model and batch (the randomized ``light_*.onnx`` CNNs of ``fuse.py``, or its extras),
-both sides are built as ``fuse.py`` builds them, then:
+For each model and batch (the randomized ``light_*.onnx`` CNNs of ``fuse.py``, or its extras):
 
-- tensorsmith: ``jax.profiler`` traces ``--calls`` calls; XLA:CPU's thunk executor records one
-  event per executed HLO instruction of the entry computation (``args.hlo_op``). Each is
-  classified by the ops of the optimized HLO (``cm.hlo(...)``) it runs, fusion bodies included:
-  conv, dot, pool (reduce-window), concat, reduce, copy/transpose (only data movement),
-  pad/slice, elementwise, other.
-- onnxruntime: ``SessionOptions.enable_profiling`` over the same number of calls; one event per
-  executed node (``cat == "Node"``), classified by its op type.
+- tensorsmith: the model compiled with ``--passes``; every heavy node of the optimized IR (conv
+  and ``fused.conv_*`` composites, dots, batched dots from grouped convs, pools, concats,
+  transposes, pads, reductions) compiled alone with the model's XLA options and timed on random
+  inputs of its shapes (identical signatures once); the rest (element-wise work that XLA fuses
+  around them, slices, the call) is the whole call's median minus their sum, floored at 0.
+  Timed alone, an op also writes its output, which XLA may fuse away in the whole program
+  (a concat feeding a conv, element-wise work after a pool), so the per-op figures are upper
+  bounds. XLA's own per-thunk trace (``--trace``) is recorded too but cannot attribute convs and
+  dots: their thunks run asynchronously and the events time only the launch.
+- onnxruntime: ``SessionOptions.enable_profiling`` over ``--calls`` runs after a warm-up; one
+  event per executed node (``cat == "Node"``), classified by op type (grouped and depthwise
+  convs by the ONNX node's ``group``).
 
-Per side: median ms per call measured without the profiler, the profiled ms per call summed
-over op events (ops may overlap on 2 threads, so the sum can exceed the wall time), ms per call
-and share per kind, and the top ops. The JSON holds everything; the console prints the kinds
-side by side and the top sinks.
+Per side: median ms per call, ms per call and share per kind, and the top ops. The JSON holds
+everything; the console prints the kinds side by side and the top sinks.
 
-  python benchmarks/profile_models.py --models squeezenet:8,shufflenet:1 [--passes optimize,xla-options]
-                                      [--calls 20] [--threads 2] [--top 8] [--out FILE]
+  python benchmarks/profile_models.py [--models squeezenet:8,shufflenet:1] [--passes optimize,xla-options]
+                                      [--calls 10] [--threads 2] [--top 8] [--trace] [--out FILE]
 """
 from __future__ import annotations
 
@@ -196,6 +198,63 @@ def profile_ort(model, feeds: dict, threads: int, calls: int) -> tuple[dict, dic
     return dict(totals), info
 
 
+def ir_kind(node) -> str | None:
+    """The kind of a heavy IR node (timed alone), None for the light ones (timed as the rest)."""
+    op = node.op
+    if op == "composite":
+        inner = {m.op for r in node.regions for m in r.walk()}
+        if "conv" in inner:
+            return "conv"
+        if "dot_general" in inner:
+            return "dot"
+        return None
+    if op == "conv":
+        return "grouped conv" if node.attrs.get("feature_group_count", 1) > 1 else "conv"
+    if op == "dot_general":
+        batch = node.attrs.get("batch_dims") or ((), ())
+        return "grouped conv" if any(batch) else "dot"
+    return {"reduce_window": "pool", "concatenate": "concat", "transpose": "copy/transpose",
+            "pad": "pad/slice", "reduce": "reduce"}.get(op)
+
+
+def profile_nodes(graph, batch: int, options: dict, min_s: float = 0.05) -> tuple[dict, dict]:
+    """(node name -> ms per call, node name -> {kind, op, type}) for the heavy nodes of the
+    optimized IR, each compiled alone (with the executable's XLA options) on random inputs,
+    symbolic dims set to ``batch``; identical signatures are timed once."""
+    import numpy as np
+
+    from tensorsmith.codegen import executor
+    from tensorsmith.ir import Graph
+    from tensorsmith.ir.types import numpy_dtype
+    rng = np.random.default_rng(0)
+    cache, times, info = {}, {}, {}
+    for node in graph.nodes:
+        kind = ir_kind(node)
+        if kind is None:
+            continue
+        ins, seen = [], set()
+        for v in node.inputs:
+            if not graph.is_param(v) and v.name not in seen:
+                seen.add(v.name)
+                ins.append(v)
+        inner = [node] + [m for r in node.regions for m in r.walk()]
+        params = {v.name: graph.params[v.name] for m in inner for v in m.inputs
+                  if graph.is_param(v)}
+        sig = (node.op, repr(sorted(node.attrs.items())), tuple(str(v.type) for v in node.inputs),
+               tuple(sorted(params)) if node.op == "composite" else ())
+        if sig not in cache:
+            sub = Graph("probe", tuple(ins), tuple(node.outputs), (node,), params)
+            run = executor(sub, jit=True, compiler_options=options or None)
+            xs = [rng.standard_normal([d if isinstance(d, int) else batch for d in v.type.shape])
+                  .astype(numpy_dtype(v.type.dtype)) for v in ins]
+            run(*xs)  # compile outside the timing
+            cache[sig] = _median_ms(lambda: run(*xs), rounds=5, min_s=min_s)
+        times[node.output.name] = cache[sig]
+        info[node.output.name] = {"kind": kind, "op": node.op if node.op != "composite"
+                                  else node.attrs.get("name"), "type": str(node.output.type)}
+    return times, info
+
+
 def conv_groups(model) -> dict:
     """ONNX conv node name -> (group, input channels per group) for grouped convs."""
     from onnx import numpy_helper
@@ -241,7 +300,8 @@ def _median_ms(run, rounds: int = 7, min_s: float = 0.2) -> float:
     return statistics.median(times)
 
 
-def profile_model(name: str, batch: int, pipeline: str, threads: int, calls: int, top: int) -> dict:
+def profile_model(name: str, batch: int, pipeline: str, threads: int, calls: int, top: int,
+                  trace: bool = False) -> dict:
     """Both sides' profiles of one model at one batch."""
     import numpy as np
 
@@ -254,25 +314,33 @@ def profile_model(name: str, batch: int, pipeline: str, threads: int, calls: int
     args = list(feeds.values())
     run = lambda: [np.asarray(o) for o in cm(*args)]  # noqa: E731
     run()
-    module, entry = entry_kinds(cm.hlo(*args))
     wall = {"onnxruntime": _median_ms(sides["onnxruntime"]), "tensorsmith": _median_ms(run)}
-    xla = profile_xla(run, module, calls)
+    node_ms, node_info = profile_nodes(cm.graph, batch, cm.compiler_options)
+    # what the heavy nodes alone do not account for: element-wise work (fused by XLA into
+    # loops around them), slices, reshapes, and per-call overhead
+    node_us = {k: v * 1e3 * calls for k, v in node_ms.items()}
+    node_us["(rest: element-wise, slices, call)"] = \
+        max(0.0, wall["tensorsmith"] - sum(node_ms.values())) * 1e3 * calls
+    node_info["(rest: element-wise, slices, call)"] = {"kind": "rest", "op": "-", "type": ""}
     ort_totals, ort_info = profile_ort(model, feeds, threads, calls)
     groups = conv_groups(model)
     row = {"model": name, "batch": batch, "pipeline": pipeline,
            "compiler_options": cm.compiler_options, "wall_ms": wall,
            "ratio": wall["tensorsmith"] / wall["onnxruntime"],
-           "hlo_ops_in_entry": len(entry),
            "tensorsmith": _summarize(
-               xla, lambda n: entry.get(n, {}).get("kind", "other"), calls, top,
-               lambda n: {"type": entry.get(n, {}).get("type"),
-                          "ops": entry.get(n, {}).get("ops")}),
+               node_us, lambda n: node_info[n]["kind"], calls, top,
+               lambda n: {"type": f"{node_info[n]['op']} {node_info[n]['type']}"}),
            "onnxruntime": _summarize(
                ort_totals, lambda n: _ort_kind(ort_info[n]["op"], groups.get(n)), calls, top,
                lambda n: {"type": ort_info[n]["op"], "out": ort_info[n]["out"]})}
-    ts_kinds = collections.Counter(v["kind"] for v in entry.values()
-                                   if v["opcode"] not in MOVE_OPS - {"copy", "transpose"})
-    row["tensorsmith"]["hlo_instructions_per_kind"] = dict(ts_kinds)
+    module, entry = entry_kinds(cm.hlo(*args))
+    row["tensorsmith"]["hlo_instructions_per_kind"] = dict(collections.Counter(
+        v["kind"] for v in entry.values() if v["opcode"] not in MOVE_OPS - {"copy", "transpose"}))
+    if trace:
+        xla = profile_xla(run, module, calls)
+        row["tensorsmith"]["xla_thunk_events"] = _summarize(
+            xla, lambda n: entry.get(n, {}).get("kind", "other"), calls, top,
+            lambda n: {"type": entry.get(n, {}).get("type"), "ops": entry.get(n, {}).get("ops")})
     return row
 
 
@@ -281,10 +349,10 @@ def _print(row: dict) -> None:
     print(f"\n== {row['model']} b{row['batch']} ({row['pipeline']}): onnxruntime "
           f"{w['onnxruntime']:.2f} ms, tensorsmith {w['tensorsmith']:.2f} ms "
           f"({row['ratio']:.2f}x); profiled sum ORT {row['onnxruntime']['profiled_ms_per_call']:.2f}"
-          f" / XLA {row['tensorsmith']['profiled_ms_per_call']:.2f} ms")
+          f" / tensorsmith {row['tensorsmith']['profiled_ms_per_call']:.2f} ms")
     kinds = sorted(set(row["onnxruntime"]["kinds"]) | set(row["tensorsmith"]["kinds"]),
                    key=lambda k: -row["tensorsmith"]["kinds"].get(k, {"ms": 0})["ms"])
-    print(f"  {'kind':<16}{'ORT ms':>9}{'(n)':>6}{'XLA ms':>9}{'(n)':>6}{'XLA/ORT':>9}")
+    print(f"  {'kind':<16}{'ORT ms':>9}{'(n)':>6}{'ts ms':>9}{'(n)':>6}{'ts/ORT':>9}")
     for k in kinds:
         o = row["onnxruntime"]["kinds"].get(k, {"ms": 0.0, "count": 0})
         x = row["tensorsmith"]["kinds"].get(k, {"ms": 0.0, "count": 0})
@@ -305,6 +373,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calls", type=int, default=20, help="profiled calls per side")
     ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--trace", action="store_true",
+                    help="also record XLA's per-thunk trace events (conv/dot thunks run async, "
+                         "so their events time the launch, not the work)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     import fuse
@@ -321,7 +392,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     rows = []
     for name, batch in specs:
-        row = profile_model(name, batch, args.passes, args.threads, args.calls, args.top)
+        row = profile_model(name, batch, args.passes, args.threads, args.calls, args.top,
+                            args.trace)
         rows.append(row)
         _print(row)
     report = {"benchmark": "profile_models", "pipeline": args.passes, "threads": args.threads,
