@@ -156,3 +156,28 @@ def test_optimize_pipeline_rewrites_pools_between_nhwc_convs():
     want = ort.InferenceSession(m.SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(_one(cm(x)), want, rtol=1e-4, atol=1e-4)
+
+
+def test_overlapping_pool_after_costly_elementwise_is_left():
+    # AlexNet: LRN (pow, div) -> 3x3/2 max pool; the slices would recompute pow per window
+    nodes = [h.make_node("LRN", ["x"], ["l"], size=3),
+             h.make_node("MaxPool", ["l"], ["y"], kernel_shape=[3, 3], strides=[2, 2]),
+             h.make_node("MaxPool", ["l"], ["z"], kernel_shape=[2, 2], strides=[2, 2])]
+    g = h.make_graph(nodes, "lrn", [h.make_tensor_value_info("x", T.FLOAT, ["N", 5, 13, 11])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None),
+                      h.make_tensor_value_info("z", T.FLOAT, None)])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    cm = tensorsmith.compile(m, passes="rewrite-pool")
+    rec = cm.history.find("rewrite-pool").remarks
+    missed = [r.message for r in rec.of_kind("missed")]
+    assert len(missed) == 1 and re.fullmatch(
+        r"left max pool: its input is computed by (pow|div), which XLA would recompute for each "
+        r"overlapping window", missed[0]), missed
+    applied = [r.message for r in rec.of_kind("applied")]
+    assert "max pool (2x2) as element-wise max of strided slices" in applied, applied
+    x = np.random.default_rng(0).standard_normal((2, 5, 13, 11)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for got, w in zip(cm(x), want):
+        np.testing.assert_allclose(np.asarray(got), w, rtol=1e-5, atol=1e-5)
