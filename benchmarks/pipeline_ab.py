@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("model")
     ap.add_argument("batch", type=int)
     ap.add_argument("--a", default=OLD, help="baseline pipeline (default: optimize before "
-                                             "grouped=keep and rewrite-pool)")
+                                             "rewrite-pool)")
     ap.add_argument("--b", default="optimize")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
