@@ -12,6 +12,7 @@ from . import fold_batchnorm as _fold_batchnorm  # noqa: F401,E402  (registers f
 from . import quantize as _quantize  # noqa: F401,E402  (registers quantize)
 from . import layout as _layout  # noqa: F401,E402  (registers layout)
 from . import grouped_conv as _grouped_conv  # noqa: F401,E402  (registers rewrite-grouped-conv)
+from . import pool_forms as _pool_forms  # noqa: F401,E402  (registers rewrite-pool)
 from . import xla_options as _xla_options  # noqa: F401,E402  (registers xla-options)
 from . import equalize as _equalize  # noqa: F401,E402  (registers equalize, smooth-quant)
 from . import gptq as _gptq  # noqa: F401,E402  (registers gptq)

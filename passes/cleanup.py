@@ -48,7 +48,10 @@ def inline(graph: Graph, ctx: PassContext, names: str = "*") -> Graph:
 register_pipeline("default", "canonicalize,cse,fold-constants,dce")
 # Everything that measured as never slower on CPU (benchmarks/fuse.py, layout.py,
 # fuse_vs_unfused.py), in the order the passes need: layout before fuse (it does not re-lay
-# out convs inside composites), fold-batchnorm before layout. Not `default` yet: see README.
+# out convs inside composites), fold-batchnorm before layout; small pools as slices after
+# layout (it sinks transposes through reduce_window, not through k*k slices). Not `layout{
+# grouped=keep}`: on ShuffleNet it measured 0.95x at batch 1 but 1.11-1.17x at batch 8
+# (benchmarks/pipeline_ab.py, load 4). Not `default` yet: see README.
 register_pipeline("optimize", "canonicalize,cse,fold-constants,fold-batchnorm,layout,"
-                              "rewrite-grouped-conv,fuse,dce")
+                              "rewrite-grouped-conv,rewrite-pool,fuse,dce")
 register_pipeline("none", "")  # compile(..., passes="none"): the model as imported

@@ -135,11 +135,17 @@ def _relayout(rw: Rewriter, c: Value, perm, rank: int, loc: str) -> Value:
 
 
 # --- conv conversion -------------------------------------------------------------------------
-def _convert_conv(rw: Rewriter, node: Node, fmt: str):
+def _convert_conv(rw: Rewriter, node: Node, fmt: str, keep_grouped: bool = False):
     """conv in another layout -> transpose, conv in ``fmt`` (weight param re-laid), transpose."""
     dn = node.attrs["dimension_numbers"]
     want = target_specs(dn, fmt)
     if tuple(dn) == want:
+        return None
+    if keep_grouped and node.attrs.get("feature_group_count", 1) > 1:
+        # for rewrite-grouped-conv's channels-first forms (a batched dot reading contiguous
+        # group blocks, taps over H and W); on ShuffleNet 0.95x at batch 1, 1.11-1.17x at 8
+        rw.remark("missed", f"left grouped conv %{node.name} in {dn[0]}: grouped=keep",
+                  node, reason="grouped-kept")
         return None
     x, w = node.inputs
     if node.attrs.get("batch_group_count", 1) != 1:
@@ -378,13 +384,14 @@ SINK_PATTERNS = [merge_transposes, transpose_as_reshape, merge_reshapes, drop_id
 
 
 # --- the pass --------------------------------------------------------------------------------
-def convert_layout(graph: Graph, fmt: str, ctx: PassContext | None = None) -> tuple[Graph, list]:
+def convert_layout(graph: Graph, fmt: str, ctx: PassContext | None = None,
+                   keep_grouped: bool = False) -> tuple[Graph, list]:
     """``graph`` with its convs in ``fmt`` and transposes sunk; also the convs converted."""
     converted: list[str] = []
 
     @pattern(f"conv-to-{fmt.lower()}", ops="conv")
     def convert(rw: Rewriter, node: Node):
-        fired = _convert_conv(rw, node, fmt)
+        fired = _convert_conv(rw, node, fmt, keep_grouped)
         if fired:
             converted.append(node.name)
         return fired
@@ -467,8 +474,11 @@ def measure(ctx: PassContext, graphs: dict, inputs, rounds: int = 7, round_s: fl
 @register_pass("layout", options=[
     Option("format", str, "NHWC", "activation layout of conv regions (auto: measure both here)",
            choices=FORMATS),
-    Option("dense", bool, True, "store dense weights read transposed (x . W^T) as [K,N]")])
-def layout(graph: Graph, ctx: PassContext, format: str = "NHWC", dense: bool = True) -> Graph:
+    Option("dense", bool, True, "store dense weights read transposed (x . W^T) as [K,N]"),
+    Option("grouped", str, "convert", "grouped/depthwise convs: convert, or keep their layout "
+           "(for rewrite-grouped-conv's channels-first forms)", choices=("convert", "keep"))])
+def layout(graph: Graph, ctx: PassContext, format: str = "NHWC", dense: bool = True,
+           grouped: str = "convert") -> Graph:
     """Lay conv regions out in NHWC/NCHW with weights stored in the kernel's layout."""
     if dense:
         relaid = apply_patterns(graph, [dense_weight_to_kn], ctx)
@@ -477,9 +487,16 @@ def layout(graph: Graph, ctx: PassContext, format: str = "NHWC", dense: bool = T
         if relaid is not graph and count:
             ctx.remark("applied", f"stored {count} dense weight(s) as [K,N]", dense=count)
         graph = relaid
+    target = getattr(ctx, "target", "cpu") if ctx is not None else "cpu"
+    if grouped == "keep" and target != "cpu":  # rewrite-grouped-conv leaves them for cuDNN/TPU
+        if any(n.op == "conv" and n.attrs.get("feature_group_count", 1) > 1 for n in graph.nodes):
+                ctx.remark("note", f"grouped=keep applies to the cpu target; converting grouped "
+                               f"convs for {target}")
+        grouped = "convert"
+    keep = grouped == "keep"
     if format == "auto":
-        return _auto(graph, ctx)
-    result, converted = convert_layout(graph, format, ctx)
+        return _auto(graph, ctx, grouped)
+    result, converted = convert_layout(graph, format, ctx, keep)
     for n in result.nodes:  # region bodies are not rewritten: say which convs stay inside
         inner = [m for r in n.regions for m in r.walk() if m.op == "conv"
                  and tuple(m.attrs["dimension_numbers"]) != target_specs(
@@ -499,31 +516,31 @@ def layout(graph: Graph, ctx: PassContext, format: str = "NHWC", dense: bool = T
     return result
 
 
-def _auto(graph: Graph, ctx: PassContext) -> Graph:
+def _auto(graph: Graph, ctx: PassContext, grouped: str = "convert") -> Graph:
     """Build both layouts, time them on this host through the executor, keep the faster."""
     quiet = PassContext(executor=ctx.executor, calibration=ctx.calibration, data=ctx.data)
     candidates = {}
     for fmt in ("NCHW", "NHWC"):
-        g, converted = convert_layout(graph, fmt, quiet)
+        g, converted = convert_layout(graph, fmt, quiet, grouped == "keep")
         candidates[fmt] = g
     if candidates["NCHW"] is candidates["NHWC"] is graph:
         return graph  # no conv to lay out
     if ctx.executor is None:
         ctx.remark("note", "format=auto needs an executor to measure; kept NHWC")
-        return layout(graph, ctx, "NHWC", dense=False)
+        return layout(graph, ctx, "NHWC", dense=False, grouped=grouped)
     inputs = _example_inputs(graph, ctx)
     if isinstance(inputs, str):
         ctx.remark("note", f"format=auto needs calibration inputs to measure a model with "
                            f"symbolic sizes other than the batch ({inputs}); kept NHWC")
-        return layout(graph, ctx, "NHWC", dense=False)
+        return layout(graph, ctx, "NHWC", dense=False, grouped=grouped)
     try:
         secs = measure(ctx, candidates, inputs)
     except Exception as e:  # e.g. symbolic image sizes set to 1 are too small for a kernel
         ctx.remark("note", f"format=auto could not run the model to measure ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:200]}); kept NHWC")
-        return layout(graph, ctx, "NHWC", dense=False)
+        return layout(graph, ctx, "NHWC", dense=False, grouped=grouped)
     best = min(secs, key=secs.get)
     figures = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in secs.items())
     ctx.remark("note", f"format=auto measured per call on this host: {figures}; kept {best}",
                **{f"{k}_ms": round(v * 1e3, 4) for k, v in secs.items()}, chosen=best)
-    return layout(graph, ctx, best, dense=False)
+    return layout(graph, ctx, best, dense=False, grouped=grouped)
