@@ -195,10 +195,44 @@ def _eligible(an: Analysis, g, pattern, include, exclude, weights) -> tuple[list
 
 
 def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criterion, include,
-                exclude, round_to):
+                exclude, round_to, reconstruct=False, damp=0.01):
     an, remove = plan_structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude,
                                  round_to)
-    return graph if not remove else remove_units(graph, an, remove)
+    if not remove:
+        return graph
+    if reconstruct:
+        from .prune_data import collect, consumers
+        from .prune_data import reconstruct as refit
+        cons, stats = getattr(an, "data", None) or ([], None)
+        gone = set(remove)
+        if stats is None:
+            cons = [c for c in consumers(graph, an) if gone & set(an.unit_of[(c.w, c.w_axis)].tolist())]
+            stats = collect(graph, ctx, cons, "with reconstruct=true")
+        if not cons:
+            ctx.remark("note", "reconstruct: no linear layer (x @ W) reads a removed channel; "
+                               "nothing to re-fit")
+        graph = refit(graph, ctx, an, cons, stats, remove, damp)
+    return remove_units(graph, an, remove)
+
+
+def _data_importance(graph: Graph, ctx: PassContext, an: Analysis, plan: dict, remark) -> dict:
+    """``plan`` re-scored by each unit's contribution to the layers that read it (calibration)."""
+    from .prune_data import collect, consumers, contribution
+    units = [u for good, _ in plan.values() for u in good]
+    wanted = set(units)
+    cons = [c for c in consumers(graph, an) if wanted & set(an.unit_of[(c.w, c.w_axis)].tolist())]
+    stats = collect(graph, ctx, cons, "with criterion=activation")
+    an.data = (cons, stats)  # reused by reconstruct=true
+    score = contribution(graph, an, cons, stats, units)
+    out = {}
+    for gid, (good, imp) in plan.items():
+        if any(score[u] is None for u in good):
+            remark("note", f"{_label(an.groups[gid], an)}: no linear layer (x @ W) reads it; "
+                           "ranked by weight norm (l2) instead of activation", group=str(gid))
+            out[gid] = (good, [an.importance(an.units[u], "l2") for u in good])
+        else:
+            out[gid] = (good, [score[u] for u in good])
+    return out
 
 
 def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1", include=(),
@@ -224,7 +258,10 @@ def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1"
         if not good:
             remark("missed", f"left {label} alone: {reason}", group=str(g.id))
             continue
-        plan[g.id] = (good, [an.importance(an.units[u], criterion) for u in good])
+        plan[g.id] = (good, [an.importance(an.units[u], "l2" if criterion == "activation" else
+                                           criterion) for u in good])
+    if criterion == "activation" and plan:
+        plan = _data_importance(graph, ctx, an, plan, remark)
     return an, plan
 
 
@@ -372,23 +409,35 @@ def _auto(graph: Graph, ctx: PassContext, budget: float, pattern, criterion, inc
     Option("pattern", str, "unstructured", "unstructured | N:M (e.g. 2:4) | channel | head",
            check=_check_pattern),
     Option("scope", str, "layer", "one threshold per layer or one over all", choices=("layer", "global")),
-    Option("criterion", str, "l1", "importance of a channel group: sum of member norms",
-           choices=("l1", "l2")),
+    Option("criterion", str, "l1", "importance of a channel/head: l1 | l2 (sum of its weight "
+           "norms) | activation (RMS of its contribution to the layers reading it, on calibration "
+           "data)", choices=("l1", "l2", "activation")),
     Option("include", list, (), "globs over param names to prune (default: every dot/conv weight)"),
     Option("exclude", list, (), "globs over param names to leave alone"),
     Option("round_to", int, 1, "keep channel/head counts multiples of this", range=(1, None)),
     Option("min_speedup", float, 0.0, "time the result and revert it if dense/pruned is below this",
            range=(0.0, None)),
+    Option("reconstruct", bool, False, "channel/head: re-fit each linear layer reading a removed "
+           "unit on its kept inputs (least squares on calibration data) and fold the lost mean "
+           "into its bias"),
+    Option("damp", float, 0.01, "reconstruct: ridge term, a fraction of the mean input variance",
+           range=(0.0, None)),
 ])
 def prune(graph: Graph, ctx: PassContext, sparsity="0.5", pattern="unstructured", scope="layer",
-          criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0) -> Graph:
+          criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0,
+          reconstruct=False, damp=0.01) -> Graph:
     """Prune weights: zero the smallest (unstructured, N:M) or remove channels/heads for real."""
     sparsity = _sparsity(sparsity)
     if isinstance(sparsity, tuple):
         sparsity = _auto(graph, ctx, sparsity[1], pattern, criterion, include, exclude)
     if pattern in ("channel", "head"):
-        out = _structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude, round_to)
+        out = _structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude, round_to,
+                          reconstruct, damp)
     else:
+        if criterion == "activation" or reconstruct:
+            what = "criterion=activation" if criterion == "activation" else "reconstruct=true"
+            raise PassOptionError(f"pass 'prune': {what} works with pattern=channel|head, "
+                                  f"not pattern={pattern}")
         out = _unstructured(graph, ctx, sparsity, pattern, scope, include, exclude)
     if out is graph:
         return graph
