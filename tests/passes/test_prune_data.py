@@ -166,3 +166,23 @@ def test_reconstruction_equals_the_ridge_least_squares_oracle(damp):
         err = np.mean((np.asarray(cm(*x)) - np.asarray(_mlp(p, *x))) ** 2)
         plain = _compile(p, cal, "prune{pattern=channel,sparsity=0.5,criterion=l2}")
         assert err < np.mean((np.asarray(plain(*x)) - np.asarray(_mlp(p, *x))) ** 2)
+
+
+def test_head_reconstruction_is_exact_when_a_removed_head_copies_a_kept_one():
+    p = _mha_params()
+    # head 3 attends exactly like head 0 (same queries and keys) and reads 0.1x its values:
+    # its context is 0.1x head 0's, which the re-fitted output projection absorbs
+    for k in ("wq", "wk"):
+        p[k][:, 12:16] = p[k][:, 0:4]
+    p["wv"][:, 12:16] = 0.1 * p["wv"][:, 0:4]
+    p["wo"][12:16] *= 0.1
+    r = np.random.default_rng(11)
+    cal = [(r.standard_normal((8, 6, 16)).astype(np.float32),) for _ in range(3)]
+    x = (r.standard_normal((8, 6, 16)).astype(np.float32),)
+    opts = "pattern=head,sparsity=0.25,criterion=activation"
+    plain = _compile(p, cal, f"prune{{{opts}}}", fn=_mha)
+    fitted = _compile(p, cal, f"prune{{{opts},reconstruct=true,damp=0}}", fn=_mha)
+    np.testing.assert_array_equal(fitted.graph.params["wq"], p["wq"][:, :12])  # head 3 went
+    dense = np.asarray(_mha(p, *x))
+    assert not np.allclose(np.asarray(plain(*x)), dense, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(fitted(*x)), dense, rtol=1e-4, atol=1e-5)
