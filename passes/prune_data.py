@@ -200,3 +200,73 @@ def reconstruct(graph: Graph, ctx: PassContext, an: Analysis, cons: list[Consume
                               f"(least squares over {s.rows} rows, damp {damp:g})", c.node,
                    weight=c.w, kept=int(keep.sum()), inputs=len(ids))
     return graph.with_params(updates) if updates else graph
+
+
+def _metric(c: Consumer, s: Stats, damp: float) -> np.ndarray:
+    """The (damped) input covariance the consumer's re-fit works with (centred when it has a
+    bias to absorb the mean, the raw second moment otherwise)."""
+    cov = s.covariance()[0] if c.bias else s.gram / max(s.rows, 1)
+    return cov + damp * float(np.mean(np.diag(cov))) * np.eye(cov.shape[0])
+
+
+def obs_order(graph: Graph, an: Analysis, cons: list[Consumer], stats: dict, units: list[int],
+              damp: float, limit: int) -> dict[int, float] | None:
+    """unit -> score, removing greedily the unit whose loss the re-fitted consumers feel least
+    (structured optimal brain surgeon: ``tr(W_P^T [H^-1]_PP^-1 W_P)`` with ``H`` the damped
+    input covariance, the weights and ``H^-1`` updated after each removal). Scores rise with
+    the order of removal (a running maximum of the error); units past ``limit`` removals
+    score above all removed ones. None when a unit feeds no consumer with statistics.
+    """
+    want = set(units)
+    layers = []
+    for c in cons:
+        s = stats.get((c.x, c.x_axis))
+        ids = an.unit_of[(c.w, c.w_axis)]
+        mine = want & set(ids.tolist())
+        if not mine:
+            continue
+        if s is None:
+            return None
+        hinv = np.linalg.inv(_metric(c, s, damp))
+        layers.append((ids, _rows(graph, c).copy(), hinv))
+    fed = {u for ids, _, _ in layers for u in set(ids.tolist()) & want}
+    if fed != want:
+        return None
+    pos = [{u: np.nonzero(ids == u)[0] for u in set(ids.tolist()) & want} for ids, _, _ in layers]
+    alive = list(units)
+    scores: dict[int, float] = {}
+    running = 0.0
+
+    def cost() -> np.ndarray:
+        d = np.zeros(len(alive))
+        for (ids, w, hinv), where in zip(layers, pos):
+            single = all(len(where.get(u, ())) <= 1 for u in alive)
+            if single:  # one row each: vectorized
+                idx = np.array([where[u][0] if u in where else -1 for u in alive])
+                ok = idx >= 0
+                d[ok] += np.sum(w[idx[ok]] ** 2, 1) / np.maximum(np.diag(hinv)[idx[ok]], 1e-300)
+                continue
+            for i, u in enumerate(alive):
+                p = where.get(u)
+                if p is not None and len(p):
+                    wp = w[p]
+                    d[i] += float(np.sum(wp * np.linalg.solve(hinv[np.ix_(p, p)], wp)))
+        return d
+
+    for _ in range(min(limit, len(alive) - 1)):
+        d = cost()
+        j = int(np.argmin(d))
+        running = max(running, float(d[j]))
+        u = alive.pop(j)
+        scores[u] = running
+        for (ids, w, hinv), where in zip(layers, pos):
+            p = where.get(u)
+            if p is None or not len(p):
+                continue
+            blk = np.linalg.inv(hinv[np.ix_(p, p)])
+            w -= hinv[:, p] @ (blk @ w[p])  # the surviving rows absorb the loss
+            hinv -= hinv[:, p] @ blk @ hinv[p, :]
+    if alive:
+        for u, v in zip(alive, cost()):
+            scores[u] = running + float(v) + 1e-12
+    return scores

@@ -186,3 +186,20 @@ def test_head_reconstruction_is_exact_when_a_removed_head_copies_a_kept_one():
     dense = np.asarray(_mha(p, *x))
     assert not np.allclose(np.asarray(plain(*x)), dense, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(np.asarray(fitted(*x)), dense, rtol=1e-4, atol=1e-5)
+
+
+def test_obs_criterion_removes_what_the_refit_can_replace():
+    p = _mlp_params(seed=5)
+    # neurons 12..15 are 3x neurons 0..3: large weights, large contributions, yet redundant
+    p["l1"]["w"][:, 12:] = 3 * p["l1"]["w"][:, :4]
+    p["l1"]["b"][12:] = 3 * p["l1"]["b"][:4]
+    cal = _data(seed=6)
+    x = _data(seed=7, n=1)[0]
+    dense = np.asarray(_mlp(p, *x))
+    for crit in ("l2", "activation"):  # they keep both copies and lose something else
+        cm = _compile(p, cal, f"prune{{pattern=channel,sparsity=0.25,criterion={crit},reconstruct=true,damp=0}}")
+        assert not np.allclose(np.asarray(cm(*x)), dense, rtol=1e-3, atol=1e-3)
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=obs,reconstruct=true,damp=0}")
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    assert all((i in kept) != (i + 12 in kept) for i in range(4))  # one of each pair went
+    np.testing.assert_allclose(np.asarray(cm(*x)), dense, rtol=1e-5, atol=1e-5)
