@@ -195,9 +195,9 @@ def _eligible(an: Analysis, g, pattern, include, exclude, weights) -> tuple[list
 
 
 def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criterion, include,
-                exclude, round_to, reconstruct=False, damp=0.01):
+                exclude, round_to, reconstruct=False, damp=0.01, mask_input=""):
     an, remove = plan_structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude,
-                                 round_to, damp)
+                                 round_to, damp, mask_input)
     if not remove:
         return graph
     if reconstruct:
@@ -207,7 +207,7 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
         gone = set(remove)
         if stats is None:
             cons = [c for c in consumers(graph, an) if gone & set(an.unit_of[(c.w, c.w_axis)].tolist())]
-            stats = collect(graph, ctx, cons, "with reconstruct=true")
+            stats = collect(graph, ctx, cons, "with reconstruct=true", mask_input)
         if not cons:
             ctx.remark("note", "reconstruct: no linear layer (x @ W) reads a removed channel; "
                                "nothing to re-fit")
@@ -216,14 +216,14 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
 
 
 def _data_importance(graph: Graph, ctx: PassContext, an: Analysis, plan: dict, remark,
-                     criterion: str, damp: float, limit: float) -> dict:
+                     criterion: str, damp: float, limit: float, mask_input: str = "") -> dict:
     """``plan`` re-scored from calibration statistics of the layers that read each unit:
     ``activation``, its contribution; ``obs``, the order of greedy removal with re-fitting."""
     from .prune_data import collect, consumers, contribution, obs_order
     units = [u for good, _ in plan.values() for u in good]
     wanted = set(units)
     cons = [c for c in consumers(graph, an) if wanted & set(an.unit_of[(c.w, c.w_axis)].tolist())]
-    stats = collect(graph, ctx, cons, f"with criterion={criterion}")
+    stats = collect(graph, ctx, cons, f"with criterion={criterion}", mask_input)
     an.data = (cons, stats)  # reused by reconstruct=true
     if criterion == "activation":
         score = contribution(graph, an, cons, stats, units)
@@ -245,8 +245,8 @@ def _data_importance(graph: Graph, ctx: PassContext, an: Analysis, plan: dict, r
 
 
 def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1", include=(),
-               exclude=(), quiet: bool = False, damp: float = 0.01,
-               limit: float = 0.9) -> tuple[Analysis, dict]:
+               exclude=(), quiet: bool = False, damp: float = 0.01, limit: float = 0.9,
+               mask_input: str = "") -> tuple[Analysis, dict]:
     """The analysis and, per group free to shrink, its removable units and their importance."""
     an = analyze(graph)
     weights = weight_params(graph)
@@ -271,13 +271,13 @@ def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1"
         plan[g.id] = (good, [an.importance(an.units[u], criterion if criterion in ("l1", "l2")
                                            else "l2") for u in good])
     if criterion in ("activation", "obs") and plan:
-        plan = _data_importance(graph, ctx, an, plan, remark, criterion, damp, limit)
+        plan = _data_importance(graph, ctx, an, plan, remark, criterion, damp, limit, mask_input)
     return an, plan
 
 
 def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="channel", scope="layer",
                     criterion="l1", include=(), exclude=(), round_to=1,
-                    damp: float = 0.01) -> tuple[Analysis, list[int]]:
+                    damp: float = 0.01, mask_input: str = "") -> tuple[Analysis, list[int]]:
     """The analysis and the units ``prune{pattern=channel|head}`` removes (remarks into ctx).
 
     ``sparsity`` is a fraction, or a dict group id -> fraction (``sparsity=auto``).
@@ -286,7 +286,8 @@ def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="chann
     # criterion=obs orders removals greedily, far enough for this sparsity (units beyond still
     # rank after every removed one)
     limit = 0.9 if scope == "global" else min(1.0, most + 0.1)
-    an, plan = candidates(graph, ctx, pattern, criterion, include, exclude, damp=damp, limit=limit)
+    an, plan = candidates(graph, ctx, pattern, criterion, include, exclude, damp=damp, limit=limit,
+                          mask_input=mask_input)
     if not plan:
         ctx.remark("missed", f"nothing to prune: no {pattern} group is free to shrink")
         return an, []
@@ -438,17 +439,19 @@ def _auto(graph: Graph, ctx: PassContext, budget: float, pattern, criterion, inc
            "into its bias"),
     Option("damp", float, 0.01, "reconstruct: ridge term, a fraction of the mean input variance",
            range=(0.0, None)),
+    Option("mask_input", str, "", "criterion=activation|obs, reconstruct: a model input (e.g. "
+           "attention_mask) whose zeros mark positions (padding) the statistics leave out"),
 ])
 def prune(graph: Graph, ctx: PassContext, sparsity="0.5", pattern="unstructured", scope="layer",
           criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0,
-          reconstruct=False, damp=0.01) -> Graph:
+          reconstruct=False, damp=0.01, mask_input="") -> Graph:
     """Prune weights: zero the smallest (unstructured, N:M) or remove channels/heads for real."""
     sparsity = _sparsity(sparsity)
     if isinstance(sparsity, tuple):
         sparsity = _auto(graph, ctx, sparsity[1], pattern, criterion, include, exclude)
     if pattern in ("channel", "head"):
         out = _structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude, round_to,
-                          reconstruct, damp)
+                          reconstruct, damp, mask_input)
     else:
         if criterion in ("activation", "obs") or reconstruct:
             what = f"criterion={criterion}" if criterion in ("activation", "obs") else "reconstruct=true"

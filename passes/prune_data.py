@@ -23,6 +23,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from .context import MissingPassData, PassContext
+from .registry import PassOptionError
 from .prune_groups import Analysis
 
 __all__ = ["Consumer", "Stats", "consumers", "collect", "contribution", "reconstruct"]
@@ -101,8 +102,13 @@ def consumers(graph: Graph, an: Analysis) -> list[Consumer]:
     return out
 
 
-def collect(graph: Graph, ctx: PassContext, cons: list[Consumer], why: str) -> dict[tuple, Stats]:
-    """(x, x_axis) -> Stats over the calibration batches (one compiled probe for all inputs)."""
+def collect(graph: Graph, ctx: PassContext, cons: list[Consumer], why: str,
+            mask_input: str = "") -> dict[tuple, Stats]:
+    """(x, x_axis) -> Stats over the calibration batches (one compiled probe for all inputs).
+
+    ``mask_input``: a graph input (an attention mask) whose zero entries mark positions left
+    out of the statistics (padding), for every activation whose other axes have its shape.
+    """
     if not ctx.calibration:
         raise MissingPassData(f"pass '{ctx.pass_name}' {why} needs calibration inputs: pass "
                               "compile(..., calibration=[(x0, ...), (x1, ...)]) (CLI: "
@@ -114,12 +120,27 @@ def collect(graph: Graph, ctx: PassContext, cons: list[Consumer], why: str) -> d
     values.update({v.name: v for v in graph.inputs})
     names = list(dict.fromkeys(x for x, _ in keys))
     probe = graph.replace(outputs=tuple(values[x] for x in names))
+    inputs = [v.name for v in graph.inputs]
+    if mask_input and mask_input.lstrip("%") not in inputs:
+        import difflib
+        close = difflib.get_close_matches(mask_input.lstrip("%"), inputs, n=1)
+        raise PassOptionError(f"pass '{ctx.pass_name}' option 'mask_input': {graph.name} has no "
+                              f"input %{mask_input.lstrip('%')}" + (f" (closest: %{close[0]})" if close
+                              else f"; its inputs: {', '.join('%' + n for n in inputs)}"))
+    slot = inputs.index(mask_input.lstrip("%")) if mask_input else None
     acc: dict[tuple, Stats] = {}
-    for outs in ctx.run_batches(probe, ctx.calibration_batches(graph), desc="prune: statistics"):
+    unmasked: set = set()
+    batches = ctx.calibration_batches(graph)
+    for b, outs in enumerate(ctx.run_batches(probe, batches, desc="prune: statistics")):
         got = dict(zip(names, outs))
+        keep = None if slot is None else np.asarray(batches[b][slot]) != 0
         for x, ax in keys:
             arr = np.moveaxis(np.asarray(got[x], np.float64), ax, -1)
             m = arr.reshape(-1, arr.shape[-1])
+            if keep is not None and arr.shape[:-1] == keep.shape:
+                m = m[keep.reshape(-1)]
+            elif keep is not None:
+                unmasked.add(x)
             s = acc.get((x, ax))
             if s is None:
                 acc[(x, ax)] = Stats(m.T @ m, m.sum(0), m.shape[0])
@@ -127,6 +148,9 @@ def collect(graph: Graph, ctx: PassContext, cons: list[Consumer], why: str) -> d
                 s.gram += m.T @ m
                 s.total += m.sum(0)
                 s.rows += m.shape[0]
+    for x in sorted(unmasked):
+        ctx.remark("note", f"mask_input=%{mask_input.lstrip('%')}: its shape does not match the "
+                           f"other axes of %{x}; every position of %{x} counted")
     return acc
 
 

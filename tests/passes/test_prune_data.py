@@ -203,3 +203,31 @@ def test_obs_criterion_removes_what_the_refit_can_replace():
     kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
     assert all((i in kept) != (i + 12 in kept) for i in range(4))  # one of each pair went
     np.testing.assert_allclose(np.asarray(cm(*x)), dense, rtol=1e-5, atol=1e-5)
+
+
+def _masked_mlp(p, x, m):
+    return _mlp(p, x) * m[:, None]  # rows with m == 0 (padding) do not reach the output
+
+
+def test_mask_input_leaves_padding_rows_out_of_the_fit():
+    p = _mlp_params(seed=12, f=20)
+    r = np.random.default_rng(13)
+    cal = []
+    for _ in range(3):
+        x = r.standard_normal((32, 12)).astype(np.float32)
+        m = (r.random(32) < 0.6).astype(np.float32)
+        x[m == 0] *= 5  # padding rows from another distribution
+        cal.append((x, m))
+    opts = "pattern=channel,sparsity=0.5,criterion=l2,reconstruct=true,damp=0"
+    cm = _compile(p, cal, f"prune{{{opts},mask_input=m}}", fn=_masked_mlp)
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    h = np.concatenate([_hidden(p, x)[m != 0] for x, m in cal])  # the oracle sees real rows only
+    y = h @ p["l2"]["w"].astype(np.float64) + p["l2"]["b"]
+    sol = np.linalg.lstsq(np.c_[h[:, kept], np.ones(len(h))], y, rcond=None)[0]
+    np.testing.assert_allclose(cm.graph.params["l2/w"], sol[:-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], sol[-1], rtol=1e-4, atol=1e-5)
+    every = _compile(p, cal, f"prune{{{opts}}}", fn=_masked_mlp)  # all rows: another fit
+    assert not np.allclose(every.graph.params["l2/w"], sol[:-1], rtol=1e-3, atol=1e-3)
+    with pytest.raises(TensorsmithError, match=r"option 'mask_input': _masked_mlp has no input %mm "
+                                               r"\(closest: %m\)"):
+        _compile(p, cal, f"prune{{{opts},mask_input=mm}}", fn=_masked_mlp)
