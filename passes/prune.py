@@ -200,6 +200,9 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
                                  round_to, damp, mask_input)
     if not remove:
         return graph
+    if criterion == "obs" and not reconstruct:
+        ctx.remark("note", "criterion=obs ranks units by the error left after re-fitting the "
+                           "layers reading them; add reconstruct=true to re-fit them")
     if reconstruct:
         from .prune_data import collect, consumers
         from .prune_data import reconstruct as refit

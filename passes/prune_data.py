@@ -13,7 +13,9 @@ row count ``n``), from which:
 - after removing rows ``R`` and keeping ``S``, the affine least-squares fit of the consumer's
   output on the kept inputs is ``W_S + (C_SS + lambda I)^-1 C_SR W_R`` with ``C`` the centred
   covariance (the ridge term pulls the kept rows towards their original values), and the bias
-  absorbs the mean of what was lost (``mu_R W_R - mu_S Delta``).
+  absorbs the mean of what was lost (``mu_R W_R - mu_S Delta``);
+- ``criterion=obs`` removes units greedily by the error that fit is left with (structured
+  optimal brain surgeon), so a unit that kept ones can stand in for goes first.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from .context import MissingPassData, PassContext
 from .registry import PassOptionError
 from .prune_groups import Analysis
 
-__all__ = ["Consumer", "Stats", "consumers", "collect", "contribution", "reconstruct"]
+__all__ = ["Consumer", "Stats", "consumers", "collect", "contribution", "obs_order", "reconstruct"]
 
 
 @dataclass
