@@ -14,9 +14,9 @@ sentences (``criterion=obs,reconstruct=true,mask_input=attention_mask``), then d
 from one set of standard-library modules and evaluated on another set's; with an ablation of
 each ingredient (``--no-ablation``: the full recipe only).
 
-  python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 100]
-                             [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 3e-5]
-                             [--minilm-calibration 512] [--no-ablation]
+  python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 600]
+                             [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 1e-4]
+                             [--minilm-calibration 889] [--no-ablation]
                              [--rounds 30] [--out benchmarks/results/prune.json]
 """
 from __future__ import annotations
@@ -152,8 +152,8 @@ def _minilm_setting(ex, passes: str, example, cal, test, ref, nn_ref) -> tuple:
                 "nn_agreement": float(np.mean(_neighbours(e) == nn_ref))}
 
 
-def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 3e-5,
-           n_cal: int = 512, ablation: bool = True) -> dict:
+def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 1e-4,
+           n_cal: int = 889, ablation: bool = True) -> dict:
     """30% FFN neurons + 2/12 heads per layer, distilled; cosine and NN agreement vs dense.
 
     On calibration sentences (padding left out: ``mask_input=attention_mask``), heads and
@@ -192,16 +192,21 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
         return f"default,{head.format(c=c, r=rec)},{ffn.format(c=c, r=rec)}"
 
     def run(cm, hidden):
+        import optax
+        # warm up (Adam's first steps would undo the reconstruction), then cosine decay
+        sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, min(20, steps // 10)), steps, lr / 10)
         t0 = time.perf_counter()
         tuned, hist = tensorsmith.finetune(cm, batches, steps=steps, teacher=dense, distill="cosine",
-                                           hidden=hidden, lr=lr, trainable=["layers/*"],
+                                           hidden=hidden, optimizer=optax.adam(sched),
+                                           trainable=["layers/*"],
                                            eval_data=val, eval_every=max(1, steps // 10),
                                            progress=False)
         secs = time.perf_counter() - t0
         e = _embed(tuned, test)
         return tuned, hist, secs, {"mean_cosine": float(np.mean(np.sum(e * ref, -1))),
                                    "nn_agreement": float(np.mean(_neighbours(e) == nn_ref)),
-                                   "kept_step": hist.best_step, "finetune_seconds": secs}
+                                   "kept_step": hist.best_step, "finetune_steps": hist.steps,
+                                   "finetune_seconds": secs}
 
     ablation_rows = {}
     if ablation:
@@ -243,12 +248,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("digits", "minilm"), default=None)
     ap.add_argument("--digits-steps", type=int, default=600)
-    ap.add_argument("--minilm-steps", type=int, default=100)
+    ap.add_argument("--minilm-steps", type=int, default=600)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--minilm-length", type=int, default=32)
     ap.add_argument("--minilm-eval", type=int, default=256)
-    ap.add_argument("--minilm-lr", type=float, default=3e-5)
-    ap.add_argument("--minilm-calibration", type=int, default=512)
+    ap.add_argument("--minilm-lr", type=float, default=1e-4)
+    ap.add_argument("--minilm-calibration", type=int, default=889)
     ap.add_argument("--no-ablation", action="store_true", help="MiniLM: only the full recipe")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
