@@ -1,6 +1,7 @@
 """Fine-tuning a compiled model's params with optax: masks in force, distillation, gradual sparsity."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import time
 from dataclasses import dataclass, field
@@ -246,8 +247,70 @@ def _teacher_fn(cm, teacher):
                        f"None (the source model) or False; got {type(teacher).__name__}")
 
 
+# --- intermediate values (layer-wise distillation) -------------------------------------------
+def _value_types(graph) -> dict:
+    """Every top-level value of ``graph`` (inputs and node results): name -> Value."""
+    out = {v.name: v for v in graph.inputs}
+    for n in graph.nodes:
+        out.update((v.name, v) for v in n.outputs)
+    return out
+
+
+def _hidden_names(student, teacher, hidden) -> list[str]:
+    """The intermediate values both graphs compute with the same name and type.
+
+    ``'auto'``: the data inputs of the student's dot/conv layers (a block's hidden state) that
+    the teacher also has unchanged, i.e. the hidden states pruning did not narrow.
+    """
+    s_vals, t_vals = _value_types(student), _value_types(teacher)
+    same = lambda k: k in t_vals and t_vals[k].type == s_vals[k].type  # noqa: E731
+    inputs = {v.name for v in student.inputs}
+    if hidden == "auto":
+        names = [v.name for n in student.nodes if n.op in ("dot_general", "conv")
+                 and any(v.name in student.params for v in n.inputs)
+                 for v in n.inputs if v.name not in student.params and v.name not in inputs]
+        names = [k for k in dict.fromkeys(names) if same(k)]
+        if not names:
+            raise UsageFailure("finetune(hidden='auto'): no input of a dot/conv layer of "
+                               f"{student.name} has a value of the same name and type in the "
+                               "teacher; give teacher= the dense model compiled with the same "
+                               "passes, or hidden=[value names]")
+        return names
+    names = [str(k).lstrip("%") for k in ((hidden,) if isinstance(hidden, str) else hidden)]
+    for k in names:
+        if k not in s_vals:
+            close = difflib.get_close_matches(k, list(s_vals), n=1)
+            raise UsageFailure(f"finetune(hidden=...): {student.name} has no value %{k}"
+                               + (f" (closest: %{close[0]})" if close else ""))
+        if not same(k):
+            got = t_vals[k].type if k in t_vals else "no such value"
+            raise UsageFailure(f"finetune(hidden=...): %{k} is {s_vals[k].type} in the student, "
+                               f"{got} in the teacher")
+    return names
+
+
+def _with_hidden(graph, names, out_tree):
+    """fn(params dict, *inputs) -> (outputs, [hidden values]) of ``graph``."""
+    vals = _value_types(graph)
+    flat = codegen.to_jax(graph.replace(outputs=tuple(graph.outputs) + tuple(vals[k] for k in names)))
+    keys, n_out = tuple(graph.params), len(graph.outputs)
+
+    def fn(p, *inputs):
+        res = flat([p[k] for k in keys], *jax.tree_util.tree_leaves(inputs))
+        return jax.tree_util.tree_unflatten(out_tree, res[:n_out]), list(res[n_out:])
+    return fn
+
+
+def _hidden_loss(s_vals, t_vals):
+    """Mean over the values of the MSE relative to the teacher's mean square (scale-free)."""
+    parts = [jnp.mean((s - t) ** 2) / (jnp.mean(t ** 2) + 1e-12)
+             for s, t in zip(s_vals, (jax.lax.stop_gradient(t) for t in t_vals))]
+    return sum(parts) / len(parts)
+
+
 def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
              temperature: float = 2.0, alpha: float = 0.5, distill: str = "kl",
+             hidden=None, hidden_weight: float = 1.0,
              schedule: Polynomial | None = None, optimizer=None, lr: float = 1e-3,
              eval_data: Iterable | None = None, eval_every: int | None = None,
              masks: dict | None = None, trainable=None, keep: str | None = None,
@@ -263,6 +326,11 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
     ``masks=``, param name -> bool) hold after every step; ``schedule=polynomial(S)`` prunes
     gradually by magnitude. Ctrl-C stops and keeps the best params so far (by eval loss with
     ``eval_data``, else training loss); ``keep='best'|'last'`` chooses at a normal end.
+    ``hidden``: layer-wise distillation: intermediate values (names, or 'auto': the inputs of
+    dot/conv layers the teacher has with the same name and type) matched to the teacher's by
+    relative MSE, weighted ``hidden_weight``; the teacher is then a graph (None: ``cm.source``,
+    or a CompiledModel: compile the dense model with the same passes so the names match).
+    Evaluation (and the best step) uses the output losses only.
     """
     optax = _optax()
     if not isinstance(steps, int) or steps < 1:
@@ -298,23 +366,43 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
     params = {k: all_params[k] for k in names}
     teach = _teacher_fn(cm, teacher)
     distill_fn = _distill_loss(distill, temperature) if teach is not None else None
+    student_fn = None
+    if hidden is not None:
+        t_graph = cm.source if teacher is None else getattr(teacher, "graph", None)
+        if teach is None or t_graph is None:
+            raise UsageFailure("finetune(hidden=...) matches values of the teacher's graph: give "
+                               "teacher=None (the source model) or a CompiledModel")
+        if not hidden_weight > 0:
+            raise UsageFailure(f"finetune(hidden_weight={hidden_weight!r}): must be > 0")
+        hidden_names = _hidden_names(graph, t_graph, hidden)
+        out_tree = jax.tree_util.tree_structure(
+            jax.eval_shape(lambda *xs: cm.apply({}, *xs), *_zeros(graph)))
+        student_fn = _with_hidden(graph, hidden_names, out_tree)
+        teach = (_with_hidden(t_graph, hidden_names, out_tree), teach[1])
     task = None if loss is None else loss
     opt = optimizer if optimizer is not None else optax.adam(lr)
 
     def apply_masks(p, m):
         return {k: (v * m[k].astype(v.dtype) if k in m else v) for k, v in p.items()}
 
-    def objective(p, tparams, inputs, labels, task_fn):
+    def objective(p, tparams, inputs, labels, task_fn, train=True):
         if distill_fn is None and (task_fn is None or labels is None):
             raise UsageFailure("finetune: nothing to train on: a batch has no labels and there is "
                                "no teacher (teacher=False); give (inputs, labels) batches or a teacher")
-        out = cm.apply({**frozen, **p}, *inputs)
+        if student_fn is None:
+            out, s_hid = cm.apply({**frozen, **p}, *inputs), None
+        else:
+            out, s_hid = student_fn({**frozen, **p}, *inputs)
         total, parts = 0.0, 0
         if task_fn is not None and labels is not None:
             total = total + (1.0 - alpha if distill_fn is not None else 1.0) * task_fn(out, labels)
             parts += 1
         if distill_fn is not None:
             t_out = teach[0](tparams, *inputs)
+            if s_hid is not None:
+                t_out, t_hid = t_out
+                if train:  # the best step is chosen on the output losses alone
+                    total = total + hidden_weight * _hidden_loss(s_hid, t_hid)
             total = total + (alpha if parts else 1.0) * distill_fn(out, t_out)
             parts += 1
         return total, out
@@ -329,7 +417,7 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
 
     def make_eval(task_fn):
         def ev(p, tparams, inputs, labels):
-            value, out = objective(p, tparams, inputs, labels, task_fn)
+            value, out = objective(p, tparams, inputs, labels, task_fn, train=False)
             correct = None
             leaves = jax.tree_util.tree_leaves(out)
             if labels is not None and len(leaves) == 1 and leaves[0].ndim == 2 and \

@@ -7,13 +7,16 @@ Digits CNN (bundled; trained on the scikit-learn digits, held-out split of 360 i
   - 80% unstructured (global) + fine-tuning with distillation from the dense model (masks in
     force);
   - 50% channels (removed for real) + fine-tuning with distillation; FLOPs vs dense.
-MiniLM (optional extra ``tensorsmith[minilm]``; skipped with a message when absent): 30% of
-each FFN's neurons (smallest L2 norm) and 2 of 12 heads per layer removed, then distilled
-(cosine loss, best step on a validation split) on sentences from one set of standard-library
-modules and evaluated on another set's.
+MiniLM (optional extra ``tensorsmith[minilm]``; skipped with a message when absent): 2 of 12
+heads and 30% of each FFN's neurons removed per layer, chosen and compensated on calibration
+sentences (``criterion=obs,reconstruct=true,mask_input=attention_mask``), then distilled
+(cosine loss on the embedding + hidden states, best step on a validation split) on sentences
+from one set of standard-library modules and evaluated on another set's; with an ablation of
+each ingredient (``--no-ablation``: the full recipe only).
 
-  python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 300]
-                             [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 2e-4]
+  python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 600]
+                             [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 1e-4]
+                             [--minilm-calibration 889] [--no-ablation]
                              [--rounds 30] [--out benchmarks/results/prune.json]
 """
 from __future__ import annotations
@@ -136,8 +139,30 @@ def _neighbours(e: np.ndarray) -> np.ndarray:
     return np.argmax(sim, -1)
 
 
-def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 2e-4) -> dict:
-    """30% FFN neurons + 2/12 heads per layer, distilled; cosine and NN agreement vs dense."""
+def _minilm_setting(ex, passes: str, example, cal, test, ref, nn_ref) -> tuple:
+    """(compiled model, its row of figures) for one pruning pipeline, before fine-tuning."""
+    import tensorsmith
+    t0 = time.perf_counter()
+    cm = tensorsmith.compile(ex.fn, *example, params=ex.params, batch_dim=True, passes=passes,
+                             calibration=cal)
+    secs = time.perf_counter() - t0
+    e = _embed(cm, test)
+    return cm, {"pipeline": passes, "compile_seconds": secs,
+                "mean_cosine": float(np.mean(np.sum(e * ref, -1))),
+                "nn_agreement": float(np.mean(_neighbours(e) == nn_ref))}
+
+
+def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 1e-4,
+           n_cal: int = 889, ablation: bool = True) -> dict:
+    """30% FFN neurons + 2/12 heads per layer, distilled; cosine and NN agreement vs dense.
+
+    On calibration sentences (padding left out: ``mask_input=attention_mask``), heads and
+    then neurons are removed greedily by the error the re-fitted layer reading them is left
+    with (``criterion=obs``), that layer is re-fitted by least squares (``reconstruct=true``),
+    then the model is distilled from the dense one on its final embedding (cosine) and on
+    each block's hidden states (``hidden='auto'``). With ``ablation``, each ingredient's share
+    is measured too (same data, same steps).
+    """
     try:
         from tensorsmith import examples
         ex = examples.load("minilm")
@@ -148,43 +173,72 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
 
     test = ex.tokenize(held_out(limit=n_eval), length=length)
     train = ex.tokenize(training(), length=length)
-    passes = ("prune{sparsity=0.3,pattern=channel,criterion=l2,include=[layers/*/intermediate/kernel]},"
-              "prune{sparsity=0.17,pattern=head}")
+    # the last 128 training sentences pick the best step (validation); the test set is unseen
+    n_fit = len(train[0]) - 128
+    cal = [(train[0][i:i + 32], train[1][i:i + 32]) for i in range(0, min(n_cal, n_fit) - 31, 32)]
+    batches = [(train[0][i:i + 16], train[1][i:i + 16]) for i in range(0, n_fit - 15, 16)]
+    val = [(train[0][i:i + 64], train[1][i:i + 64]) for i in range(n_fit, len(train[0]) - 63, 64)]
     example = (train[0][:16], train[1][:16])
     t0 = time.perf_counter()
     dense = tensorsmith.compile(ex.fn, *example, params=ex.params, batch_dim=True)
-    pruned = tensorsmith.compile(ex.fn, *example, params=ex.params, batch_dim=True, passes=passes)
-    compile_s = time.perf_counter() - t0
+    dense_s = time.perf_counter() - t0
     ref = _embed(dense, test)
-    before = _embed(pruned, test)
-    # the last 128 training sentences pick the best step (validation); the test set is unseen
-    n_fit = len(train[0]) - 128
-    batches = [(train[0][i:i + 16], train[1][i:i + 16]) for i in range(0, n_fit - 15, 16)]
-    val = [(train[0][i:i + 64], train[1][i:i + 64]) for i in range(n_fit, len(train[0]) - 63, 64)]
-    t0 = time.perf_counter()
-    tuned, hist = tensorsmith.finetune(pruned, batches, steps=steps, distill="cosine", lr=lr,
-                                       trainable=["layers/*"], eval_data=val,
-                                       eval_every=max(1, steps // 10), progress=False)
-    ft_s = time.perf_counter() - t0
-    after = _embed(tuned, test)
     nn_ref = _neighbours(ref)
+    ffn = "prune{{sparsity=0.3,pattern=channel,criterion={c}{r},include=[layers/*/intermediate/kernel]}}"
+    head = "prune{{sparsity=0.17,pattern=head,criterion={c}{r}}}"
+
+    def passes(c, r, mask=False):  # after the default pipeline: value names match the dense model's
+        rec = (",reconstruct=true" if r else "") + (",mask_input=attention_mask" if mask else "")
+        return f"default,{head.format(c=c, r=rec)},{ffn.format(c=c, r=rec)}"
+
+    def run(cm, hidden):
+        import optax
+        # warm up (Adam's first steps would undo the reconstruction), then cosine decay
+        sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, min(20, steps // 10)), steps, lr / 10)
+        t0 = time.perf_counter()
+        tuned, hist = tensorsmith.finetune(cm, batches, steps=steps, teacher=dense, distill="cosine",
+                                           hidden=hidden, optimizer=optax.adam(sched),
+                                           trainable=["layers/*"],
+                                           eval_data=val, eval_every=max(1, steps // 10),
+                                           progress=False)
+        secs = time.perf_counter() - t0
+        e = _embed(tuned, test)
+        return tuned, hist, secs, {"mean_cosine": float(np.mean(np.sum(e * ref, -1))),
+                                   "nn_agreement": float(np.mean(_neighbours(e) == nn_ref)),
+                                   "kept_step": hist.best_step, "finetune_steps": hist.steps,
+                                   "finetune_seconds": secs}
+
+    ablation_rows = {}
+    if ablation:
+        for name, c, r, m in (("l2", "l2", False, False), ("activation", "activation", False, False),
+                              ("activation_reconstruct", "activation", True, False),
+                              ("obs_reconstruct", "obs", True, False)):
+            _, ablation_rows[f"{name}_before_finetune"] = _minilm_setting(
+                ex, passes(c, r, m), example, cal, test, ref, nn_ref)
+    pruned, row = _minilm_setting(ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
+    ablation_rows["obs_reconstruct_masked_before_finetune"] = row
+    if ablation:
+        ablation_rows["obs_reconstruct_masked_output_distill"] = run(pruned, None)[3]
+    tuned, hist, ft_s, final = run(pruned, "auto")
+    ablation_rows["obs_reconstruct_masked_output_and_hidden_distill"] = final
     heads = [v.shape[1] // 32 for k, v in tuned.params.items() if k.endswith("attention/query/kernel")]
-    ffn = [v.shape[1] for k, v in tuned.params.items() if k.endswith("intermediate/kernel")]
+    ffn_n = [v.shape[1] for k, v in tuned.params.items() if k.endswith("intermediate/kernel")]
     lat = _interleaved({"dense": dense, "pruned": tuned}, (test[0][:32], test[1][:32]), rounds)
-    cos = float(np.mean(np.sum(after * ref, -1)))
-    agree = float(np.mean(_neighbours(after) == nn_ref))
+    cos, agree = final["mean_cosine"], final["nn_agreement"]
     return {
         "held_out_sentences": int(len(ref)), "training_sentences": int(len(train[0])),
+        "calibration_sentences": int(sum(len(b[0]) for b in cal)),
         "sequence_length": length, "pipeline": pruned.pipeline, "heads_per_layer": heads,
-        "ffn_neurons_per_layer": ffn,
+        "ffn_neurons_per_layer": ffn_n,
         "params_ratio": sum(v.size for k, v in tuned.params.items() if k.startswith("layers/")) /
                         sum(v.size for k, v in dense.params.items() if k.startswith("layers/")),
         "flops_ratio_batch32": _flops(tuned, 32) / _flops(dense, 32),
-        "mean_cosine_before_finetune": float(np.mean(np.sum(before * ref, -1))),
-        "nn_agreement_before_finetune": float(np.mean(_neighbours(before) == nn_ref)),
+        "mean_cosine_before_finetune": row["mean_cosine"],
+        "nn_agreement_before_finetune": row["nn_agreement"],
         "mean_cosine": cos, "nn_agreement": agree, "finetune_steps": hist.steps,
         "kept_step": hist.best_step, "validation_loss": [(s, round(v, 5)) for s, v, _ in hist.evals],
-        "finetune_seconds": ft_s, "compile_seconds": compile_s,
+        "finetune_seconds": ft_s, "compile_seconds": row["compile_seconds"],
+        "dense_compile_seconds": dense_s, "ablation": ablation_rows,
         f"latency_ms_batch32_len{length}": lat, "finetune_lr": lr,
         "truncated_held_out": int(np.sum(test[1][:, -1] == 1)), "latency_ratio": lat["pruned"] / lat["dense"],
         "target_cosine": 0.97, "target_nn_agreement": 0.90, "met": cos >= 0.97 and agree >= 0.90}
@@ -194,11 +248,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("digits", "minilm"), default=None)
     ap.add_argument("--digits-steps", type=int, default=600)
-    ap.add_argument("--minilm-steps", type=int, default=300)
+    ap.add_argument("--minilm-steps", type=int, default=600)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--minilm-length", type=int, default=32)
     ap.add_argument("--minilm-eval", type=int, default=256)
-    ap.add_argument("--minilm-lr", type=float, default=2e-4)
+    ap.add_argument("--minilm-lr", type=float, default=1e-4)
+    ap.add_argument("--minilm-calibration", type=int, default=889)
+    ap.add_argument("--no-ablation", action="store_true", help="MiniLM: only the full recipe")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     import jax
@@ -208,7 +264,8 @@ def main(argv=None) -> int:
         print(json.dumps({"digits_cnn": result["digits_cnn"]}), flush=True)
     if args.only in (None, "minilm"):
         result["minilm"] = minilm(args.minilm_steps, max(5, args.rounds // 3), args.minilm_length,
-                                  args.minilm_eval, args.minilm_lr)
+                                  args.minilm_eval, args.minilm_lr, args.minilm_calibration,
+                                  not args.no_ablation)
         print(json.dumps({"minilm": result["minilm"]}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -195,14 +195,61 @@ def _eligible(an: Analysis, g, pattern, include, exclude, weights) -> tuple[list
 
 
 def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criterion, include,
-                exclude, round_to):
+                exclude, round_to, reconstruct=False, damp=0.01, mask_input=""):
     an, remove = plan_structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude,
-                                 round_to)
-    return graph if not remove else remove_units(graph, an, remove)
+                                 round_to, damp, mask_input)
+    if not remove:
+        return graph
+    if criterion == "obs" and not reconstruct:
+        ctx.remark("note", "criterion=obs ranks units by the error left after re-fitting the "
+                           "layers reading them; add reconstruct=true to re-fit them")
+    if reconstruct:
+        from .prune_data import collect, consumers
+        from .prune_data import reconstruct as refit
+        cons, stats = getattr(an, "data", None) or ([], None)
+        gone = set(remove)
+        if stats is None:
+            cons = [c for c in consumers(graph, an) if gone & set(an.unit_of[(c.w, c.w_axis)].tolist())]
+            stats = collect(graph, ctx, cons, "with reconstruct=true", mask_input)
+        if not cons:
+            ctx.remark("note", "reconstruct: no linear layer (x @ W) reads a removed channel; "
+                               "nothing to re-fit")
+        graph = refit(graph, ctx, an, cons, stats, remove, damp)
+    return remove_units(graph, an, remove)
+
+
+def _data_importance(graph: Graph, ctx: PassContext, an: Analysis, plan: dict, remark,
+                     criterion: str, damp: float, limit: float, mask_input: str = "") -> dict:
+    """``plan`` re-scored from calibration statistics of the layers that read each unit:
+    ``activation``, its contribution; ``obs``, the order of greedy removal with re-fitting."""
+    from .prune_data import collect, consumers, contribution, obs_order
+    units = [u for good, _ in plan.values() for u in good]
+    wanted = set(units)
+    cons = [c for c in consumers(graph, an) if wanted & set(an.unit_of[(c.w, c.w_axis)].tolist())]
+    stats = collect(graph, ctx, cons, f"with criterion={criterion}", mask_input)
+    an.data = (cons, stats)  # reused by reconstruct=true
+    if criterion == "activation":
+        score = contribution(graph, an, cons, stats, units)
+    else:
+        score = {}
+        for good, _ in plan.values():
+            n = int(np.ceil(limit * len(good)))
+            got = obs_order(graph, an, cons, stats, good, damp, n)
+            score.update(got if got is not None else dict.fromkeys(good))
+    out = {}
+    for gid, (good, imp) in plan.items():
+        if any(score[u] is None for u in good):
+            remark("note", f"{_label(an.groups[gid], an)}: no linear layer (x @ W) reads it; "
+                           f"ranked by weight norm (l2) instead of {criterion}", group=str(gid))
+            out[gid] = (good, [an.importance(an.units[u], "l2") for u in good])
+        else:
+            out[gid] = (good, [score[u] for u in good])
+    return out
 
 
 def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1", include=(),
-               exclude=(), quiet: bool = False) -> tuple[Analysis, dict]:
+               exclude=(), quiet: bool = False, damp: float = 0.01, limit: float = 0.9,
+               mask_input: str = "") -> tuple[Analysis, dict]:
     """The analysis and, per group free to shrink, its removable units and their importance."""
     an = analyze(graph)
     weights = weight_params(graph)
@@ -224,17 +271,26 @@ def candidates(graph: Graph, ctx: PassContext, pattern="channel", criterion="l1"
         if not good:
             remark("missed", f"left {label} alone: {reason}", group=str(g.id))
             continue
-        plan[g.id] = (good, [an.importance(an.units[u], criterion) for u in good])
+        plan[g.id] = (good, [an.importance(an.units[u], criterion if criterion in ("l1", "l2")
+                                           else "l2") for u in good])
+    if criterion in ("activation", "obs") and plan:
+        plan = _data_importance(graph, ctx, an, plan, remark, criterion, damp, limit, mask_input)
     return an, plan
 
 
 def plan_structured(graph: Graph, ctx: PassContext, sparsity=0.5, pattern="channel", scope="layer",
-                    criterion="l1", include=(), exclude=(), round_to=1) -> tuple[Analysis, list[int]]:
+                    criterion="l1", include=(), exclude=(), round_to=1,
+                    damp: float = 0.01, mask_input: str = "") -> tuple[Analysis, list[int]]:
     """The analysis and the units ``prune{pattern=channel|head}`` removes (remarks into ctx).
 
     ``sparsity`` is a fraction, or a dict group id -> fraction (``sparsity=auto``).
     """
-    an, plan = candidates(graph, ctx, pattern, criterion, include, exclude)
+    most = max(sparsity.values(), default=0.0) if isinstance(sparsity, dict) else sparsity
+    # criterion=obs orders removals greedily, far enough for this sparsity (units beyond still
+    # rank after every removed one)
+    limit = 0.9 if scope == "global" else min(1.0, most + 0.1)
+    an, plan = candidates(graph, ctx, pattern, criterion, include, exclude, damp=damp, limit=limit,
+                          mask_input=mask_input)
     if not plan:
         ctx.remark("missed", f"nothing to prune: no {pattern} group is free to shrink")
         return an, []
@@ -372,23 +428,38 @@ def _auto(graph: Graph, ctx: PassContext, budget: float, pattern, criterion, inc
     Option("pattern", str, "unstructured", "unstructured | N:M (e.g. 2:4) | channel | head",
            check=_check_pattern),
     Option("scope", str, "layer", "one threshold per layer or one over all", choices=("layer", "global")),
-    Option("criterion", str, "l1", "importance of a channel group: sum of member norms",
-           choices=("l1", "l2")),
+    Option("criterion", str, "l1", "importance of a channel/head: l1 | l2 (sum of its weight "
+           "norms) | activation (RMS of its contribution to the layers reading it) | obs (the error "
+           "left after re-fitting those layers, removed greedily); both on calibration data",
+           choices=("l1", "l2", "activation", "obs")),
     Option("include", list, (), "globs over param names to prune (default: every dot/conv weight)"),
     Option("exclude", list, (), "globs over param names to leave alone"),
     Option("round_to", int, 1, "keep channel/head counts multiples of this", range=(1, None)),
     Option("min_speedup", float, 0.0, "time the result and revert it if dense/pruned is below this",
            range=(0.0, None)),
+    Option("reconstruct", bool, False, "channel/head: re-fit each linear layer reading a removed "
+           "unit on its kept inputs (least squares on calibration data) and fold the lost mean "
+           "into its bias"),
+    Option("damp", float, 0.01, "reconstruct: ridge term, a fraction of the mean input variance",
+           range=(0.0, None)),
+    Option("mask_input", str, "", "criterion=activation|obs, reconstruct: a model input (e.g. "
+           "attention_mask) whose zeros mark positions (padding) the statistics leave out"),
 ])
 def prune(graph: Graph, ctx: PassContext, sparsity="0.5", pattern="unstructured", scope="layer",
-          criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0) -> Graph:
+          criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0,
+          reconstruct=False, damp=0.01, mask_input="") -> Graph:
     """Prune weights: zero the smallest (unstructured, N:M) or remove channels/heads for real."""
     sparsity = _sparsity(sparsity)
     if isinstance(sparsity, tuple):
         sparsity = _auto(graph, ctx, sparsity[1], pattern, criterion, include, exclude)
     if pattern in ("channel", "head"):
-        out = _structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude, round_to)
+        out = _structured(graph, ctx, sparsity, pattern, scope, criterion, include, exclude, round_to,
+                          reconstruct, damp, mask_input)
     else:
+        if criterion in ("activation", "obs") or reconstruct:
+            what = f"criterion={criterion}" if criterion in ("activation", "obs") else "reconstruct=true"
+            raise PassOptionError(f"pass 'prune': {what} works with pattern=channel|head, "
+                                  f"not pattern={pattern}")
         out = _unstructured(graph, ctx, sparsity, pattern, scope, include, exclude)
     if out is graph:
         return graph

@@ -162,7 +162,7 @@ def _check_levels(v) -> None:
            choices=("channel", "head", "unstructured")),
     Option("sparsities", list, (0.25, 0.5, 0.75), "the sparsity levels to measure", item=float,
            check=_check_levels),
-    Option("criterion", str, "l1", "importance of a channel group", choices=("l1", "l2")),
+    Option("criterion", str, "l1", "importance of a channel group", choices=("l1", "l2", "activation", "obs")),
     Option("include", list, (), "globs over param names to measure"),
     Option("exclude", list, (), "globs over param names to leave out"),
 ])

@@ -167,3 +167,54 @@ def test_mask_annotations_are_kept_in_force(digits):
     assert np.all(out.params[k][~m] == 0.0) and np.all(out.params[k][m] != 0.0)
     assert not np.array_equal(out.params[k], masked.params[k])  # it did train
     np.testing.assert_array_equal(out.graph.annotation(k, "mask").array, m)
+
+
+# --- layer-wise (hidden-state) distillation --------------------------------------------------
+def _mlp3(p, x):
+    h1 = jax.nn.relu(x @ p["l1"]["w"] + p["l1"]["b"])
+    h2 = jax.nn.relu(h1 @ p["l2"]["w"] + p["l2"]["b"])
+    return h2 @ p["l3"]["w"]
+
+
+def _mlp3_setup():
+    r = np.random.default_rng(0)
+    w = lambda *s: (r.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
+    p = {"l1": {"w": w(8, 16), "b": (0.1 * r.standard_normal(16)).astype(np.float32)},
+         "l2": {"w": w(16, 12), "b": (0.1 * r.standard_normal(12)).astype(np.float32)},
+         "l3": {"w": w(12, 4)}}
+    x = r.standard_normal((32, 8)).astype(np.float32)
+    teacher = tensorsmith.compile(_mlp3, x, params=p, passes=[])
+    # layer 1 loses half its neurons: h1 narrows, h2 keeps its shape (a matched hidden state)
+    student = tensorsmith.compile(_mlp3, x, params=p,
+                                  passes="prune{pattern=channel,sparsity=0.5,include=[l1/w]}")
+    return p, x, teacher, student
+
+
+def test_hidden_distillation_loss_is_the_relative_mse_of_matched_states_plus_the_output_loss():
+    p, x, teacher, student = _mlp3_setup()
+    _, hist = tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, distill="mse",
+                                   hidden="auto", hidden_weight=0.5, progress=False)
+    # float64 oracle: the student's own params (layer 1 sliced) against the dense model's
+    sp = {k: np.asarray(v, np.float64) for k, v in student.params.items()}
+    xs = x.astype(np.float64)
+    h2_s = np.maximum(np.maximum(xs @ sp["l1/w"] + sp["l1/b"], 0) @ sp["l2/w"] + sp["l2/b"], 0)
+    tp = {k: np.asarray(v, np.float64) for k, v in teacher.params.items()}
+    h2_t = np.maximum(np.maximum(xs @ tp["l1/w"] + tp["l1/b"], 0) @ tp["l2/w"] + tp["l2/b"], 0)
+    want = 0.5 * np.mean((h2_s - h2_t) ** 2) / np.mean(h2_t ** 2) + \
+        np.mean((h2_s @ sp["l3/w"] - h2_t @ tp["l3/w"]) ** 2)
+    assert hist.loss[0] == pytest.approx(want, rel=1e-4)
+    _, plain = tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, distill="mse",
+                                    progress=False)
+    assert plain.loss[0] == pytest.approx(np.mean((h2_s @ sp["l3/w"] - h2_t @ tp["l3/w"]) ** 2), rel=1e-4)
+
+
+def test_hidden_distillation_errors_name_the_value():
+    p, x, teacher, student = _mlp3_setup()
+    h1 = next(n.inputs[0].name for n in student.graph.nodes
+              if n.op == "dot_general" and n.inputs[1].name == "l2/w")
+    with pytest.raises(UsageFailure, match=rf"%{h1} is f32\[32,8\] in the student, f32\[32,16\] in the teacher"):
+        tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, hidden=[h1], progress=False)
+    with pytest.raises(UsageFailure, match=r"has no value %nope"):
+        tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, hidden=["nope"], progress=False)
+    with pytest.raises(UsageFailure, match=r"give teacher=None \(the source model\) or a CompiledModel"):
+        tensorsmith.finetune(student, [(x,)], steps=1, teacher=lambda x: x, hidden="auto", progress=False)

@@ -1,0 +1,233 @@
+"""Data-aware structured pruning: ``criterion=activation`` against a float64 numpy oracle of
+each unit's output contribution, and ``reconstruct=true`` (exact when the removed channels
+are linear combinations of kept ones; equal to numpy's lstsq otherwise)."""
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tensorsmith
+from tensorsmith.errors import TensorsmithError
+
+
+def _mlp_params(seed=0, d=12, f=16, o=5):
+    r = np.random.default_rng(seed)
+    return {"l1": {"w": (r.standard_normal((d, f)) / np.sqrt(d)).astype(np.float32),
+                   "b": (0.1 * r.standard_normal(f)).astype(np.float32)},
+            "l2": {"w": (r.standard_normal((f, o)) / np.sqrt(f)).astype(np.float32),
+                   "b": (0.1 * r.standard_normal(o)).astype(np.float32)}}
+
+
+def _mlp(p, x):
+    return jax.nn.relu(x @ p["l1"]["w"] + p["l1"]["b"]) @ p["l2"]["w"] + p["l2"]["b"]
+
+
+def _hidden(p, x):
+    """The float64 oracle of the dense layer's input: relu(x W1 + b1)."""
+    x = np.asarray(x, np.float64)
+    return np.maximum(x @ p["l1"]["w"].astype(np.float64) + p["l1"]["b"], 0)
+
+
+def _data(seed=1, n=4, batch=32, d=12):
+    r = np.random.default_rng(seed)
+    return [(r.standard_normal((batch, d)).astype(np.float32),) for _ in range(n)]
+
+
+def _kept_columns(dense_w, pruned_w) -> list[int]:
+    """Which columns of ``dense_w`` survived (the producer layer is sliced, not re-fitted)."""
+    return [int(np.argmin(np.abs(dense_w - pruned_w[:, [j]]).sum(0))) for j in range(pruned_w.shape[1])]
+
+
+def _compile(params, cal, passes, fn=_mlp):
+    return tensorsmith.compile(fn, *cal[0], params=params, passes=passes, calibration=cal)
+
+
+# --- criterion=activation -------------------------------------------------------------------
+def test_activation_criterion_removes_the_smallest_output_contributions():
+    p = _mlp_params()
+    # four neurons with the largest weights but a bias that keeps them almost always off:
+    # weight norms rank them first, their output contribution last
+    p["l1"]["w"][:, :4] *= 3
+    p["l2"]["w"][:4] *= 3
+    p["l1"]["b"][:4] = -4.0
+    cal = _data()
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=activation}")
+    h = np.concatenate([_hidden(p, b[0]) for b in cal])
+    score = np.linalg.norm(p["l2"]["w"].astype(np.float64), axis=1) * np.sqrt((h ** 2).mean(0))
+    want = sorted(np.argsort(score, kind="stable")[4:].tolist())
+    assert sorted(_kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])) == want
+    l2 = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=l2}")
+    assert sorted(_kept_columns(p["l1"]["w"], l2.graph.params["l1/w"])) != want  # not magnitude
+
+
+def _mha_params(seed=3, d=16, h=4, hd=4):
+    r = np.random.default_rng(seed)
+    w = lambda *s: (r.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
+    p = {"wq": w(d, h * hd), "wk": w(d, h * hd), "wv": w(d, h * hd), "wo": w(h * hd, d),
+         "bo": (0.1 * r.standard_normal(d)).astype(np.float32)}
+    p["wv"][:, 2 * hd:3 * hd] *= 0.2  # head 2: small values, big query/key weights
+    p["wq"][:, 2 * hd:3 * hd] *= 4
+    return p
+
+
+def _mha_context(p, x, h=4, hd=4):
+    b, s, _ = x.shape
+    split = lambda t: t.reshape(b, s, h, hd)  # noqa: E731
+    q, k, v = split(x @ p["wq"]), split(x @ p["wk"]), split(x @ p["wv"])
+    w = jax.nn.softmax(jnp.einsum("bshd,bthd->bhst", q, k) / np.sqrt(hd), -1)
+    return jnp.einsum("bhst,bthd->bshd", w, v).reshape(b, s, h * hd)
+
+
+def _mha(p, x):
+    return _mha_context(p, x) @ p["wo"] + p["bo"]
+
+
+def test_activation_criterion_ranks_heads_by_their_contribution_through_the_output_projection():
+    p = _mha_params()
+    r = np.random.default_rng(4)
+    cal = [(r.standard_normal((8, 6, 16)).astype(np.float32),) for _ in range(3)]
+    cm = _compile(p, cal, "prune{pattern=head,sparsity=0.25,criterion=activation}", fn=_mha)
+    ctx = np.concatenate([np.asarray(_mha_context(p, b[0]), np.float64).reshape(-1, 16) for b in cal])
+    wo = p["wo"].astype(np.float64)
+    score = [np.sqrt(np.mean(np.sum((ctx[:, 4 * i:4 * i + 4] @ wo[4 * i:4 * i + 4]) ** 2, -1)))
+             for i in range(4)]
+    gone = int(np.argmin(score))
+    kept = [i for i in range(4) if i != gone]
+    want_wo = np.concatenate([p["wo"][4 * i:4 * i + 4] for i in kept])
+    np.testing.assert_array_equal(cm.graph.params["wo"], want_wo)
+    l2 = _compile(p, cal, "prune{pattern=head,sparsity=0.25,criterion=l2}", fn=_mha)
+    assert not np.array_equal(l2.graph.params["wo"], want_wo)  # the weight norm picks another
+
+
+def test_activation_criterion_without_calibration_says_how_to_pass_data():
+    p = _mlp_params()
+    with pytest.raises(TensorsmithError, match=r"criterion=activation needs calibration inputs.*"
+                                               r"compile\(\.\.\., calibration="):
+        tensorsmith.compile(_mlp, *_data()[0], params=p,
+                            passes="prune{pattern=channel,sparsity=0.25,criterion=activation}")
+    with pytest.raises(TensorsmithError, match=r"reconstruct=true needs calibration inputs"):
+        tensorsmith.compile(_mlp, *_data()[0], params=p,
+                            passes="prune{pattern=channel,sparsity=0.25,reconstruct=true}")
+
+
+@pytest.mark.parametrize("opt", ["criterion=activation", "reconstruct=true"])
+def test_data_options_refuse_unstructured_patterns(opt):
+    with pytest.raises(TensorsmithError, match=re.escape(f"{opt} works with pattern=channel|head, "
+                                                         "not pattern=unstructured")):
+        _compile(_mlp_params(), _data(), f"prune{{sparsity=0.5,{opt}}}")
+
+
+# --- reconstruct=true -----------------------------------------------------------------------
+def test_reconstruction_is_exact_when_removed_channels_are_combinations_of_kept_ones():
+    p = _mlp_params(seed=5)
+    # neurons 12..15 are 0.1x neurons 0..3 (relu commutes with a positive scale): removing
+    # them loses nothing a re-fit of the next layer cannot put back
+    p["l1"]["w"][:, 12:] = 0.1 * p["l1"]["w"][:, :4]
+    p["l1"]["b"][12:] = 0.1 * p["l1"]["b"][:4]
+    p["l2"]["w"][12:] *= 0.1
+    cal = _data(seed=6)
+    x = _data(seed=7, n=1)[0]
+    dense = np.asarray(_mlp(p, *x))
+    plain = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=l1}")
+    fitted = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=l1,reconstruct=true,damp=0}")
+    assert sorted(_kept_columns(p["l1"]["w"], fitted.graph.params["l1/w"])) == list(range(12))
+    assert not np.allclose(np.asarray(plain(*x)), dense, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(fitted(*x)), dense, rtol=1e-5, atol=1e-5)
+    msgs = [r.message for rec in fitted.history for r in rec.remarks if r.kind == "applied"]
+    assert any("@l2/w: 12 of 16 inputs kept, re-fitted" in m and "@l2/b" in m for m in msgs)
+
+
+@pytest.mark.parametrize("damp", [0.0, 0.05])
+def test_reconstruction_equals_the_ridge_least_squares_oracle(damp):
+    p = _mlp_params(seed=8, f=24)
+    cal = _data(seed=9, n=3)
+    cm = _compile(p, cal, f"prune{{pattern=channel,sparsity=0.5,criterion=l2,reconstruct=true,damp={damp}}}")
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    h = np.concatenate([_hidden(p, b[0]) for b in cal])
+    y = h @ p["l2"]["w"].astype(np.float64) + p["l2"]["b"]
+    hs = h[:, kept]
+    if damp == 0:  # the affine least-squares fit of the dense output on the kept inputs
+        sol = np.linalg.lstsq(np.c_[hs, np.ones(len(hs))], y, rcond=None)[0]
+        want_w, want_b = sol[:-1], sol[-1]
+    else:  # ridge on the centred inputs towards the original rows, lambda = damp * mean variance
+        hc, yc = hs - hs.mean(0), y - y.mean(0)
+        lam = damp * hc.var(0).mean() * len(hs)
+        w_s = p["l2"]["w"][kept].astype(np.float64)
+        want_w = np.linalg.solve(hc.T @ hc + lam * np.eye(len(kept)), hc.T @ yc + lam * w_s)
+        want_b = y.mean(0) - hs.mean(0) @ want_w
+    np.testing.assert_allclose(cm.graph.params["l2/w"], want_w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], want_b, rtol=1e-4, atol=1e-5)
+    if damp == 0:  # nothing fits the calibration data better than the oracle's solution
+        x = cal[0]
+        err = np.mean((np.asarray(cm(*x)) - np.asarray(_mlp(p, *x))) ** 2)
+        plain = _compile(p, cal, "prune{pattern=channel,sparsity=0.5,criterion=l2}")
+        assert err < np.mean((np.asarray(plain(*x)) - np.asarray(_mlp(p, *x))) ** 2)
+
+
+def test_head_reconstruction_is_exact_when_a_removed_head_copies_a_kept_one():
+    p = _mha_params()
+    # head 3 attends exactly like head 0 (same queries and keys) and reads 0.1x its values:
+    # its context is 0.1x head 0's, which the re-fitted output projection absorbs
+    for k in ("wq", "wk"):
+        p[k][:, 12:16] = p[k][:, 0:4]
+    p["wv"][:, 12:16] = 0.1 * p["wv"][:, 0:4]
+    p["wo"][12:16] *= 0.1
+    r = np.random.default_rng(11)
+    cal = [(r.standard_normal((8, 6, 16)).astype(np.float32),) for _ in range(3)]
+    x = (r.standard_normal((8, 6, 16)).astype(np.float32),)
+    opts = "pattern=head,sparsity=0.25,criterion=activation"
+    plain = _compile(p, cal, f"prune{{{opts}}}", fn=_mha)
+    fitted = _compile(p, cal, f"prune{{{opts},reconstruct=true,damp=0}}", fn=_mha)
+    np.testing.assert_array_equal(fitted.graph.params["wq"], p["wq"][:, :12])  # head 3 went
+    dense = np.asarray(_mha(p, *x))
+    assert not np.allclose(np.asarray(plain(*x)), dense, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(fitted(*x)), dense, rtol=1e-4, atol=1e-5)
+
+
+def test_obs_criterion_removes_what_the_refit_can_replace():
+    p = _mlp_params(seed=5)
+    # neurons 12..15 are 3x neurons 0..3: large weights, large contributions, yet redundant
+    p["l1"]["w"][:, 12:] = 3 * p["l1"]["w"][:, :4]
+    p["l1"]["b"][12:] = 3 * p["l1"]["b"][:4]
+    cal = _data(seed=6)
+    x = _data(seed=7, n=1)[0]
+    dense = np.asarray(_mlp(p, *x))
+    for crit in ("l2", "activation"):  # they keep both copies and lose something else
+        cm = _compile(p, cal, f"prune{{pattern=channel,sparsity=0.25,criterion={crit},reconstruct=true,damp=0}}")
+        assert not np.allclose(np.asarray(cm(*x)), dense, rtol=1e-3, atol=1e-3)
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=obs,reconstruct=true,damp=0}")
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    assert all((i in kept) != (i + 12 in kept) for i in range(4))  # one of each pair went
+    np.testing.assert_allclose(np.asarray(cm(*x)), dense, rtol=1e-5, atol=1e-5)
+
+
+def _masked_mlp(p, x, m):
+    return _mlp(p, x) * m[:, None]  # rows with m == 0 (padding) do not reach the output
+
+
+def test_mask_input_leaves_padding_rows_out_of_the_fit():
+    p = _mlp_params(seed=12, f=20)
+    r = np.random.default_rng(13)
+    cal = []
+    for _ in range(3):
+        x = r.standard_normal((32, 12)).astype(np.float32)
+        m = (r.random(32) < 0.6).astype(np.float32)
+        x[m == 0] *= 5  # padding rows from another distribution
+        cal.append((x, m))
+    opts = "pattern=channel,sparsity=0.5,criterion=l2,reconstruct=true,damp=0"
+    cm = _compile(p, cal, f"prune{{{opts},mask_input=m}}", fn=_masked_mlp)
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    h = np.concatenate([_hidden(p, x)[m != 0] for x, m in cal])  # the oracle sees real rows only
+    y = h @ p["l2"]["w"].astype(np.float64) + p["l2"]["b"]
+    sol = np.linalg.lstsq(np.c_[h[:, kept], np.ones(len(h))], y, rcond=None)[0]
+    np.testing.assert_allclose(cm.graph.params["l2/w"], sol[:-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], sol[-1], rtol=1e-4, atol=1e-5)
+    every = _compile(p, cal, f"prune{{{opts}}}", fn=_masked_mlp)  # all rows: another fit
+    assert not np.allclose(every.graph.params["l2/w"], sol[:-1], rtol=1e-3, atol=1e-3)
+    with pytest.raises(TensorsmithError, match=r"option 'mask_input': _masked_mlp has no input %mm "
+                                               r"\(closest: %m\)"):
+        _compile(p, cal, f"prune{{{opts},mask_input=mm}}", fn=_masked_mlp)
