@@ -28,7 +28,8 @@ from .context import MissingPassData, PassContext
 from .registry import PassOptionError
 from .prune_groups import Analysis
 
-__all__ = ["Consumer", "Stats", "consumers", "collect", "contribution", "obs_order", "reconstruct"]
+__all__ = ["Consumer", "CrossStats", "Stats", "consumers", "collect", "contribution", "obs_order",
+           "reconstruct", "reconstruct_sequential", "sequential_fit"]
 
 
 @dataclass
@@ -296,3 +297,131 @@ def obs_order(graph: Graph, an: Analysis, cons: list[Consumer], stats: dict, uni
         for u, v in zip(alive, cost()):
             scores[u] = running + float(v) + 1e-12
     return scores
+
+
+@dataclass
+class CrossStats:
+    """Moments of one consumer input in the pruned model (``a``) against the dense one (``x``)."""
+
+    gram: np.ndarray  # (K, K) sum of a a^T
+    cross: np.ndarray  # (K, K) sum of a x^T
+    total_a: np.ndarray
+    total_x: np.ndarray
+    rows: int
+
+
+def _mask_slot(graph: Graph, ctx: PassContext, mask_input: str) -> int | None:
+    inputs = [v.name for v in graph.inputs]
+    name = mask_input.lstrip("%")
+    if not name:
+        return None
+    if name not in inputs:
+        import difflib
+        close = difflib.get_close_matches(name, inputs, n=1)
+        raise PassOptionError(f"pass '{ctx.pass_name}' option 'mask_input': {graph.name} has no "
+                              f"input %{name}" + (f" (closest: %{close[0]})" if close
+                              else f"; its inputs: {', '.join('%' + n for n in inputs)}"))
+    return inputs.index(name)
+
+
+def _probe(graph: Graph, names) -> Graph:
+    values = {v.name: v for n in graph.nodes for v in n.outputs}
+    values.update({v.name: v for v in graph.inputs})
+    return graph.replace(outputs=tuple(values[x] for x in names))
+
+
+def _flat(arr, ax: int, keep) -> np.ndarray:
+    arr = np.moveaxis(np.asarray(arr, np.float64), ax, -1)
+    m = arr.reshape(-1, arr.shape[-1])
+    if keep is not None and arr.shape[:-1] == keep.shape:
+        m = m[keep.reshape(-1)]
+    return m
+
+
+def _cross_stats(dense: Graph, current: Graph, ctx: PassContext, c: Consumer,
+                 slot: int | None) -> CrossStats:
+    """One pass over the calibration batches: the consumer's input in ``current`` (all
+    upstream pruning and re-fits in force) against its input in ``dense``, same batch."""
+    batches = ctx.calibration_batches(dense)
+    ref = ctx.run_batches(_probe(dense, [c.x]), batches, desc="prune: dense inputs")
+    now = ctx.run_batches(_probe(current, [c.x]), batches, desc="prune: pruned inputs")
+    st = None
+    for b, (xd, xc) in enumerate(zip(ref, now)):
+        keep = None if slot is None else np.asarray(batches[b][slot]) != 0
+        x, a = _flat(xd[0], c.x_axis, keep), _flat(xc[0], c.x_axis, keep)
+        if st is None:
+            st = CrossStats(a.T @ a, a.T @ x, a.sum(0), x.sum(0), a.shape[0])
+        else:
+            st.gram += a.T @ a
+            st.cross += a.T @ x
+            st.total_a += a.sum(0)
+            st.total_x += x.sum(0)
+            st.rows += a.shape[0]
+    return st
+
+
+def sequential_fit(w: np.ndarray, keep: np.ndarray, s: CrossStats, damp: float,
+                   affine: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(new kept rows, bias shift): ``argmin ||A_S W' - X W||^2 + lambda ||W' - W_S||^2`` with
+    ``A`` the pruned model's input, ``X`` the dense one's; centred (a bias absorbs the means)
+    when ``affine``. Equal to the dense re-fit when ``A == X``."""
+    n = max(s.rows, 1)
+    mu_a, mu_x = s.total_a / n, s.total_x / n
+    caa = s.gram[np.ix_(keep, keep)] / n
+    cax = s.cross[keep] / n
+    if affine:
+        caa = caa - np.outer(mu_a[keep], mu_a[keep])
+        cax = cax - np.outer(mu_a[keep], mu_x)
+    lam = damp * float(np.mean(np.diag(caa))) if caa.size else 0.0
+    a = caa + lam * np.eye(caa.shape[0])
+    rhs = cax @ w + lam * w[keep]
+    try:
+        new = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:  # a singular covariance (dead inputs): least norm
+        new = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    shift = (mu_x @ w - mu_a[keep] @ new) if affine else None
+    return new, shift
+
+
+def reconstruct_sequential(graph: Graph, ctx: PassContext, an: Analysis, cons: list[Consumer],
+                           remove, damp: float, mask_input: str = "") -> Graph:
+    """``graph`` with each consumer of a removed unit re-fitted in graph order so that the
+    pruned model's input to it (carrying every upstream removal and re-fit) reproduces the
+    dense model's output of it (SparseGPT/OBC's sequential trick); removed rows left as
+    they were (removal slices them off)."""
+    from .prune_groups import zero_units
+    gone = set(remove)
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    slot = _mask_slot(graph, ctx, mask_input)
+    current = zero_units(graph, an, gone)  # the masked model: what removal will compute
+    updates: dict[str, np.ndarray] = {}
+    for c in sorted(cons, key=lambda c: order.get(id(c.node), 0)):
+        ids = an.unit_of[(c.w, c.w_axis)]
+        drop = np.isin(ids, list(gone))
+        if not drop.any() or drop.all():
+            continue
+        if graph.num_uses(graph.param(c.w)) != 1:
+            ctx.remark("missed", f"did not re-fit @{c.w}: it is read by other ops too", c.node)
+            continue
+        keep = ~drop
+        s = _cross_stats(graph, current, ctx, c, slot)
+        w = _rows(graph, c)
+        new, shift = sequential_fit(w, keep, s, damp, c.bias is not None)
+        full = w.copy()
+        full[keep] = new
+        orig = np.asarray(graph.params[c.w])
+        shape = np.moveaxis(orig, c.w_axis, 0).shape
+        updates[c.w] = np.moveaxis(full.reshape(shape), 0, c.w_axis).astype(orig.dtype)
+        masked = full.copy()
+        masked[drop] = 0
+        now = {c.w: np.moveaxis(masked.reshape(shape), 0, c.w_axis).astype(orig.dtype)}
+        what = "re-fitted in sequence to the dense model's output"
+        if c.bias:
+            b = np.asarray(graph.params[c.bias])
+            updates[c.bias] = now[c.bias] = (b.astype(np.float64) + shift).astype(b.dtype)
+            what += f", the lost mean folded into @{c.bias}"
+        current = current.with_params(now)
+        ctx.remark("applied", f"@{c.w}: {int(keep.sum())} of {len(ids)} inputs kept, {what} "
+                              f"(least squares over {s.rows} rows, damp {damp:g})", c.node,
+                   weight=c.w, kept=int(keep.sum()), inputs=len(ids))
+    return graph.with_params(updates) if updates else graph

@@ -231,3 +231,93 @@ def test_mask_input_leaves_padding_rows_out_of_the_fit():
     with pytest.raises(TensorsmithError, match=r"option 'mask_input': _masked_mlp has no input %mm "
                                                r"\(closest: %m\)"):
         _compile(p, cal, f"prune{{{opts},mask_input=mm}}", fn=_masked_mlp)
+
+
+# --- reconstruct=sequential -----------------------------------------------------------------
+def _deep_params(seed=20, d=10, f=16, o=4):
+    r = np.random.default_rng(seed)
+    lin = lambda i, j: {"w": (r.standard_normal((i, j)) / np.sqrt(i)).astype(np.float32),  # noqa: E731
+                        "b": (0.1 * r.standard_normal(j)).astype(np.float32)}
+    return {"l1": lin(d, f), "l2": lin(f, f), "l3": lin(f, o)}
+
+
+def _deep(p, x):
+    h = jax.nn.relu(x @ p["l1"]["w"] + p["l1"]["b"])
+    h = jax.nn.relu(h @ p["l2"]["w"] + p["l2"]["b"])
+    return h @ p["l3"]["w"] + p["l3"]["b"]
+
+
+def _affine_lstsq(a, y):
+    sol = np.linalg.lstsq(np.c_[a, np.ones(len(a))], y, rcond=None)[0]
+    return sol[:-1], sol[-1]
+
+
+def test_sequential_reconstruction_fits_the_pruned_input_to_the_dense_output():
+    """Two consumers in a row: the second is fitted on the input the pruned (and re-fitted)
+    first layer gives it, to the dense model's output of that layer (float64 lstsq oracle)."""
+    p = _deep_params()
+    cal = [(np.random.default_rng(21 + i).standard_normal((64, 10)).astype(np.float32),) for i in range(3)]
+    opts = "pattern=channel,sparsity=0.25,criterion=l2,damp=0,include=[l1/w,l2/w]"
+    cm = _compile(p, cal, f"prune{{{opts},reconstruct=sequential}}", fn=_deep)
+    f64 = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in p.items()}
+    k1 = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    x = np.concatenate([b[0] for b in cal]).astype(np.float64)
+    h1 = np.maximum(x @ f64["l1"]["w"] + f64["l1"]["b"], 0)  # dense
+    h2 = np.maximum(h1 @ f64["l2"]["w"] + f64["l2"]["b"], 0)
+    # layer 2: nothing upstream of its input is pruned but its own input channels
+    w2, b2 = _affine_lstsq(h1[:, k1], h1 @ f64["l2"]["w"] + f64["l2"]["b"])
+    k2 = [int(np.argmin(np.abs(w2 - cm.graph.params["l2/w"][:, [j]]).sum(0)))
+          for j in range(cm.graph.params["l2/w"].shape[1])]
+    np.testing.assert_allclose(cm.graph.params["l2/w"], w2[:, k2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], b2[k2], rtol=1e-4, atol=1e-4)
+    # layer 3: fitted on the pruned model's h2 (through re-fitted layer 2), to the dense output
+    h2p = np.maximum(h1[:, k1] @ w2[:, k2] + b2[k2], 0)
+    w3, b3 = _affine_lstsq(h2p, h2 @ f64["l3"]["w"] + f64["l3"]["b"])
+    np.testing.assert_allclose(cm.graph.params["l3/w"], w3, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cm.graph.params["l3/b"], b3, rtol=1e-4, atol=1e-4)
+    # independent re-fits (reconstruct=true) fit layer 3 on the dense h2 instead: another answer
+    ind = _compile(p, cal, f"prune{{{opts},reconstruct=true}}", fn=_deep)
+    assert not np.allclose(ind.graph.params["l3/w"], w3, rtol=1e-3, atol=1e-3)
+    err = lambda m: np.mean((np.asarray(m(*cal[0])) - np.asarray(_deep(p, *cal[0]))) ** 2)  # noqa: E731
+    assert err(cm) < err(ind)
+    msgs = [r.message for rec in cm.history for r in rec.remarks if r.kind == "applied"]
+    assert any("@l3/w: 12 of 16 inputs kept, re-fitted in sequence to the dense model's output" in m
+               for m in msgs)
+
+
+@pytest.mark.parametrize("damp", [0.0, 0.05])
+def test_sequential_reconstruction_equals_the_independent_one_with_nothing_pruned_upstream(damp):
+    p = _mlp_params(seed=8, f=24)
+    cal = _data(seed=9, n=3)
+    opts = f"pattern=channel,sparsity=0.5,criterion=l2,damp={damp}"
+    seq = _compile(p, cal, f"prune{{{opts},reconstruct=sequential}}")
+    ind = _compile(p, cal, f"prune{{{opts},reconstruct=true}}")
+    for k in ("l1/w", "l1/b", "l2/w", "l2/b"):
+        np.testing.assert_allclose(seq.graph.params[k], ind.graph.params[k], rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_reconstruction_with_obs_and_a_padding_mask_matches_the_oracle():
+    p = _mlp_params(seed=12, f=20)
+    r = np.random.default_rng(13)
+    cal = []
+    for _ in range(3):
+        x = r.standard_normal((32, 12)).astype(np.float32)
+        m = (r.random(32) < 0.6).astype(np.float32)
+        x[m == 0] *= 5
+        cal.append((x, m))
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.5,criterion=obs,damp=0,"
+                          "reconstruct=sequential,mask_input=m}", fn=_masked_mlp)
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    h = np.concatenate([_hidden(p, x)[m != 0] for x, m in cal])
+    w, b = _affine_lstsq(h[:, kept], h @ p["l2"]["w"].astype(np.float64) + p["l2"]["b"])
+    np.testing.assert_allclose(cm.graph.params["l2/w"], w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], b, rtol=1e-4, atol=1e-5)
+
+
+def test_reconstruct_option_names_its_values():
+    with pytest.raises(TensorsmithError, match=r"option 'reconstruct': 'sequentail' is not one of "
+                                               r"true, false, sequential"):
+        _compile(_mlp_params(), _data(), "prune{pattern=channel,sparsity=0.5,reconstruct=sequentail}")
+    with pytest.raises(TensorsmithError, match=r"reconstruct=sequential needs calibration inputs"):
+        tensorsmith.compile(_mlp, *_data()[0], params=_mlp_params(),
+                            passes="prune{pattern=channel,sparsity=0.25,reconstruct=sequential}")
