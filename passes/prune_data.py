@@ -308,6 +308,8 @@ class CrossStats:
     total_a: np.ndarray
     total_x: np.ndarray
     rows: int
+    resid: np.ndarray | None = None  # (K, N) sum of a d^T, d the residual's dense - pruned
+    total_d: np.ndarray | None = None
 
 
 def _mask_slot(graph: Graph, ctx: PassContext, mask_input: str) -> int | None:
@@ -338,13 +340,35 @@ def _flat(arr, ax: int, keep) -> np.ndarray:
     return m
 
 
+def residual_of(graph: Graph, c: Consumer) -> str | None:
+    """The other operand of the ``add`` the consumer's output (after its bias) flows into
+    alone, a residual stream of the output's shape; None when there is none."""
+    a = c.node.inputs[0]
+    if c.x != a.name or c.w_axis != 0 or np.ndim(graph.params[c.w]) != 2 or \
+            c.x_axis != a.type.rank - 1:
+        return None  # only x @ W[K, N] (the output's last axis is W's columns)
+    out = c.node.outputs[0]
+    if c.bias:
+        users = graph.users.get(out.name, ())
+        out = users[0].outputs[0]  # the bias add (_bias_of checked it is the only user)
+    users = graph.users.get(out.name, ())
+    if len(users) != 1 or users[0].op != "add":
+        return None
+    other = [v for v in users[0].inputs if v.name != out.name]
+    if len(other) != 1 or other[0].name in graph.params or other[0].type.shape != out.type.shape:
+        return None
+    return other[0].name
+
+
 def _cross_stats(dense: Graph, current: Graph, ctx: PassContext, c: Consumer,
-                 slot: int | None) -> CrossStats:
+                 slot: int | None, resid: str | None = None) -> CrossStats:
     """One pass over the calibration batches: the consumer's input in ``current`` (all
-    upstream pruning and re-fits in force) against its input in ``dense``, same batch."""
+    upstream pruning and re-fits in force) against its input in ``dense``, same batch; with
+    ``resid``, also against the residual stream's error (dense minus pruned)."""
     batches = ctx.calibration_batches(dense)
-    ref = ctx.run_batches(_probe(dense, [c.x]), batches, desc="prune: dense inputs")
-    now = ctx.run_batches(_probe(current, [c.x]), batches, desc="prune: pruned inputs")
+    names = [c.x] + ([resid] if resid else [])
+    ref = ctx.run_batches(_probe(dense, names), batches, desc="prune: dense inputs")
+    now = ctx.run_batches(_probe(current, names), batches, desc="prune: pruned inputs")
     st = None
     for b, (xd, xc) in enumerate(zip(ref, now)):
         keep = None if slot is None else np.asarray(batches[b][slot]) != 0
@@ -357,6 +381,10 @@ def _cross_stats(dense: Graph, current: Graph, ctx: PassContext, c: Consumer,
             st.total_a += a.sum(0)
             st.total_x += x.sum(0)
             st.rows += a.shape[0]
+        if resid:
+            d = _flat(xd[1], -1, keep) - _flat(xc[1], -1, keep)
+            st.resid = a.T @ d if st.resid is None else st.resid + a.T @ d
+            st.total_d = d.sum(0) if st.total_d is None else st.total_d + d.sum(0)
     return st
 
 
@@ -375,16 +403,21 @@ def sequential_fit(w: np.ndarray, keep: np.ndarray, s: CrossStats, damp: float,
     lam = damp * float(np.mean(np.diag(caa))) if caa.size else 0.0
     a = caa + lam * np.eye(caa.shape[0])
     rhs = cax @ w + lam * w[keep]
+    mu_d = 0.0
+    if s.resid is not None:  # the target also makes up for the residual stream's error
+        mu_d = s.total_d / n
+        rhs = rhs + s.resid[keep] / n - (np.outer(mu_a[keep], mu_d) if affine else 0.0)
     try:
         new = np.linalg.solve(a, rhs)
     except np.linalg.LinAlgError:  # a singular covariance (dead inputs): least norm
         new = np.linalg.lstsq(a, rhs, rcond=None)[0]
-    shift = (mu_x @ w - mu_a[keep] @ new) if affine else None
+    shift = (mu_x @ w + mu_d - mu_a[keep] @ new) if affine else None
     return new, shift
 
 
 def reconstruct_sequential(graph: Graph, ctx: PassContext, an: Analysis, cons: list[Consumer],
-                           remove, damp: float, mask_input: str = "") -> Graph:
+                           remove, damp: float, mask_input: str = "",
+                           residual: bool = True) -> Graph:
     """``graph`` with each consumer of a removed unit re-fitted in graph order so that the
     pruned model's input to it (carrying every upstream removal and re-fit) reproduces the
     dense model's output of it (SparseGPT/OBC's sequential trick); removed rows left as
@@ -404,7 +437,8 @@ def reconstruct_sequential(graph: Graph, ctx: PassContext, an: Analysis, cons: l
             ctx.remark("missed", f"did not re-fit @{c.w}: it is read by other ops too", c.node)
             continue
         keep = ~drop
-        s = _cross_stats(graph, current, ctx, c, slot)
+        resid = residual_of(graph, c) if residual else None
+        s = _cross_stats(graph, current, ctx, c, slot, resid)
         w = _rows(graph, c)
         new, shift = sequential_fit(w, keep, s, damp, c.bias is not None)
         full = w.copy()
@@ -415,7 +449,8 @@ def reconstruct_sequential(graph: Graph, ctx: PassContext, an: Analysis, cons: l
         masked = full.copy()
         masked[drop] = 0
         now = {c.w: np.moveaxis(masked.reshape(shape), 0, c.w_axis).astype(orig.dtype)}
-        what = "re-fitted in sequence to the dense model's output"
+        what = "re-fitted in sequence to the dense model's output" + (
+            f" (plus the error of the residual %{resid})" if resid else "")
         if c.bias:
             b = np.asarray(graph.params[c.bias])
             updates[c.bias] = now[c.bias] = (b.astype(np.float64) + shift).astype(b.dtype)

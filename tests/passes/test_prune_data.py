@@ -321,3 +321,41 @@ def test_reconstruct_option_names_its_values():
     with pytest.raises(TensorsmithError, match=r"reconstruct=sequential needs calibration inputs"):
         tensorsmith.compile(_mlp, *_data()[0], params=_mlp_params(),
                             passes="prune{pattern=channel,sparsity=0.25,reconstruct=sequential}")
+
+
+def _res_params(seed=30, d=8, f=16):
+    r = np.random.default_rng(seed)
+    lin = lambda i, j: {"w": (r.standard_normal((i, j)) / np.sqrt(i)).astype(np.float32),  # noqa: E731
+                        "b": (0.1 * r.standard_normal(j)).astype(np.float32)}
+    return {"a1": lin(d, f), "b1": lin(f, d), "a2": lin(d, f), "b2": lin(f, d)}
+
+
+def _res(p, x):
+    for i in "12":
+        x = x + (jax.nn.relu(x @ p["a" + i]["w"] + p["a" + i]["b"]) @ p["b" + i]["w"] + p["b" + i]["b"])
+    return x
+
+
+def test_sequential_reconstruction_also_makes_up_for_the_residual_streams_error():
+    """Two residual blocks: the second block's output layer is fitted so that residual plus
+    branch, in the pruned model, reproduce the dense model's sum (float64 lstsq oracle)."""
+    p = _res_params()
+    cal = [(np.random.default_rng(31 + i).standard_normal((64, 8)).astype(np.float32),) for i in range(3)]
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=l2,damp=0,"
+                          "include=[a1/w,a2/w],reconstruct=sequential}", fn=_res)
+    f = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in p.items()}
+    k1 = _kept_columns(p["a1"]["w"], cm.graph.params["a1/w"])
+    k2 = _kept_columns(p["a2"]["w"], cm.graph.params["a2/w"])
+    x = np.concatenate([b[0] for b in cal]).astype(np.float64)
+    h1 = np.maximum(x @ f["a1"]["w"] + f["a1"]["b"], 0)
+    y1 = x + h1 @ f["b1"]["w"] + f["b1"]["b"]  # dense
+    w1, c1 = _affine_lstsq(h1[:, k1], h1 @ f["b1"]["w"] + f["b1"]["b"])  # nothing upstream yet
+    np.testing.assert_allclose(cm.graph.params["b1/w"], w1, rtol=1e-4, atol=1e-4)
+    y1p = x + h1[:, k1] @ w1 + c1  # the pruned model's residual stream
+    h2, h2p = (np.maximum(y @ f["a2"]["w"] + f["a2"]["b"], 0) for y in (y1, y1p))
+    y2 = y1 + h2 @ f["b2"]["w"] + f["b2"]["b"]
+    w2, c2 = _affine_lstsq(h2p[:, k2], y2 - y1p)  # branch output = dense sum - pruned residual
+    np.testing.assert_allclose(cm.graph.params["b2/w"], w2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cm.graph.params["b2/b"], c2, rtol=1e-4, atol=1e-4)
+    msgs = [r.message for rec in cm.history for r in rec.remarks if r.kind == "applied"]
+    assert any("@b2/w: 12 of 16 inputs kept" in m and "plus the error of the residual" in m for m in msgs)
