@@ -219,9 +219,9 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
                               ("obs_reconstruct", "obs", True, False)):
             _, ablation_rows[f"{name}_before_finetune"] = _minilm_setting(
                 ex, passes(c, r, m), example, cal, test, ref, nn_ref)
-        if recipe != "true":
-            _, ablation_rows["obs_reconstruct_masked_before_finetune"] = _minilm_setting(
-                ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
+    if recipe != "true":  # the independent re-fit against the recipe, always
+        _, ablation_rows["obs_reconstruct_masked_before_finetune"] = _minilm_setting(
+            ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
     if recipe != "sequential":  # the sequential re-fit against the recipe, always
         _, ablation_rows["obs_sequential_masked_before_finetune"] = _minilm_setting(
             ex, passes("obs", "sequential", True), example, cal, test, ref, nn_ref)
@@ -239,7 +239,8 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
     return {
         "held_out_sentences": int(len(ref)), "training_sentences": int(len(train[0])),
         "calibration_sentences": int(sum(len(b[0]) for b in cal)),
-        "sequence_length": length, "pipeline": pruned.pipeline, "heads_per_layer": heads,
+        "sequence_length": length, "pipeline": pruned.pipeline, "reconstruct": recipe,
+        "heads_per_layer": heads,
         "ffn_neurons_per_layer": ffn_n,
         "params_ratio": sum(v.size for k, v in tuned.params.items() if k.startswith("layers/")) /
                         sum(v.size for k, v in dense.params.items() if k.startswith("layers/")),
@@ -266,7 +267,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minilm-lr", type=float, default=1e-4)
     ap.add_argument("--minilm-calibration", type=int, default=889)
     ap.add_argument("--no-ablation", action="store_true",
-                    help="MiniLM: only the full recipe (and the sequential re-fit's row)")
+                    help="MiniLM: only the full recipe (and the other re-fit's row)")
     ap.add_argument("--minilm-reconstruct", choices=("true", "sequential"), default="true",
                     help="MiniLM recipe: independent re-fits on dense statistics, or sequential")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
