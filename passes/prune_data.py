@@ -15,7 +15,12 @@ row count ``n``), from which:
   covariance (the ridge term pulls the kept rows towards their original values), and the bias
   absorbs the mean of what was lost (``mu_R W_R - mu_S Delta``);
 - ``criterion=obs`` removes units greedily by the error that fit is left with (structured
-  optimal brain surgeon), so a unit that kept ones can stand in for goes first.
+  optimal brain surgeon), so a unit that kept ones can stand in for goes first;
+- ``reconstruct=sequential`` re-fits the consumers in graph order instead, each on its input
+  ``A`` in the masked model with every earlier re-fit in force, to the dense model's output
+  ``X W`` (plus, when the output is added to a residual stream, that stream's dense-minus-pruned
+  error): ``(C_AA + lambda I)^-1 (C_AX W + C_AD + lambda W_S)`` from float64 moments of one
+  dense and one pruned probe per consumer (SparseGPT/OBC's sequential trick).
 """
 from __future__ import annotations
 
