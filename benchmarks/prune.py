@@ -17,6 +17,7 @@ each ingredient (``--no-ablation``: the full recipe only).
   python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 600]
                              [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 1e-4]
                              [--minilm-calibration 889] [--no-ablation]
+                             [--minilm-reconstruct true|sequential]
                              [--rounds 30] [--out benchmarks/results/prune.json]
 """
 from __future__ import annotations
@@ -153,12 +154,14 @@ def _minilm_setting(ex, passes: str, example, cal, test, ref, nn_ref) -> tuple:
 
 
 def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 1e-4,
-           n_cal: int = 889, ablation: bool = True) -> dict:
+           n_cal: int = 889, ablation: bool = True, recipe: str = "true") -> dict:
     """30% FFN neurons + 2/12 heads per layer, distilled; cosine and NN agreement vs dense.
 
     On calibration sentences (padding left out: ``mask_input=attention_mask``), heads and
     then neurons are removed greedily by the error the re-fitted layer reading them is left
-    with (``criterion=obs``), that layer is re-fitted by least squares (``reconstruct=true``),
+    with (``criterion=obs``), that layer is re-fitted by least squares (``reconstruct=true``
+    on the dense model's statistics, or ``recipe='sequential'``: in graph order, on the pruned
+    model's input, to the dense model's output plus the residual stream's error),
     then the model is distilled from the dense one on its final embedding (cosine) and on
     each block's hidden states (``hidden='auto'``). With ``ablation``, each ingredient's share
     is measured too (same data, same steps).
@@ -188,7 +191,8 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
     head = "prune{{sparsity=0.17,pattern=head,criterion={c}{r}}}"
 
     def passes(c, r, mask=False):  # after the default pipeline: value names match the dense model's
-        rec = (",reconstruct=true" if r else "") + (",mask_input=attention_mask" if mask else "")
+        rec = (f",reconstruct={'true' if r is True else r}" if r else "") + \
+            (",mask_input=attention_mask" if mask else "")
         return f"default,{head.format(c=c, r=rec)},{ffn.format(c=c, r=rec)}"
 
     def run(cm, hidden):
@@ -215,12 +219,19 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
                               ("obs_reconstruct", "obs", True, False)):
             _, ablation_rows[f"{name}_before_finetune"] = _minilm_setting(
                 ex, passes(c, r, m), example, cal, test, ref, nn_ref)
-    pruned, row = _minilm_setting(ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
-    ablation_rows["obs_reconstruct_masked_before_finetune"] = row
+    if recipe != "true":  # the independent re-fit against the recipe, always
+        _, ablation_rows["obs_reconstruct_masked_before_finetune"] = _minilm_setting(
+            ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
+    if recipe != "sequential":  # the sequential re-fit against the recipe, always
+        _, ablation_rows["obs_sequential_masked_before_finetune"] = _minilm_setting(
+            ex, passes("obs", "sequential", True), example, cal, test, ref, nn_ref)
+    pruned, row = _minilm_setting(ex, passes("obs", recipe, True), example, cal, test, ref, nn_ref)
+    tag = "obs_reconstruct_masked" if recipe == "true" else f"obs_{recipe}_masked"
+    ablation_rows[f"{tag}_before_finetune"] = row
     if ablation:
-        ablation_rows["obs_reconstruct_masked_output_distill"] = run(pruned, None)[3]
+        ablation_rows[f"{tag}_output_distill"] = run(pruned, None)[3]
     tuned, hist, ft_s, final = run(pruned, "auto")
-    ablation_rows["obs_reconstruct_masked_output_and_hidden_distill"] = final
+    ablation_rows[f"{tag}_output_and_hidden_distill"] = final
     heads = [v.shape[1] // 32 for k, v in tuned.params.items() if k.endswith("attention/query/kernel")]
     ffn_n = [v.shape[1] for k, v in tuned.params.items() if k.endswith("intermediate/kernel")]
     lat = _interleaved({"dense": dense, "pruned": tuned}, (test[0][:32], test[1][:32]), rounds)
@@ -228,7 +239,8 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
     return {
         "held_out_sentences": int(len(ref)), "training_sentences": int(len(train[0])),
         "calibration_sentences": int(sum(len(b[0]) for b in cal)),
-        "sequence_length": length, "pipeline": pruned.pipeline, "heads_per_layer": heads,
+        "sequence_length": length, "pipeline": pruned.pipeline, "reconstruct": recipe,
+        "heads_per_layer": heads,
         "ffn_neurons_per_layer": ffn_n,
         "params_ratio": sum(v.size for k, v in tuned.params.items() if k.startswith("layers/")) /
                         sum(v.size for k, v in dense.params.items() if k.startswith("layers/")),
@@ -254,7 +266,10 @@ def main(argv=None) -> int:
     ap.add_argument("--minilm-eval", type=int, default=256)
     ap.add_argument("--minilm-lr", type=float, default=1e-4)
     ap.add_argument("--minilm-calibration", type=int, default=889)
-    ap.add_argument("--no-ablation", action="store_true", help="MiniLM: only the full recipe")
+    ap.add_argument("--no-ablation", action="store_true",
+                    help="MiniLM: only the full recipe (and the other re-fit's row)")
+    ap.add_argument("--minilm-reconstruct", choices=("true", "sequential"), default="true",
+                    help="MiniLM recipe: independent re-fits on dense statistics, or sequential")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     import jax
@@ -265,7 +280,7 @@ def main(argv=None) -> int:
     if args.only in (None, "minilm"):
         result["minilm"] = minilm(args.minilm_steps, max(5, args.rounds // 3), args.minilm_length,
                                   args.minilm_eval, args.minilm_lr, args.minilm_calibration,
-                                  not args.no_ablation)
+                                  not args.no_ablation, args.minilm_reconstruct)
         print(json.dumps({"minilm": result["minilm"]}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

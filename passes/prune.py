@@ -46,6 +46,20 @@ def _check_pattern(v: str) -> None:
                               "channel, head or N:M with 0 < N < M (e.g. 2:4)")
 
 
+_RECONSTRUCT = {"true": "true", "1": "true", "false": "", "0": "", "": "", "sequential": "sequential"}
+
+
+def _reconstruct_mode(v) -> str:
+    """'' (off) | 'true' | 'sequential' from an option value (text or Python bool)."""
+    return _RECONSTRUCT[str(v).lower()]
+
+
+def _check_reconstruct(v) -> None:
+    if str(v).lower() not in _RECONSTRUCT:
+        raise PassOptionError(f"pass 'prune' option 'reconstruct': {v!r} is not one of "
+                              "true, false, sequential")
+
+
 def _selected(name: str, include, exclude) -> bool:
     """Whether the param ``name`` is picked by the include/exclude globs."""
     if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
@@ -210,11 +224,19 @@ def _structured(graph: Graph, ctx: PassContext, sparsity, pattern, scope, criter
         gone = set(remove)
         if stats is None:
             cons = [c for c in consumers(graph, an) if gone & set(an.unit_of[(c.w, c.w_axis)].tolist())]
-            stats = collect(graph, ctx, cons, "with reconstruct=true", mask_input)
+            if reconstruct == "sequential":  # its own statistics, one probe per consumer
+                if not ctx.calibration:  # the error that says how to pass data
+                    collect(graph, ctx, cons, "with reconstruct=sequential", mask_input)
+            else:
+                stats = collect(graph, ctx, cons, "with reconstruct=true", mask_input)
         if not cons:
             ctx.remark("note", "reconstruct: no linear layer (x @ W) reads a removed channel; "
                                "nothing to re-fit")
-        graph = refit(graph, ctx, an, cons, stats, remove, damp)
+        if reconstruct == "sequential":
+            from .prune_data import reconstruct_sequential
+            graph = reconstruct_sequential(graph, ctx, an, cons, remove, damp, mask_input)
+        else:
+            graph = refit(graph, ctx, an, cons, stats, remove, damp)
     return remove_units(graph, an, remove)
 
 
@@ -437,9 +459,11 @@ def _auto(graph: Graph, ctx: PassContext, budget: float, pattern, criterion, inc
     Option("round_to", int, 1, "keep channel/head counts multiples of this", range=(1, None)),
     Option("min_speedup", float, 0.0, "time the result and revert it if dense/pruned is below this",
            range=(0.0, None)),
-    Option("reconstruct", bool, False, "channel/head: re-fit each linear layer reading a removed "
-           "unit on its kept inputs (least squares on calibration data) and fold the lost mean "
-           "into its bias"),
+    Option("reconstruct", str, "false", "channel/head: true re-fits each linear layer reading a "
+           "removed unit on its kept inputs (least squares on calibration data) and folds the lost "
+           "mean into its bias; sequential re-fits them in graph order, the pruned model's input "
+           "(all upstream pruning in force) reproducing the dense model's output",
+           check=_check_reconstruct),
     Option("damp", float, 0.01, "reconstruct: ridge term, a fraction of the mean input variance",
            range=(0.0, None)),
     Option("mask_input", str, "", "criterion=activation|obs, reconstruct: a model input (e.g. "
@@ -449,6 +473,7 @@ def prune(graph: Graph, ctx: PassContext, sparsity="0.5", pattern="unstructured"
           criterion="l1", include=(), exclude=(), round_to=1, min_speedup=0.0,
           reconstruct=False, damp=0.01, mask_input="") -> Graph:
     """Prune weights: zero the smallest (unstructured, N:M) or remove channels/heads for real."""
+    reconstruct = _reconstruct_mode(reconstruct)
     sparsity = _sparsity(sparsity)
     if isinstance(sparsity, tuple):
         sparsity = _auto(graph, ctx, sparsity[1], pattern, criterion, include, exclude)
@@ -457,7 +482,8 @@ def prune(graph: Graph, ctx: PassContext, sparsity="0.5", pattern="unstructured"
                           reconstruct, damp, mask_input)
     else:
         if criterion in ("activation", "obs") or reconstruct:
-            what = f"criterion={criterion}" if criterion in ("activation", "obs") else "reconstruct=true"
+            what = f"criterion={criterion}" if criterion in ("activation", "obs") else \
+                f"reconstruct={reconstruct}"
             raise PassOptionError(f"pass 'prune': {what} works with pattern=channel|head, "
                                   f"not pattern={pattern}")
         out = _unstructured(graph, ctx, sparsity, pattern, scope, include, exclude)

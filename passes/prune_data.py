@@ -15,7 +15,12 @@ row count ``n``), from which:
   covariance (the ridge term pulls the kept rows towards their original values), and the bias
   absorbs the mean of what was lost (``mu_R W_R - mu_S Delta``);
 - ``criterion=obs`` removes units greedily by the error that fit is left with (structured
-  optimal brain surgeon), so a unit that kept ones can stand in for goes first.
+  optimal brain surgeon), so a unit that kept ones can stand in for goes first;
+- ``reconstruct=sequential`` re-fits the consumers in graph order instead, each on its input
+  ``A`` in the masked model with every earlier re-fit in force, to the dense model's output
+  ``X W`` (plus, when the output is added to a residual stream, that stream's dense-minus-pruned
+  error): ``(C_AA + lambda I)^-1 (C_AX W + C_AD + lambda W_S)`` from float64 moments of one
+  dense and one pruned probe per consumer (SparseGPT/OBC's sequential trick).
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ from .context import MissingPassData, PassContext
 from .registry import PassOptionError
 from .prune_groups import Analysis
 
-__all__ = ["Consumer", "Stats", "consumers", "collect", "contribution", "obs_order", "reconstruct"]
+__all__ = ["Consumer", "CrossStats", "Stats", "consumers", "collect", "contribution", "obs_order",
+           "reconstruct", "reconstruct_sequential", "sequential_fit"]
 
 
 @dataclass
@@ -296,3 +302,166 @@ def obs_order(graph: Graph, an: Analysis, cons: list[Consumer], stats: dict, uni
         for u, v in zip(alive, cost()):
             scores[u] = running + float(v) + 1e-12
     return scores
+
+
+@dataclass
+class CrossStats:
+    """Moments of one consumer input in the pruned model (``a``) against the dense one (``x``)."""
+
+    gram: np.ndarray  # (K, K) sum of a a^T
+    cross: np.ndarray  # (K, K) sum of a x^T
+    total_a: np.ndarray
+    total_x: np.ndarray
+    rows: int
+    resid: np.ndarray | None = None  # (K, N) sum of a d^T, d the residual's dense - pruned
+    total_d: np.ndarray | None = None
+
+
+def _mask_slot(graph: Graph, ctx: PassContext, mask_input: str) -> int | None:
+    inputs = [v.name for v in graph.inputs]
+    name = mask_input.lstrip("%")
+    if not name:
+        return None
+    if name not in inputs:
+        import difflib
+        close = difflib.get_close_matches(name, inputs, n=1)
+        raise PassOptionError(f"pass '{ctx.pass_name}' option 'mask_input': {graph.name} has no "
+                              f"input %{name}" + (f" (closest: %{close[0]})" if close
+                              else f"; its inputs: {', '.join('%' + n for n in inputs)}"))
+    return inputs.index(name)
+
+
+def _probe(graph: Graph, names) -> Graph:
+    values = {v.name: v for n in graph.nodes for v in n.outputs}
+    values.update({v.name: v for v in graph.inputs})
+    return graph.replace(outputs=tuple(values[x] for x in names))
+
+
+def _flat(arr, ax: int, keep) -> np.ndarray:
+    arr = np.moveaxis(np.asarray(arr, np.float64), ax, -1)
+    m = arr.reshape(-1, arr.shape[-1])
+    if keep is not None and arr.shape[:-1] == keep.shape:
+        m = m[keep.reshape(-1)]
+    return m
+
+
+def residual_of(graph: Graph, c: Consumer) -> str | None:
+    """The other operand of the ``add`` the consumer's output (after its bias) flows into
+    alone, a residual stream of the output's shape; None when there is none."""
+    a = c.node.inputs[0]
+    if c.x != a.name or c.w_axis != 0 or np.ndim(graph.params[c.w]) != 2 or \
+            c.x_axis != a.type.rank - 1:
+        return None  # only x @ W[K, N] (the output's last axis is W's columns)
+    out = c.node.outputs[0]
+    if c.bias:
+        users = graph.users.get(out.name, ())
+        out = users[0].outputs[0]  # the bias add (_bias_of checked it is the only user)
+    users = graph.users.get(out.name, ())
+    if len(users) != 1 or users[0].op != "add":
+        return None
+    other = [v for v in users[0].inputs if v.name != out.name]
+    if len(other) != 1 or other[0].name in graph.params or other[0].type.shape != out.type.shape:
+        return None
+    return other[0].name
+
+
+def _cross_stats(dense: Graph, current: Graph, ctx: PassContext, c: Consumer,
+                 slot: int | None, resid: str | None = None) -> CrossStats:
+    """One pass over the calibration batches: the consumer's input in ``current`` (all
+    upstream pruning and re-fits in force) against its input in ``dense``, same batch; with
+    ``resid``, also against the residual stream's error (dense minus pruned)."""
+    batches = ctx.calibration_batches(dense)
+    names = [c.x] + ([resid] if resid else [])
+    ref = ctx.run_batches(_probe(dense, names), batches, desc="prune: dense inputs")
+    now = ctx.run_batches(_probe(current, names), batches, desc="prune: pruned inputs")
+    st = None
+    for b, (xd, xc) in enumerate(zip(ref, now)):
+        keep = None if slot is None else np.asarray(batches[b][slot]) != 0
+        x, a = _flat(xd[0], c.x_axis, keep), _flat(xc[0], c.x_axis, keep)
+        if st is None:
+            st = CrossStats(a.T @ a, a.T @ x, a.sum(0), x.sum(0), a.shape[0])
+        else:
+            st.gram += a.T @ a
+            st.cross += a.T @ x
+            st.total_a += a.sum(0)
+            st.total_x += x.sum(0)
+            st.rows += a.shape[0]
+        if resid:
+            d = _flat(xd[1], -1, keep) - _flat(xc[1], -1, keep)
+            st.resid = a.T @ d if st.resid is None else st.resid + a.T @ d
+            st.total_d = d.sum(0) if st.total_d is None else st.total_d + d.sum(0)
+    return st
+
+
+def sequential_fit(w: np.ndarray, keep: np.ndarray, s: CrossStats, damp: float,
+                   affine: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(new kept rows, bias shift): ``argmin ||A_S W' - X W||^2 + lambda ||W' - W_S||^2`` with
+    ``A`` the pruned model's input, ``X`` the dense one's; centred (a bias absorbs the means)
+    when ``affine``. Equal to the dense re-fit when ``A == X``."""
+    n = max(s.rows, 1)
+    mu_a, mu_x = s.total_a / n, s.total_x / n
+    caa = s.gram[np.ix_(keep, keep)] / n
+    cax = s.cross[keep] / n
+    if affine:
+        caa = caa - np.outer(mu_a[keep], mu_a[keep])
+        cax = cax - np.outer(mu_a[keep], mu_x)
+    lam = damp * float(np.mean(np.diag(caa))) if caa.size else 0.0
+    a = caa + lam * np.eye(caa.shape[0])
+    rhs = cax @ w + lam * w[keep]
+    mu_d = 0.0
+    if s.resid is not None:  # the target also makes up for the residual stream's error
+        mu_d = s.total_d / n
+        rhs = rhs + s.resid[keep] / n - (np.outer(mu_a[keep], mu_d) if affine else 0.0)
+    try:
+        new = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:  # a singular covariance (dead inputs): least norm
+        new = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    shift = (mu_x @ w + mu_d - mu_a[keep] @ new) if affine else None
+    return new, shift
+
+
+def reconstruct_sequential(graph: Graph, ctx: PassContext, an: Analysis, cons: list[Consumer],
+                           remove, damp: float, mask_input: str = "",
+                           residual: bool = True) -> Graph:
+    """``graph`` with each consumer of a removed unit re-fitted in graph order so that the
+    pruned model's input to it (carrying every upstream removal and re-fit) reproduces the
+    dense model's output of it (SparseGPT/OBC's sequential trick); removed rows left as
+    they were (removal slices them off)."""
+    from .prune_groups import zero_units
+    gone = set(remove)
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    slot = _mask_slot(graph, ctx, mask_input)
+    current = zero_units(graph, an, gone)  # the masked model: what removal will compute
+    updates: dict[str, np.ndarray] = {}
+    for c in sorted(cons, key=lambda c: order.get(id(c.node), 0)):
+        ids = an.unit_of[(c.w, c.w_axis)]
+        drop = np.isin(ids, list(gone))
+        if not drop.any() or drop.all():
+            continue
+        if graph.num_uses(graph.param(c.w)) != 1:
+            ctx.remark("missed", f"did not re-fit @{c.w}: it is read by other ops too", c.node)
+            continue
+        keep = ~drop
+        resid = residual_of(graph, c) if residual else None
+        s = _cross_stats(graph, current, ctx, c, slot, resid)
+        w = _rows(graph, c)
+        new, shift = sequential_fit(w, keep, s, damp, c.bias is not None)
+        full = w.copy()
+        full[keep] = new
+        orig = np.asarray(graph.params[c.w])
+        shape = np.moveaxis(orig, c.w_axis, 0).shape
+        updates[c.w] = np.moveaxis(full.reshape(shape), 0, c.w_axis).astype(orig.dtype)
+        masked = full.copy()
+        masked[drop] = 0
+        now = {c.w: np.moveaxis(masked.reshape(shape), 0, c.w_axis).astype(orig.dtype)}
+        what = "re-fitted in sequence to the dense model's output" + (
+            f" (plus the error of the residual %{resid})" if resid else "")
+        if c.bias:
+            b = np.asarray(graph.params[c.bias])
+            updates[c.bias] = now[c.bias] = (b.astype(np.float64) + shift).astype(b.dtype)
+            what += f", the lost mean folded into @{c.bias}"
+        current = current.with_params(now)
+        ctx.remark("applied", f"@{c.w}: {int(keep.sum())} of {len(ids)} inputs kept, {what} "
+                              f"(least squares over {s.rows} rows, damp {damp:g})", c.node,
+                   weight=c.w, kept=int(keep.sum()), inputs=len(ids))
+    return graph.with_params(updates) if updates else graph

@@ -231,3 +231,131 @@ def test_mask_input_leaves_padding_rows_out_of_the_fit():
     with pytest.raises(TensorsmithError, match=r"option 'mask_input': _masked_mlp has no input %mm "
                                                r"\(closest: %m\)"):
         _compile(p, cal, f"prune{{{opts},mask_input=mm}}", fn=_masked_mlp)
+
+
+# --- reconstruct=sequential -----------------------------------------------------------------
+def _deep_params(seed=20, d=10, f=16, o=4):
+    r = np.random.default_rng(seed)
+    lin = lambda i, j: {"w": (r.standard_normal((i, j)) / np.sqrt(i)).astype(np.float32),  # noqa: E731
+                        "b": (0.1 * r.standard_normal(j)).astype(np.float32)}
+    return {"l1": lin(d, f), "l2": lin(f, f), "l3": lin(f, o)}
+
+
+def _deep(p, x):
+    h = jax.nn.relu(x @ p["l1"]["w"] + p["l1"]["b"])
+    h = jax.nn.relu(h @ p["l2"]["w"] + p["l2"]["b"])
+    return h @ p["l3"]["w"] + p["l3"]["b"]
+
+
+def _affine_lstsq(a, y):
+    sol = np.linalg.lstsq(np.c_[a, np.ones(len(a))], y, rcond=None)[0]
+    return sol[:-1], sol[-1]
+
+
+def test_sequential_reconstruction_fits_the_pruned_input_to_the_dense_output():
+    """Two consumers in a row: the second is fitted on the input the pruned (and re-fitted)
+    first layer gives it, to the dense model's output of that layer (float64 lstsq oracle)."""
+    p = _deep_params()
+    cal = [(np.random.default_rng(21 + i).standard_normal((64, 10)).astype(np.float32),) for i in range(3)]
+    opts = "pattern=channel,sparsity=0.25,criterion=l2,damp=0,include=[l1/w,l2/w]"
+    cm = _compile(p, cal, f"prune{{{opts},reconstruct=sequential}}", fn=_deep)
+    f64 = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in p.items()}
+    k1 = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    x = np.concatenate([b[0] for b in cal]).astype(np.float64)
+    h1 = np.maximum(x @ f64["l1"]["w"] + f64["l1"]["b"], 0)  # dense
+    h2 = np.maximum(h1 @ f64["l2"]["w"] + f64["l2"]["b"], 0)
+    # layer 2: nothing upstream of its input is pruned but its own input channels
+    w2, b2 = _affine_lstsq(h1[:, k1], h1 @ f64["l2"]["w"] + f64["l2"]["b"])
+    k2 = [int(np.argmin(np.abs(w2 - cm.graph.params["l2/w"][:, [j]]).sum(0)))
+          for j in range(cm.graph.params["l2/w"].shape[1])]
+    np.testing.assert_allclose(cm.graph.params["l2/w"], w2[:, k2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], b2[k2], rtol=1e-4, atol=1e-4)
+    # layer 3: fitted on the pruned model's h2 (through re-fitted layer 2), to the dense output
+    h2p = np.maximum(h1[:, k1] @ w2[:, k2] + b2[k2], 0)
+    w3, b3 = _affine_lstsq(h2p, h2 @ f64["l3"]["w"] + f64["l3"]["b"])
+    np.testing.assert_allclose(cm.graph.params["l3/w"], w3, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cm.graph.params["l3/b"], b3, rtol=1e-4, atol=1e-4)
+    # independent re-fits (reconstruct=true) fit layer 3 on the dense h2 instead: another answer
+    ind = _compile(p, cal, f"prune{{{opts},reconstruct=true}}", fn=_deep)
+    assert not np.allclose(ind.graph.params["l3/w"], w3, rtol=1e-3, atol=1e-3)
+    err = lambda m: np.mean((np.asarray(m(*cal[0])) - np.asarray(_deep(p, *cal[0]))) ** 2)  # noqa: E731
+    assert err(cm) < err(ind)
+    msgs = [r.message for rec in cm.history for r in rec.remarks if r.kind == "applied"]
+    assert any("@l3/w: 12 of 16 inputs kept, re-fitted in sequence to the dense model's output" in m
+               for m in msgs)
+
+
+@pytest.mark.parametrize("damp", [0.0, 0.05])
+def test_sequential_reconstruction_equals_the_independent_one_with_nothing_pruned_upstream(damp):
+    p = _mlp_params(seed=8, f=24)
+    cal = _data(seed=9, n=3)
+    opts = f"pattern=channel,sparsity=0.5,criterion=l2,damp={damp}"
+    seq = _compile(p, cal, f"prune{{{opts},reconstruct=sequential}}")
+    ind = _compile(p, cal, f"prune{{{opts},reconstruct=true}}")
+    for k in ("l1/w", "l1/b", "l2/w", "l2/b"):
+        np.testing.assert_allclose(seq.graph.params[k], ind.graph.params[k], rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_reconstruction_with_obs_and_a_padding_mask_matches_the_oracle():
+    p = _mlp_params(seed=12, f=20)
+    r = np.random.default_rng(13)
+    cal = []
+    for _ in range(3):
+        x = r.standard_normal((32, 12)).astype(np.float32)
+        m = (r.random(32) < 0.6).astype(np.float32)
+        x[m == 0] *= 5
+        cal.append((x, m))
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.5,criterion=obs,damp=0,"
+                          "reconstruct=sequential,mask_input=m}", fn=_masked_mlp)
+    kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
+    h = np.concatenate([_hidden(p, x)[m != 0] for x, m in cal])
+    w, b = _affine_lstsq(h[:, kept], h @ p["l2"]["w"].astype(np.float64) + p["l2"]["b"])
+    np.testing.assert_allclose(cm.graph.params["l2/w"], w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cm.graph.params["l2/b"], b, rtol=1e-4, atol=1e-5)
+
+
+def test_reconstruct_option_names_its_values():
+    with pytest.raises(TensorsmithError, match=r"option 'reconstruct': 'sequentail' is not one of "
+                                               r"true, false, sequential"):
+        _compile(_mlp_params(), _data(), "prune{pattern=channel,sparsity=0.5,reconstruct=sequentail}")
+    with pytest.raises(TensorsmithError, match=r"reconstruct=sequential needs calibration inputs"):
+        tensorsmith.compile(_mlp, *_data()[0], params=_mlp_params(),
+                            passes="prune{pattern=channel,sparsity=0.25,reconstruct=sequential}")
+
+
+def _res_params(seed=30, d=8, f=16):
+    r = np.random.default_rng(seed)
+    lin = lambda i, j: {"w": (r.standard_normal((i, j)) / np.sqrt(i)).astype(np.float32),  # noqa: E731
+                        "b": (0.1 * r.standard_normal(j)).astype(np.float32)}
+    return {"a1": lin(d, f), "b1": lin(f, d), "a2": lin(d, f), "b2": lin(f, d)}
+
+
+def _res(p, x):
+    for i in "12":
+        x = x + (jax.nn.relu(x @ p["a" + i]["w"] + p["a" + i]["b"]) @ p["b" + i]["w"] + p["b" + i]["b"])
+    return x
+
+
+def test_sequential_reconstruction_also_makes_up_for_the_residual_streams_error():
+    """Two residual blocks: the second block's output layer is fitted so that residual plus
+    branch, in the pruned model, reproduce the dense model's sum (float64 lstsq oracle)."""
+    p = _res_params()
+    cal = [(np.random.default_rng(31 + i).standard_normal((64, 8)).astype(np.float32),) for i in range(3)]
+    cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.25,criterion=l2,damp=0,"
+                          "include=[a1/w,a2/w],reconstruct=sequential}", fn=_res)
+    f = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in p.items()}
+    k1 = _kept_columns(p["a1"]["w"], cm.graph.params["a1/w"])
+    k2 = _kept_columns(p["a2"]["w"], cm.graph.params["a2/w"])
+    x = np.concatenate([b[0] for b in cal]).astype(np.float64)
+    h1 = np.maximum(x @ f["a1"]["w"] + f["a1"]["b"], 0)
+    y1 = x + h1 @ f["b1"]["w"] + f["b1"]["b"]  # dense
+    w1, c1 = _affine_lstsq(h1[:, k1], h1 @ f["b1"]["w"] + f["b1"]["b"])  # nothing upstream yet
+    np.testing.assert_allclose(cm.graph.params["b1/w"], w1, rtol=1e-4, atol=1e-4)
+    y1p = x + h1[:, k1] @ w1 + c1  # the pruned model's residual stream
+    h2, h2p = (np.maximum(y @ f["a2"]["w"] + f["a2"]["b"], 0) for y in (y1, y1p))
+    y2 = y1 + h2 @ f["b2"]["w"] + f["b2"]["b"]
+    w2, c2 = _affine_lstsq(h2p[:, k2], y2 - y1p)  # branch output = dense sum - pruned residual
+    np.testing.assert_allclose(cm.graph.params["b2/w"], w2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cm.graph.params["b2/b"], c2, rtol=1e-4, atol=1e-4)
+    msgs = [r.message for rec in cm.history for r in rec.remarks if r.kind == "applied"]
+    assert any("@b2/w: 12 of 16 inputs kept" in m and "plus the error of the residual" in m for m in msgs)
