@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -587,6 +588,7 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
     alone: dict[str, float] = {}
     if sensitivity or budget:
         batches = ctx.calibration_batches(graph)[:sensitivity_batches or max(debug_batches, 1)]
+        start = time.perf_counter()
         ref = OutputReference(ctx, graph, batches)  # the float model runs once, not per layer
         for t in targets:  # the model's output error when this layer alone is quantized
             only = _variant(graph, targets, frozenset({t.outer.name}), wq, aq, oq, adtype,
@@ -595,7 +597,8 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
         full = ref.sqnr(qgraph)
         ctx.pass_data["output_sqnr_db"] = round(full, 2)
         ctx.pass_data["sensitivity"] = {  # most sensitive first
-            "batches": len(batches), "alone_output_sqnr_db": {
+            "batches": len(batches), "seconds": round(time.perf_counter() - start, 2),
+            "alone_output_sqnr_db": {
                 f"%{k}": round(v, 2) for k, v in sorted(alone.items(), key=lambda kv: kv[1])}}
         if budget:
             kept, db, steps = choose_float_layers(
