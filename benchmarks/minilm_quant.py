@@ -95,7 +95,8 @@ def _mixed_precision(path, cal, ref, cm, data, spec) -> dict:
     batches = cal[:sens["batches"]]
     alone = sens["alone_output_sqnr_db"]
     out = {"sensitivity_top5": dict(list(alone.items())[:5]), "sensitivity_all": alone,
-           "all_quantized_sqnr_db": data["output_sqnr_db"]}
+           "all_quantized_sqnr_db": data["output_sqnr_db"],
+           "sensitivity_seconds": sens.get("seconds")}
     mp = data.get("mixed_precision")
     if mp is None:
         return out
