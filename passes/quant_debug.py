@@ -33,19 +33,37 @@ def probe_sqnr(ctx: PassContext, graph: Graph, values: Sequence[Value], qgraph: 
     return [sqnr_db(s, n) for s, n in zip(sig, noise)]
 
 
-def output_sqnr(ctx: PassContext, graph: Graph, qgraph: Graph, batches) -> float:
-    """SQNR (dB) of all the model's float outputs together, quantized model against float."""
-    fl = [v for v in graph.outputs if v.dtype.startswith(("f", "bf"))]
-    ql = [q for v, q in zip(graph.outputs, qgraph.outputs) if v.dtype.startswith(("f", "bf"))]
-    f_fn = ctx.compiled(graph.replace(outputs=tuple(fl)), jit=True)
-    q_fn = ctx.compiled(qgraph.replace(outputs=tuple(ql)), jit=True)
-    sig = noise = 0.0
-    for batch in batches:
-        for a, b in zip(f_fn(*batch), q_fn(*batch)):
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            sig += float(np.sum(a * a))
-            noise += float(np.sum((a - b) ** 2))
-    return sqnr_db(sig, noise)
+def _float_outputs(graph: Graph) -> list[int]:
+    return [i for i, v in enumerate(graph.outputs) if v.dtype.startswith(("f", "bf"))]
+
+
+class OutputReference:
+    """The float model's outputs on the batches, run once and kept (float64) so that each
+    quantized variant is scored with one run of its own, not a second run of the float model."""
+
+    def __init__(self, ctx: PassContext, graph: Graph, batches: Sequence[tuple]):
+        idx = _float_outputs(graph)
+        fn = ctx.compiled(graph.replace(outputs=tuple(graph.outputs[i] for i in idx)), jit=True)
+        self.ctx, self.idx, self.batches = ctx, idx, list(batches)
+        self.outputs = [[np.asarray(a, np.float64) for a in fn(*b)] for b in self.batches]
+        self.signal = float(sum(np.sum(a * a) for outs in self.outputs for a in outs))
+
+    def sqnr(self, qgraph: Graph) -> float:
+        """SQNR (dB) of ``qgraph``'s float outputs (the same positions) against the float model."""
+        q_fn = self.ctx.compiled(qgraph.replace(outputs=tuple(qgraph.outputs[i]
+                                                              for i in self.idx)), jit=True)
+        noise = 0.0
+        for batch, ref in zip(self.batches, self.outputs):
+            for a, b in zip(ref, q_fn(*batch)):
+                noise += float(np.sum((a - np.asarray(b, np.float64)) ** 2))
+        return sqnr_db(self.signal, noise)
+
+
+def output_sqnr(ctx: PassContext, graph: Graph, qgraph: Graph, batches,
+                reference: OutputReference | None = None) -> float:
+    """SQNR (dB) of all the model's float outputs together, quantized model against float
+    (``reference``: the float outputs already computed on the same batches)."""
+    return (reference or OutputReference(ctx, graph, batches)).sqnr(qgraph)
 
 
 def choose_float_layers(layers: Sequence[str], alone_db: dict[str, float],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..ir.ops.quant import INT_QUANT_DTYPES
 from ..ir.graph import Namer
 from .context import BadCalibrationData, PassContext
 from .observers import SCHEMES, make_observer, params_for_range, weight_params
-from .quant_debug import choose_float_layers, output_sqnr, probe_sqnr
+from .quant_debug import OutputReference, choose_float_layers, probe_sqnr
 from .registry import Option, PassOptionError, register_pass
 
 DTYPES = {"int8": ("i8", "i8"), "uint8": ("i8", "u8"), "int4": ("i4", "i8"),
@@ -529,11 +530,14 @@ def _check_globs(name: str):
            "when it alone is quantized (one model run per layer)"),
     Option("budget", float, 0.0, "output SQNR (dB) the model must keep: the most sensitive "
            "layers stay in float until it does (0: quantize every layer)", range=(0.0, 200.0)),
+    Option("sensitivity_batches", int, 0, "calibration batches the sensitivity and budget "
+           "measurements run (0: as many as debug_batches)", range=(0, None)),
 ])
 def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str = "per_channel",
              group_size: int = 128, activations: str = "per_tensor", scheme: str = "symmetric",
              observer: str = "minmax", percentile: float = 99.99, include=(), exclude=(),
-             debug_batches: int = 16, sensitivity: bool = False, budget: float = 0.0) -> Graph:
+             debug_batches: int = 16, sensitivity: bool = False, budget: float = 0.0,
+             sensitivity_batches: int = 0) -> Graph:
     """Insert fake-quant (quantize/dequantize) on dot/conv weights and activations."""
     wdtype, adtype = DTYPES[dtype]
     if weights == "none" and activations == "none":
@@ -583,19 +587,25 @@ def quantize(graph: Graph, ctx: PassContext, dtype: str = "int8", weights: str =
     kept: list[str] = []
     alone: dict[str, float] = {}
     if sensitivity or budget:
-        batches = ctx.calibration_batches(graph)[:max(debug_batches, 1)]
+        batches = ctx.calibration_batches(graph)[:sensitivity_batches or max(debug_batches, 1)]
+        start = time.perf_counter()
+        ref = OutputReference(ctx, graph, batches)  # the float model runs once, not per layer
         for t in targets:  # the model's output error when this layer alone is quantized
             only = _variant(graph, targets, frozenset({t.outer.name}), wq, aq, oq, adtype,
                             dynamic)[0]
-            alone[t.outer.name] = output_sqnr(ctx, graph, only, batches)
-        full = output_sqnr(ctx, graph, qgraph, batches)
+            alone[t.outer.name] = ref.sqnr(only)
+        full = ref.sqnr(qgraph)
         ctx.pass_data["output_sqnr_db"] = round(full, 2)
+        ctx.pass_data["sensitivity"] = {  # most sensitive first
+            "batches": len(batches), "seconds": round(time.perf_counter() - start, 2),
+            "alone_output_sqnr_db": {
+                f"%{k}": round(v, 2) for k, v in sorted(alone.items(), key=lambda kv: kv[1])}}
         if budget:
             kept, db, steps = choose_float_layers(
                 list(every), alone,
                 lambda keep: _variant(graph, targets, every - keep, wq, aq, oq, adtype,
                                       dynamic)[0],
-                lambda g: output_sqnr(ctx, graph, g, batches), budget, full)
+                ref.sqnr, budget, full)
             qgraph, used = _variant(graph, targets, every - frozenset(kept), wq, aq, oq,
                                     adtype, dynamic)
             ctx.pass_data["mixed_precision"] = {

@@ -525,3 +525,30 @@ def test_per_token_dynamic_activations_match_the_oracle_and_stay_fake_quant_when
     missed = [str(r) for rec in hist for r in rec.remarks.of_kind("missed")]
     assert any("no W8A8" in m and "not one shared per-tensor scale" in m for m in missed)
     np.testing.assert_allclose(codegen.executor(low)(x)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_sensitivity_equals_each_layer_quantized_alone_scored_in_numpy():
+    """Each layer's sensitivity is the output SQNR (float64 numpy oracle) of the model with that
+    layer alone quantized; ``sensitivity_batches`` picks how many calibration batches score it."""
+    r = np.random.default_rng(5)
+    params = {"w1": (r.normal(size=(32, 64)) / 5.6).astype(np.float32),
+              "w2": (r.normal(size=(64, 8)) / 8).astype(np.float32)}
+    cal = [(r.normal(size=(16, 32)).astype(np.float32),) for _ in range(4)]
+    spec = "quantize{dtype=int4,weights=per_tensor,sensitivity=true,"
+    g, _, _, hist = _run_pass(MLP, params, spec + "sensitivity_batches=2}", cal)
+    alone = hist[-1].data["sensitivity"]["alone_output_sqnr_db"]
+    assert hist[-1].data["sensitivity"]["batches"] == 2 and len(alone) == 2
+    f = codegen.executor(g, jit=True)
+    want = {}
+    for layer in alone:
+        _, q, _, _ = _run_pass(MLP, params, spec.replace("sensitivity=true,", "")
+                               + f"include=[{layer[1:]}],debug_batches=0}}", cal)
+        fq = codegen.executor(q, jit=True)
+        a = np.concatenate([np.asarray(f(*b)[0], np.float64) for b in cal[:2]])
+        b = np.concatenate([np.asarray(fq(*b)[0], np.float64) for b in cal[:2]])
+        want[layer] = 10 * np.log10(np.sum(a * a) / np.sum((a - b) ** 2))
+        assert alone[layer] == pytest.approx(want[layer], abs=0.01), layer
+    assert list(alone) == sorted(want, key=want.get)  # most sensitive first
+    # the same scores with debug_batches=2 (the default source of the count)
+    _, _, _, hist2 = _run_pass(MLP, params, spec + "debug_batches=2}", cal)
+    assert hist2[-1].data["sensitivity"]["alone_output_sqnr_db"] == alone
