@@ -603,6 +603,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _calibration_options(c: argparse.ArgumentParser, help_: str) -> None:
+    """--calibration NPZ and --calibration-batch B, as compile and bisect take them."""
+    c.add_argument("--calibration", metavar="NPZ", help=help_)
+    c.add_argument("--calibration-batch", type=_positive, default=32, metavar="B",
+                   help="samples per calibration batch (default: 32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = _Parser(prog="tensorsmith", formatter_class=fmt,
@@ -639,11 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dump-ir", metavar="DIR",
                    help="write 00-source.tsir, 01-<pass>.tsir, ... (+ weights) into DIR")
     c.add_argument("--report", metavar="HTML", help="write a self-contained HTML report")
-    c.add_argument("--calibration", metavar="NPZ",
-                   help=".npz of calibration inputs (x, or input_0, input_1, ...) for passes that "
-                        "run the model (quantize)")
-    c.add_argument("--calibration-batch", type=_positive, default=32, metavar="B",
-                   help="samples per calibration batch (default: 32)")
+    _calibration_options(c, ".npz of calibration inputs (x, or input_0, input_1, ...) for "
+                            "passes that run the model (quantize)")
     c.add_argument("--repeats", type=_count, default=30, metavar="R",
                    help="timed runs per model for the latency comparison (default: 30; 0 skips "
                         "the latency measurement)")
@@ -664,11 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".npz with inputs (x, or input_0, input_1, ...) and optional labels y "
                         "(default: the model's eval_data, else its example inputs)")
     c.add_argument("--top", type=_positive, default=10, help="how many diverging values to list (default: 10)")
-    c.add_argument("--calibration", metavar="NPZ",
-                   help=".npz of calibration inputs for a pipeline that quantizes (default: the "
-                        "bisect data)")
-    c.add_argument("--calibration-batch", type=_positive, default=32, metavar="B",
-                   help="samples per calibration batch (default: 32)")
+    _calibration_options(c, ".npz of calibration inputs for a pipeline that quantizes "
+                            "(default: the bisect data)")
     c.add_argument("--sqnr-threshold", type=float, default=20.0, metavar="DB",
                    help="quantization debugger: name the first quantized node whose SQNR vs "
                         "float is below DB (default: 20)")
