@@ -124,10 +124,8 @@ def main(argv=None) -> int:
     result = {"load_average_1min": os.getloadavg()[0], "rows": rows, "ratios": ratios,
               "note": "RSS ratios floor each peak at 1 MiB (below that it is page-level noise)"}
     print(json.dumps(ratios))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    from tensorsmith.ir.serialize import atomic_write
+    atomic_write(args.out, json.dumps(result, indent=1).encode())
     print(f"wrote {args.out}")
     return 0
 

@@ -95,10 +95,8 @@ def main(argv=None) -> int:
         row = measure(name, args.batch, args.rounds, args.base)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"load_average_1min": os.getloadavg()[0], "rows": rows}, indent=1))
-    os.replace(tmp, args.out)  # written atomically
+    from tensorsmith.ir.serialize import atomic_write
+    atomic_write(args.out, json.dumps({"load_average_1min": os.getloadavg()[0], "rows": rows}, indent=1).encode())
     return 0
 
 

@@ -282,10 +282,8 @@ def main(argv=None) -> int:
                                   args.minilm_eval, args.minilm_lr, args.minilm_calibration,
                                   not args.no_ablation, args.minilm_reconstruct)
         print(json.dumps({"minilm": result["minilm"]}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)  # written atomically
+    from tensorsmith.ir.serialize import atomic_write
+    atomic_write(args.out, json.dumps(result, indent=1).encode())
     return 0
 
 

@@ -236,10 +236,8 @@ def main(argv=None) -> int:
               "mixed_precision": mixed_precision(digits_calibration(4)),
               "executor_reuse": executor_reuse(args.batches),
               "calibration_memory": calibration_memory()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    from tensorsmith.ir.serialize import atomic_write
+    atomic_write(args.out, json.dumps(result, indent=1).encode())
     print(f"wrote {args.out}")
     return 0
 
