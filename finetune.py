@@ -152,9 +152,25 @@ def _distill_loss(kind: str, temperature: float) -> Callable:
         te = te / (jnp.linalg.norm(te, axis=-1, keepdims=True) + 1e-12)
         return jnp.mean(1.0 - jnp.sum(s * te, axis=-1))
 
-    one = {"kl": kl, "mse": lambda s, te: jnp.mean((s - te) ** 2), "cosine": cosine}.get(kind)
-    if one is None:
-        raise UsageFailure(f"finetune(distill={kind!r}): one of 'kl', 'mse', 'cosine'")
+    def similarity(s, te):  # relational: each row's softmax over its in-batch similarities
+        s, te = s.reshape(s.shape[0], -1), te.reshape(te.shape[0], -1)
+        s = s / (jnp.linalg.norm(s, axis=-1, keepdims=True) + 1e-12)
+        te = te / (jnp.linalg.norm(te, axis=-1, keepdims=True) + 1e-12)
+        off = 1e9 * jnp.eye(s.shape[0], dtype=s.dtype)
+        logp_t = jax.nn.log_softmax((te @ te.T - off) / t, axis=-1)
+        logp_s = jax.nn.log_softmax((s @ s.T - off) / t, axis=-1)
+        return jnp.mean(jnp.sum(jnp.exp(logp_t) * (logp_t - logp_s), axis=-1))
+
+    kinds = {"kl": kl, "mse": lambda s, te: jnp.mean((s - te) ** 2), "cosine": cosine,
+             "similarity": similarity}
+    if callable(kind):
+        one = kind
+    else:
+        parts = [kinds.get(k.strip()) for k in str(kind).split("+")]
+        if not kind or None in parts:
+            raise UsageFailure(f"finetune(distill={kind!r}): one of {', '.join(map(repr, kinds))}, "
+                               "several joined by '+' (summed), or a function(student, teacher)")
+        one = parts[0] if len(parts) == 1 else (lambda s, te: sum(f(s, te) for f in parts))
 
     def loss(s_out, t_out):
         return sum(one(s, jax.lax.stop_gradient(te)) for s, te in
@@ -321,7 +337,10 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
     once). Loss: ``loss(outputs, labels)`` (or 'cross_entropy' / 'mse'; 'auto': cross-entropy
     for integer labels, else mse) weighted ``1 - alpha``, plus ``alpha`` times the distillation
     loss against ``teacher`` (default: the model before its passes, ``cm.source``; False: none)
-    on outputs softened at ``temperature`` (``distill``: 'kl', 'mse' or 'cosine'). Without
+    on outputs softened at ``temperature`` (``distill``: 'kl', 'mse', 'cosine', 'similarity':
+    the KL between each example's softmax over its cosine similarities to the rest of the batch
+    at ``temperature``, student against teacher, which keeps embeddings' neighbours; several
+    joined by '+' are summed; or a function(student leaf, teacher leaf) -> scalar). Without
     labels only the distillation loss trains. Masks (the graph's ``mask`` annotations and
     ``masks=``, param name -> bool) hold after every step; ``schedule=polynomial(S)`` prunes
     gradually by magnitude. Ctrl-C stops and keeps the best params so far (by eval loss with

@@ -218,3 +218,46 @@ def test_hidden_distillation_errors_name_the_value():
         tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, hidden=["nope"], progress=False)
     with pytest.raises(UsageFailure, match=r"give teacher=None \(the source model\) or a CompiledModel"):
         tensorsmith.finetune(student, [(x,)], steps=1, teacher=lambda x: x, hidden="auto", progress=False)
+
+
+# --- relational (in-batch similarity) distillation -------------------------------------------
+def _similarity_kl64(s, t, temp):
+    """float64 oracle: KL(teacher || student) of each row's softmax over its similarities."""
+    def logp(e):
+        e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+        z = e @ e.T / temp
+        np.fill_diagonal(z, -np.inf)
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    lt, ls = logp(t), logp(s)
+    off = ~np.eye(len(s), dtype=bool)
+    return float(np.mean(np.sum(np.where(off, np.exp(lt) * (lt - ls), 0.0), -1)))
+
+
+def test_similarity_distillation_is_the_kl_of_in_batch_neighbour_distributions():
+    p, x, teacher, student = _mlp3_setup()
+    sp = {k: np.asarray(v, np.float64) for k, v in student.params.items()}
+    tp = {k: np.asarray(v, np.float64) for k, v in teacher.params.items()}
+    xs = x.astype(np.float64)
+
+    def out(q):
+        h = np.maximum(np.maximum(xs @ q["l1/w"] + q["l1/b"], 0) @ q["l2/w"] + q["l2/b"], 0)
+        return h @ q["l3/w"]
+    s_out, t_out = out(sp), out(tp)
+    _, hist = tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, distill="similarity",
+                                   temperature=0.1, progress=False)
+    want = _similarity_kl64(s_out, t_out, 0.1)
+    assert want > 1e-3  # the pruned student's neighbours differ: the loss can tell
+    assert hist.loss[0] == pytest.approx(want, rel=1e-3)
+    cos = float(np.mean(1 - np.sum(s_out * t_out, -1) /
+                        (np.linalg.norm(s_out, axis=-1) * np.linalg.norm(t_out, axis=-1))))
+    _, both = tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher,
+                                   distill="cosine+similarity", temperature=0.1, progress=False)
+    assert both.loss[0] == pytest.approx(want + cos, rel=1e-3)
+    _, own = tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, progress=False,
+                                  distill=lambda s, t: jax.numpy.mean(jax.numpy.abs(s - t)))
+    assert own.loss[0] == pytest.approx(float(np.mean(np.abs(s_out - t_out))), rel=1e-4)
+    with pytest.raises(UsageFailure, match=r"distill='cosine\+kld'\): one of 'kl', 'mse', 'cosine', "
+                                           r"'similarity', several joined by '\+'"):
+        tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, distill="cosine+kld",
+                             progress=False)

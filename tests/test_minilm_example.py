@@ -77,3 +77,15 @@ def test_example_fields(minilm):
     assert ids.dtype == np.int32 and mask.dtype == np.int32 and ids.shape == mask.shape
     assert ids.shape[1] % 16 == 0 and minilm.eval_data[0].shape[0] == 256
     assert set(minilm.params) == {"embeddings", "layers"} and len(minilm.params["layers"]) == 6
+
+
+def test_unlabelled_corpus_is_read_from_source_and_keeps_the_held_out_modules_out():
+    import sys
+    from tensorsmith.examples.minilm.sentences import unlabelled
+    before = set(sys.modules)
+    text = unlabelled()
+    assert not {"smtpd", "telnetlib", "tabnanny", "webbrowser"} & (set(sys.modules) - before)  # parsed, not imported
+    assert len(text) >= 5000 and len(set(text)) == len(text)
+    assert not set(text) & set(held_out())
+    assert unlabelled(limit=100) == text[:100]  # stable order
+    assert any("thread" in s for s in text) and all(5 <= len(s.split()) <= 48 for s in text)
