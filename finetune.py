@@ -317,16 +317,34 @@ def _with_hidden(graph, names, out_tree):
     return fn
 
 
-def _hidden_loss(s_vals, t_vals):
-    """Mean over the values of the MSE relative to the teacher's mean square (scale-free)."""
-    parts = [jnp.mean((s - t) ** 2) / (jnp.mean(t ** 2) + 1e-12)
-             for s, t in zip(s_vals, (jax.lax.stop_gradient(t) for t in t_vals))]
+def _hidden_loss(s_vals, t_vals, mask=None):
+    """Mean over the values of the MSE relative to the teacher's mean square (scale-free);
+    with ``mask``, over the positions where it is nonzero (values it prefixes in shape)."""
+    parts = []
+    for s, t in zip(s_vals, (jax.lax.stop_gradient(t) for t in t_vals)):
+        if mask is not None and s.shape[:mask.ndim] == mask.shape:
+            w = mask.astype(s.dtype).reshape(mask.shape + (1,) * (s.ndim - mask.ndim))
+            parts.append(jnp.sum(w * (s - t) ** 2) / (jnp.sum(w * t ** 2) + 1e-12))
+        else:
+            parts.append(jnp.mean((s - t) ** 2) / (jnp.mean(t ** 2) + 1e-12))
     return sum(parts) / len(parts)
+
+
+def _input_index(graph, name, option: str) -> int:
+    """The position of graph input ``name`` (a name, or an int position)."""
+    names = [v.name for v in graph.inputs]
+    if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(names):
+        return name
+    if isinstance(name, str) and name.lstrip("%") in names:
+        return names.index(name.lstrip("%"))
+    close = difflib.get_close_matches(str(name), names, n=1)
+    raise UsageFailure(f"finetune({option}={name!r}): {graph.name} has inputs "
+                       f"{', '.join(names)}" + (f" (closest: {close[0]})" if close else ""))
 
 
 def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
              temperature: float = 2.0, alpha: float = 0.5, distill: str = "kl",
-             hidden=None, hidden_weight: float = 1.0,
+             hidden=None, hidden_weight: float = 1.0, hidden_mask=None,
              schedule: Polynomial | None = None, optimizer=None, lr: float = 1e-3,
              eval_data: Iterable | None = None, eval_every: int | None = None,
              masks: dict | None = None, trainable=None, keep: str | None = None,
@@ -347,7 +365,8 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
     ``eval_data``, else training loss); ``keep='best'|'last'`` chooses at a normal end.
     ``hidden``: layer-wise distillation: intermediate values (names, or 'auto': the inputs of
     dot/conv layers the teacher has with the same name and type) matched to the teacher's by
-    relative MSE, weighted ``hidden_weight``; the teacher is then a graph (None: ``cm.source``,
+    relative MSE, weighted ``hidden_weight`` (``hidden_mask``: an input, by name or position,
+    whose zeros mark positions left out, e.g. a transformer's attention mask); the teacher is then a graph (None: ``cm.source``,
     or a CompiledModel: compile the dense model with the same passes so the names match).
     Evaluation (and the best step) uses the output losses only.
     """
@@ -385,7 +404,7 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
     params = {k: all_params[k] for k in names}
     teach = _teacher_fn(cm, teacher)
     distill_fn = _distill_loss(distill, temperature) if teach is not None else None
-    student_fn = None
+    student_fn, mask_at = None, None
     if hidden is not None:
         t_graph = cm.source if teacher is None else getattr(teacher, "graph", None)
         if teach is None or t_graph is None:
@@ -396,8 +415,11 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
         hidden_names = _hidden_names(graph, t_graph, hidden)
         out_tree = jax.tree_util.tree_structure(
             jax.eval_shape(lambda *xs: cm.apply({}, *xs), *_zeros(graph)))
+        mask_at = None if hidden_mask is None else _input_index(graph, hidden_mask, "hidden_mask")
         student_fn = _with_hidden(graph, hidden_names, out_tree)
         teach = (_with_hidden(t_graph, hidden_names, out_tree), teach[1])
+    elif hidden_mask is not None:
+        raise UsageFailure("finetune(hidden_mask=...) weights the hidden-state loss: give hidden= too")
     task = None if loss is None else loss
     opt = optimizer if optimizer is not None else optax.adam(lr)
 
@@ -421,7 +443,8 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
             if s_hid is not None:
                 t_out, t_hid = t_out
                 if train:  # the best step is chosen on the output losses alone
-                    total = total + hidden_weight * _hidden_loss(s_hid, t_hid)
+                    total = total + hidden_weight * _hidden_loss(
+                        s_hid, t_hid, None if mask_at is None else inputs[mask_at])
             total = total + (alpha if parts else 1.0) * distill_fn(out, t_out)
             parts += 1
         return total, out

@@ -261,3 +261,39 @@ def test_similarity_distillation_is_the_kl_of_in_batch_neighbour_distributions()
                                            r"'similarity', several joined by '\+'"):
         tensorsmith.finetune(student, [(x,)], steps=1, teacher=teacher, distill="cosine+kld",
                              progress=False)
+
+
+def _mlp3_tokens(p, x, m):
+    return _mlp3(p, x) * m[..., None]
+
+
+def test_hidden_mask_leaves_padded_positions_out_of_the_hidden_loss():
+    p, _, _, _ = _mlp3_setup()
+    r = np.random.default_rng(1)
+    x = r.standard_normal((4, 6, 8)).astype(np.float32)
+    m = (np.arange(6)[None, :] < np.array([[6], [3], [1], [4]])).astype(np.int32)
+    teacher = tensorsmith.compile(_mlp3_tokens, x, m, params=p, passes=[])
+    student = tensorsmith.compile(_mlp3_tokens, x, m, params=p,
+                                  passes="prune{pattern=channel,sparsity=0.5,include=[l1/w]}")
+    sp = {k: np.asarray(v, np.float64) for k, v in student.params.items()}
+    tp = {k: np.asarray(v, np.float64) for k, v in teacher.params.items()}
+    xs, w = x.astype(np.float64), m[..., None].astype(np.float64)
+
+    def h2(q):
+        return np.maximum(np.maximum(xs @ q["l1/w"] + q["l1/b"], 0) @ q["l2/w"] + q["l2/b"], 0)
+    out = np.mean(((h2(sp) @ sp["l3/w"] - h2(tp) @ tp["l3/w"]) * w) ** 2)
+    want = np.sum(w * (h2(sp) - h2(tp)) ** 2) / np.sum(w * h2(tp) ** 2) + out
+    unmasked = np.mean((h2(sp) - h2(tp)) ** 2) / np.mean(h2(tp) ** 2) + out
+    assert abs(want - unmasked) > 1e-3 * want  # the padded positions do count without the mask
+    for key in ("m", 1):
+        _, hist = tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, distill="mse",
+                                       hidden="auto", hidden_mask=key, progress=False)
+        assert hist.loss[0] == pytest.approx(want, rel=1e-4)
+    _, plain = tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, distill="mse",
+                                    hidden="auto", progress=False)
+    assert plain.loss[0] == pytest.approx(unmasked, rel=1e-4)
+    with pytest.raises(UsageFailure, match=r"hidden_mask='mk'\): _mlp3_tokens has inputs x, m \(closest: m\)"):
+        tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, hidden="auto",
+                             hidden_mask="mk", progress=False)
+    with pytest.raises(UsageFailure, match=r"hidden_mask=\.\.\.\) weights the hidden-state loss: give hidden="):
+        tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, hidden_mask="m", progress=False)
