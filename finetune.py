@@ -276,7 +276,8 @@ def _hidden_names(student, teacher, hidden) -> list[str]:
     """The intermediate values both graphs compute with the same name and type.
 
     ``'auto'``: the data inputs of the student's dot/conv layers (a block's hidden state) that
-    the teacher also has unchanged, i.e. the hidden states pruning did not narrow.
+    the teacher also has unchanged, i.e. the hidden states pruning did not narrow; a list may
+    hold ``'auto'`` beside value names (e.g. the last hidden state, which no layer reads).
     """
     s_vals, t_vals = _value_types(student), _value_types(teacher)
     same = lambda k: k in t_vals and t_vals[k].type == s_vals[k].type  # noqa: E731
@@ -292,7 +293,12 @@ def _hidden_names(student, teacher, hidden) -> list[str]:
                                "teacher; give teacher= the dense model compiled with the same "
                                "passes, or hidden=[value names]")
         return names
-    names = [str(k).lstrip("%") for k in ((hidden,) if isinstance(hidden, str) else hidden)]
+    asked = (hidden,) if isinstance(hidden, str) else tuple(hidden)
+    if "auto" in asked:  # 'auto' among names: its values, then the named ones
+        named = _hidden_names(student, teacher, [k for k in asked if k != "auto"]) \
+            if len(asked) > 1 else []
+        return list(dict.fromkeys(_hidden_names(student, teacher, "auto") + named))
+    names = [str(k).lstrip("%") for k in asked]
     for k in names:
         if k not in s_vals:
             close = difflib.get_close_matches(k, list(s_vals), n=1)
@@ -363,11 +369,12 @@ def finetune(cm, data: Iterable, *, steps: int, loss="auto", teacher=None,
     ``masks=``, param name -> bool) hold after every step; ``schedule=polynomial(S)`` prunes
     gradually by magnitude. Ctrl-C stops and keeps the best params so far (by eval loss with
     ``eval_data``, else training loss); ``keep='best'|'last'`` chooses at a normal end.
-    ``hidden``: layer-wise distillation: intermediate values (names, or 'auto': the inputs of
-    dot/conv layers the teacher has with the same name and type) matched to the teacher's by
-    relative MSE, weighted ``hidden_weight`` (``hidden_mask``: an input, by name or position,
-    whose zeros mark positions left out, e.g. a transformer's attention mask); the teacher is then a graph (None: ``cm.source``,
-    or a CompiledModel: compile the dense model with the same passes so the names match).
+    ``hidden``: layer-wise distillation: intermediate values (names, 'auto': the inputs of
+    dot/conv layers the teacher has with the same name and type, or a list of both) matched to
+    the teacher's by relative MSE, weighted ``hidden_weight``; ``hidden_mask``: an input (name
+    or position) whose zeros mark positions to leave out, e.g. a transformer's attention mask.
+    The teacher is then a graph (None: ``cm.source``, or a CompiledModel: compile the dense
+    model with the same passes so the names match).
     Evaluation (and the best step) uses the output losses only.
     """
     optax = _optax()

@@ -292,6 +292,15 @@ def test_hidden_mask_leaves_padded_positions_out_of_the_hidden_loss():
     _, plain = tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, distill="mse",
                                     hidden="auto", progress=False)
     assert plain.loss[0] == pytest.approx(unmasked, rel=1e-4)
+    # 'auto' beside a named value: the output before the mask (no layer reads it) joins the loss
+    last = next(n.inputs[0].name for n in student.graph.nodes if n.op == "mul" and
+                n.inputs[0].type.rank == 3 and n.inputs[0].type.shape[-1] == 4)
+    _, both = tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, distill="mse",
+                                   hidden=["auto", last], hidden_mask="m", progress=False)
+    rel_last = np.sum(w * (h2(sp) @ sp["l3/w"] - h2(tp) @ tp["l3/w"]) ** 2) / \
+        np.sum(w * (h2(tp) @ tp["l3/w"]) ** 2)
+    h_part = np.sum(w * (h2(sp) - h2(tp)) ** 2) / np.sum(w * h2(tp) ** 2)
+    assert both.loss[0] == pytest.approx((h_part + rel_last) / 2 + out, rel=1e-4)
     with pytest.raises(UsageFailure, match=r"hidden_mask='mk'\): _mlp3_tokens has inputs x, m \(closest: m\)"):
         tensorsmith.finetune(student, [(x, m)], steps=1, teacher=teacher, hidden="auto",
                              hidden_mask="mk", progress=False)
