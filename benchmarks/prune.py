@@ -10,14 +10,18 @@ Digits CNN (bundled; trained on the scikit-learn digits, held-out split of 360 i
 MiniLM (optional extra ``tensorsmith[minilm]``; skipped with a message when absent): 2 of 12
 heads and 30% of each FFN's neurons removed per layer, chosen and compensated on calibration
 sentences (``criterion=obs,reconstruct=true,mask_input=attention_mask``), then distilled
-(cosine loss on the embedding + hidden states, best step on a validation split) on sentences
-from one set of standard-library modules and evaluated on another set's; with an ablation of
-each ingredient (``--no-ablation``: the full recipe only).
+(cosine loss on the embedding + relative MSE on every block's input and the last token
+states, padding left out; best step on a validation split of the training modules' prose).
+Calibration and distillation text: ``sentences.unlabelled()``, the docstrings and comments of
+the standard library outside the held-out modules' packages (``--minilm-corpus training``: the
+training modules' prose only, as before); evaluation on the held-out modules' prose. With an
+ablation of each ingredient (``--no-ablation``: the full recipe only).
 
-  python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 600]
+  python benchmarks/prune.py [--only digits|minilm] [--digits-steps 600] [--minilm-steps 4000]
                              [--minilm-length 32] [--minilm-eval 256] [--minilm-lr 1e-4]
-                             [--minilm-calibration 889] [--no-ablation]
-                             [--minilm-reconstruct true|sequential]
+                             [--minilm-calibration 8000] [--minilm-corpus unlabelled|training]
+                             [--minilm-hidden auto+final-masked] [--minilm-distill cosine]
+                             [--minilm-reconstruct true|sequential] [--no-ablation]
                              [--rounds 30] [--out benchmarks/results/prune.json]
 """
 from __future__ import annotations
@@ -154,7 +158,9 @@ def _minilm_setting(ex, passes: str, example, cal, test, ref, nn_ref) -> tuple:
 
 
 def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: float = 1e-4,
-           n_cal: int = 889, ablation: bool = True, recipe: str = "true") -> dict:
+           n_cal: int = 8000, ablation: bool = True, recipe: str = "true",
+           corpus: str = "unlabelled", distill: str = "cosine",
+           temperature: float = 0.05, batch: int = 16, hidden: str = "auto+final-masked") -> dict:
     """30% FFN neurons + 2/12 heads per layer, distilled; cosine and NN agreement vs dense.
 
     On calibration sentences (padding left out: ``mask_input=attention_mask``), heads and
@@ -162,9 +168,12 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
     with (``criterion=obs``), that layer is re-fitted by least squares (``reconstruct=true``
     on the dense model's statistics, or ``recipe='sequential'``: in graph order, on the pruned
     model's input, to the dense model's output plus the residual stream's error),
-    then the model is distilled from the dense one on its final embedding (cosine) and on
-    each block's hidden states (``hidden='auto'``). With ``ablation``, each ingredient's share
-    is measured too (same data, same steps).
+    then the model is distilled from the dense one on its final embedding (``distill``) and
+    on hidden states (``hidden``: 'auto' = every block's input, '+final' = the last token
+    states, '-masked' = padding left out). ``corpus``: 'unlabelled' (standard-library
+    docstrings and comments, shuffled; the first ``n_cal`` calibrate) or 'training' (the
+    training modules' prose). With ``ablation``, each ingredient's share is measured too (same
+    data, same steps).
     """
     try:
         from tensorsmith import examples
@@ -175,12 +184,22 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
     from tensorsmith.examples.minilm.sentences import held_out, training
 
     test = ex.tokenize(held_out(limit=n_eval), length=length)
-    train = ex.tokenize(training(), length=length)
+    train_texts = training()
+    train = ex.tokenize(train_texts, length=length)
     # the last 128 training sentences pick the best step (validation); the test set is unseen
     n_fit = len(train[0]) - 128
-    cal = [(train[0][i:i + 32], train[1][i:i + 32]) for i in range(0, min(n_cal, n_fit) - 31, 32)]
-    batches = [(train[0][i:i + 16], train[1][i:i + 16]) for i in range(0, n_fit - 15, 16)]
     val = [(train[0][i:i + 64], train[1][i:i + 64]) for i in range(n_fit, len(train[0]) - 63, 64)]
+    if corpus == "training":  # the prose sentences of the training modules, in order
+        pool = (train[0][:n_fit], train[1][:n_fit])
+    else:  # docstrings and comments of the whole standard library but the held-out packages
+        from tensorsmith.examples.minilm.sentences import unlabelled
+        validation = set(train_texts[n_fit:])
+        pool = ex.tokenize([t for t in unlabelled() if t not in validation], length=length)
+        order = np.random.default_rng(0).permutation(len(pool[0]))
+        pool = (pool[0][order], pool[1][order])
+    n_pool = len(pool[0])
+    cal = [(pool[0][i:i + 32], pool[1][i:i + 32]) for i in range(0, min(n_cal, n_pool) - 31, 32)]
+    batches = [(pool[0][i:i + batch], pool[1][i:i + batch]) for i in range(0, n_pool - batch + 1, batch)]
     example = (train[0][:16], train[1][:16])
     t0 = time.perf_counter()
     dense = tensorsmith.compile(ex.fn, *example, params=ex.params, batch_dim=True)
@@ -197,11 +216,20 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
 
     def run(cm, hidden):
         import optax
+        mask = None
+        if hidden is not None and hidden.endswith("-masked"):  # padding left out of the loss
+            hidden, mask = hidden[:-len("-masked")], "attention_mask"
+        if hidden == "auto+final":  # + the last token states (the ones mean pooling reads)
+            hidden = ["auto"] + [n.inputs[0].name for n in cm.graph.nodes if n.op == "reduce_sum"
+                                 and tuple(n.attrs["axes"]) == (1,) and n.inputs[0].type.rank == 3
+                                 and n.inputs[0].type.shape[-1] != 1]
         # warm up (Adam's first steps would undo the reconstruction), then cosine decay
         sched = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, min(20, steps // 10)), steps, lr / 10)
         t0 = time.perf_counter()
-        tuned, hist = tensorsmith.finetune(cm, batches, steps=steps, teacher=dense, distill="cosine",
-                                           hidden=hidden, optimizer=optax.adam(sched),
+        tuned, hist = tensorsmith.finetune(cm, batches, steps=steps, teacher=dense, distill=distill,
+                                           temperature=temperature,
+                                           hidden=hidden, hidden_mask=mask,
+                                           optimizer=optax.adam(sched),
                                            trainable=["layers/*"],
                                            eval_data=val, eval_every=max(1, steps // 10),
                                            progress=False)
@@ -219,25 +247,29 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
                               ("obs_reconstruct", "obs", True, False)):
             _, ablation_rows[f"{name}_before_finetune"] = _minilm_setting(
                 ex, passes(c, r, m), example, cal, test, ref, nn_ref)
-    if recipe != "true":  # the independent re-fit against the recipe, always
-        _, ablation_rows["obs_reconstruct_masked_before_finetune"] = _minilm_setting(
-            ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
-    if recipe != "sequential":  # the sequential re-fit against the recipe, always
-        _, ablation_rows["obs_sequential_masked_before_finetune"] = _minilm_setting(
-            ex, passes("obs", "sequential", True), example, cal, test, ref, nn_ref)
+        if recipe != "true":  # the independent re-fit against the recipe
+            _, ablation_rows["obs_reconstruct_masked_before_finetune"] = _minilm_setting(
+                ex, passes("obs", True, True), example, cal, test, ref, nn_ref)
+        if recipe != "sequential":  # the sequential re-fit against the recipe
+            _, ablation_rows["obs_sequential_masked_before_finetune"] = _minilm_setting(
+                ex, passes("obs", "sequential", True), example, cal, test, ref, nn_ref)
     pruned, row = _minilm_setting(ex, passes("obs", recipe, True), example, cal, test, ref, nn_ref)
     tag = "obs_reconstruct_masked" if recipe == "true" else f"obs_{recipe}_masked"
     ablation_rows[f"{tag}_before_finetune"] = row
     if ablation:
         ablation_rows[f"{tag}_output_distill"] = run(pruned, None)[3]
-    tuned, hist, ft_s, final = run(pruned, "auto")
-    ablation_rows[f"{tag}_output_and_hidden_distill"] = final
+        if hidden != "auto":
+            ablation_rows[f"{tag}_output_and_auto_hidden_distill"] = run(pruned, "auto")[3]
+    tuned, hist, ft_s, final = run(pruned, hidden)
+    ablation_rows[f"{tag}_output_and_{hidden.replace('+', '_').replace('-', '_')}_distill"] = final
     heads = [v.shape[1] // 32 for k, v in tuned.params.items() if k.endswith("attention/query/kernel")]
     ffn_n = [v.shape[1] for k, v in tuned.params.items() if k.endswith("intermediate/kernel")]
     lat = _interleaved({"dense": dense, "pruned": tuned}, (test[0][:32], test[1][:32]), rounds)
     cos, agree = final["mean_cosine"], final["nn_agreement"]
     return {
-        "held_out_sentences": int(len(ref)), "training_sentences": int(len(train[0])),
+        "held_out_sentences": int(len(ref)), "corpus": corpus, "distill_sentences": n_pool,
+        "validation_sentences": int(len(train[0]) - n_fit), "distill": distill,
+        "temperature": temperature, "batch": batch, "hidden": hidden,
         "calibration_sentences": int(sum(len(b[0]) for b in cal)),
         "sequence_length": length, "pipeline": pruned.pipeline, "reconstruct": recipe,
         "heads_per_layer": heads,
@@ -265,9 +297,20 @@ def main(argv=None) -> int:
     ap.add_argument("--minilm-length", type=int, default=32)
     ap.add_argument("--minilm-eval", type=int, default=256)
     ap.add_argument("--minilm-lr", type=float, default=1e-4)
-    ap.add_argument("--minilm-calibration", type=int, default=889)
+    ap.add_argument("--minilm-calibration", type=int, default=8000)
+    ap.add_argument("--minilm-corpus", choices=("unlabelled", "training"), default="unlabelled",
+                    help="sentences to calibrate and distil on: the standard library's docstrings "
+                         "and comments (held-out packages left out), or the training modules' prose")
+    ap.add_argument("--minilm-distill", default="cosine",
+                    help="finetune(distill=...) on the embedding")
+    ap.add_argument("--minilm-temperature", type=float, default=0.05)
+    ap.add_argument("--minilm-batch", type=int, default=16)
+    ap.add_argument("--minilm-hidden", default="auto+final-masked",
+                    choices=("auto", "auto-masked", "auto+final", "auto+final-masked"),
+                    help="hidden states distilled: every block's input ('auto'), + the last token "
+                         "states ('+final'); '-masked': padding positions left out")
     ap.add_argument("--no-ablation", action="store_true",
-                    help="MiniLM: only the full recipe (and the other re-fit's row)")
+                    help="MiniLM: only the full recipe")
     ap.add_argument("--minilm-reconstruct", choices=("true", "sequential"), default="true",
                     help="MiniLM recipe: independent re-fits on dense statistics, or sequential")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -280,7 +323,9 @@ def main(argv=None) -> int:
     if args.only in (None, "minilm"):
         result["minilm"] = minilm(args.minilm_steps, max(5, args.rounds // 3), args.minilm_length,
                                   args.minilm_eval, args.minilm_lr, args.minilm_calibration,
-                                  not args.no_ablation, args.minilm_reconstruct)
+                                  not args.no_ablation, args.minilm_reconstruct,
+                                  args.minilm_corpus, args.minilm_distill, args.minilm_temperature,
+                                  args.minilm_batch, args.minilm_hidden)
         print(json.dumps({"minilm": result["minilm"]}), flush=True)
     from tensorsmith.ir.serialize import atomic_write
     atomic_write(args.out, json.dumps(result, indent=1).encode())
