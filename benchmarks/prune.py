@@ -262,6 +262,16 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
             ablation_rows[f"{tag}_output_and_auto_hidden_distill"] = run(pruned, "auto")[3]
     tuned, hist, ft_s, final = run(pruned, hidden)
     ablation_rows[f"{tag}_output_and_{hidden.replace('+', '_').replace('-', '_')}_distill"] = final
+    # the same model on the other disjoint slices of n_eval held-out sentences: how much the
+    # nearest-neighbour figure moves with the sentences drawn
+    others = held_out()[n_eval:]
+    slices = []
+    for i in range(0, len(others) - n_eval + 1, n_eval):
+        part = ex.tokenize(others[i:i + n_eval], length=length)
+        d, p = _embed(dense, part), _embed(tuned, part)
+        slices.append({"sentences": f"{n_eval + i}-{2 * n_eval + i}",
+                       "mean_cosine": float(np.mean(np.sum(d * p, -1))),
+                       "nn_agreement": float(np.mean(_neighbours(p) == _neighbours(d)))})
     heads = [v.shape[1] // 32 for k, v in tuned.params.items() if k.endswith("attention/query/kernel")]
     ffn_n = [v.shape[1] for k, v in tuned.params.items() if k.endswith("intermediate/kernel")]
     lat = _interleaved({"dense": dense, "pruned": tuned}, (test[0][:32], test[1][:32]), rounds)
@@ -283,6 +293,7 @@ def minilm(steps: int, rounds: int, length: int = 32, n_eval: int = 256, lr: flo
         "kept_step": hist.best_step, "validation_loss": [(s, round(v, 5)) for s, v, _ in hist.evals],
         "finetune_seconds": ft_s, "compile_seconds": row["compile_seconds"],
         "dense_compile_seconds": dense_s, "ablation": ablation_rows,
+        "other_held_out_slices": slices,
         f"latency_ms_batch32_len{length}": lat, "finetune_lr": lr,
         "truncated_held_out": int(np.sum(test[1][:, -1] == 1)), "latency_ratio": lat["pruned"] / lat["dense"],
         "target_cosine": 0.97, "target_nn_agreement": 0.90, "met": cos >= 0.97 and agree >= 0.90}
@@ -292,7 +303,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("digits", "minilm"), default=None)
     ap.add_argument("--digits-steps", type=int, default=600)
-    ap.add_argument("--minilm-steps", type=int, default=600)
+    ap.add_argument("--minilm-steps", type=int, default=4000)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--minilm-length", type=int, default=32)
     ap.add_argument("--minilm-eval", type=int, default=256)
