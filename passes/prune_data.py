@@ -124,18 +124,9 @@ def collect(graph: Graph, ctx: PassContext, cons: list[Consumer], why: str,
     keys = list(dict.fromkeys((c.x, c.x_axis) for c in cons))
     if not keys:
         return {}
-    values = {v.name: v for n in graph.nodes for v in n.outputs}
-    values.update({v.name: v for v in graph.inputs})
     names = list(dict.fromkeys(x for x, _ in keys))
-    probe = graph.replace(outputs=tuple(values[x] for x in names))
-    inputs = [v.name for v in graph.inputs]
-    if mask_input and mask_input.lstrip("%") not in inputs:
-        import difflib
-        close = difflib.get_close_matches(mask_input.lstrip("%"), inputs, n=1)
-        raise PassOptionError(f"pass '{ctx.pass_name}' option 'mask_input': {graph.name} has no "
-                              f"input %{mask_input.lstrip('%')}" + (f" (closest: %{close[0]})" if close
-                              else f"; its inputs: {', '.join('%' + n for n in inputs)}"))
-    slot = inputs.index(mask_input.lstrip("%")) if mask_input else None
+    probe = _probe(graph, names)
+    slot = _mask_slot(graph, ctx, mask_input)
     acc: dict[tuple, Stats] = {}
     unmasked: set = set()
     batches = ctx.calibration_batches(graph)

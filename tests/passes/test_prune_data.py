@@ -209,15 +209,21 @@ def _masked_mlp(p, x, m):
     return _mlp(p, x) * m[:, None]  # rows with m == 0 (padding) do not reach the output
 
 
-def test_mask_input_leaves_padding_rows_out_of_the_fit():
-    p = _mlp_params(seed=12, f=20)
+def _padded_calibration():
+    """Three batches of 32 rows, ~40% of them padding (m == 0) from another distribution."""
     r = np.random.default_rng(13)
     cal = []
     for _ in range(3):
         x = r.standard_normal((32, 12)).astype(np.float32)
         m = (r.random(32) < 0.6).astype(np.float32)
-        x[m == 0] *= 5  # padding rows from another distribution
+        x[m == 0] *= 5
         cal.append((x, m))
+    return r, cal
+
+
+def test_mask_input_leaves_padding_rows_out_of_the_fit():
+    p = _mlp_params(seed=12, f=20)
+    r, cal = _padded_calibration()
     opts = "pattern=channel,sparsity=0.5,criterion=l2,reconstruct=true,damp=0"
     cm = _compile(p, cal, f"prune{{{opts},mask_input=m}}", fn=_masked_mlp)
     kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
@@ -298,13 +304,7 @@ def test_sequential_reconstruction_equals_the_independent_one_with_nothing_prune
 
 def test_sequential_reconstruction_with_obs_and_a_padding_mask_matches_the_oracle():
     p = _mlp_params(seed=12, f=20)
-    r = np.random.default_rng(13)
-    cal = []
-    for _ in range(3):
-        x = r.standard_normal((32, 12)).astype(np.float32)
-        m = (r.random(32) < 0.6).astype(np.float32)
-        x[m == 0] *= 5
-        cal.append((x, m))
+    r, cal = _padded_calibration()
     cm = _compile(p, cal, "prune{pattern=channel,sparsity=0.5,criterion=obs,damp=0,"
                           "reconstruct=sequential,mask_input=m}", fn=_masked_mlp)
     kept = _kept_columns(p["l1"]["w"], cm.graph.params["l1/w"])
